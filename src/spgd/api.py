@@ -1,0 +1,53 @@
+"""The stable Python API: simulate a measurement, restore an image.
+
+Clean and restored images are NCHW float tensors in [0, 1] here, at the API edge; inside, and in
+measurements y, the published [-1, 1] convention holds (noise sigma is stated in those units).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from .operators.base import Operator
+from .samplers import get_sampler
+from .seeding import make_generators
+
+
+def to_model_range(x01: Tensor) -> Tensor:
+    """[0, 1] images -> [-1, 1]."""
+    return x01 * 2 - 1
+
+
+def to_image_range(x: Tensor) -> Tensor:
+    """[-1, 1] images -> [0, 1], clipped (NaN, marking a failed image, stays NaN)."""
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+def simulate(x: Tensor, operator: Operator, seed: int | Sequence[int] = 0) -> Tensor:
+    """The measurement y = A(x) + noise of clean images x in [0, 1], seeded per image.
+
+    Random operator parameters (masks, kernels) are drawn here, per image, and kept in the operator.
+    """
+    _check_batch(x, "x")
+    generators = make_generators(seed, x.shape[0], "measure")
+    with torch.no_grad():
+        return operator.measure(to_model_range(x), generators)
+
+
+def restore(y: Tensor, operator: Operator, prior: Any, sampler: str = "spgd", seed: int | Sequence[int] = 0,
+            x_start: Tensor | None = None, **sampler_params: Any) -> Tensor:
+    """Restored images in [0, 1] from measurements y, with the named sampler and the prior.
+
+    `x_start` (in the sampler's own units, e.g. sigma_max-scaled noise) overrides the seeded start.
+    """
+    if y.dim() < 2:
+        raise ValueError(f"y must be a batch (first dimension = images), got shape {tuple(y.shape)}")
+    x = get_sampler(sampler)(prior, operator, y, x_start=x_start, seed=seed, **sampler_params)
+    return to_image_range(x)
+
+
+def _check_batch(x: Tensor, name: str) -> None:
+    if x.dim() != 4:
+        raise ValueError(f"{name} must be an NCHW batch, got shape {tuple(x.shape)}")

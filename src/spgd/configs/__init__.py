@@ -1,0 +1,1 @@
+"""Packaged task presets (YAML)."""

@@ -1,0 +1,75 @@
+"""Forward models of the restoration tasks, and `make_operator` to build one by name.
+
+`make_operator(**op.params())` rebuilds an operator exactly (drawn masks and kernels included).
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+from .base import Operator, as_generators, randn_like_per_image
+from .blur import Blur, GaussianBlur, MotionBlur, gaussian_kernel
+from .hdr import HighDynamicRange
+from .inpainting import Inpainting, load_mask
+from .phase_retrieval import PhaseRetrieval
+from .super_resolution import SuperResolution
+
+
+def _nonlinear_blur() -> type[Operator]:
+    from .nonlinear_blur import NonlinearBlur  # on demand: the other operators never depend on it
+
+    return NonlinearBlur
+
+
+_FACTORIES: dict[str, Callable[[], type[Operator]]] = {
+    "super_resolution": lambda: SuperResolution,
+    "inpainting": lambda: Inpainting,
+    "blur": lambda: Blur,
+    "gaussian_blur": lambda: GaussianBlur,
+    "motion_blur": lambda: MotionBlur,
+    "phase_retrieval": lambda: PhaseRetrieval,
+    "hdr": lambda: HighDynamicRange,
+    "nonlinear_blur": _nonlinear_blur,
+}
+_ALIASES = {"down_sampling": "super_resolution", "high_dynamic_range": "hdr"}
+
+
+def operator_names() -> list[str]:
+    """Every name `make_operator` accepts, aliases included."""
+    return sorted([*_FACTORIES, *_ALIASES])
+
+
+def make_operator(name: str, **params: Any) -> Operator:
+    """Build the operator registered as `name` (or an alias) with the given parameters."""
+    key = _ALIASES.get(name, name)
+    if key not in _FACTORIES:
+        raise ValueError(f"unknown operator {name!r}; known operators: {', '.join(operator_names())}")
+    cls = _FACTORIES[key]()
+    signature = inspect.signature(cls.__init__)
+    accepted = [p for p in signature.parameters if p != "self"]
+    if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        unknown = sorted(set(params) - set(accepted))
+        if unknown:
+            raise TypeError(
+                f"operator {key!r} got unknown parameter(s) {', '.join(map(repr, unknown))}; "
+                f"accepted: {', '.join(accepted)}"
+            )
+    return cls(**params)
+
+
+__all__ = [
+    "Blur",
+    "GaussianBlur",
+    "HighDynamicRange",
+    "Inpainting",
+    "MotionBlur",
+    "Operator",
+    "PhaseRetrieval",
+    "SuperResolution",
+    "as_generators",
+    "gaussian_kernel",
+    "load_mask",
+    "make_operator",
+    "operator_names",
+    "randn_like_per_image",
+]

@@ -1,0 +1,89 @@
+"""The operator interface: a forward model y = A(x) + noise, with explicit, reproducible parameters.
+
+Images are NCHW tensors in [-1, 1]. Measurement noise `noise_sigma` is in those units, as in the
+published code. Operators whose parameters are random (masks, kernels) draw them per image from
+that image's `torch.Generator`, so a batch of three gives the same result as three runs of one.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from ..seeding import randn_per_image
+
+
+def as_generators(generator: Any, batch: int) -> list[torch.Generator | None]:
+    """Normalise `generator` (None, one generator or one per image) to a list of length `batch`."""
+    if generator is None or isinstance(generator, torch.Generator):
+        if batch > 1 and generator is not None:
+            raise ValueError(
+                "a single torch.Generator was given for a batch of "
+                f"{batch} images; pass one generator per image so results do not depend on batch size"
+            )
+        return [generator] * batch
+    generators = list(generator)
+    if len(generators) != batch:
+        raise ValueError(f"got {len(generators)} generators for a batch of {batch} images")
+    return generators
+
+
+def randn_like_per_image(x: Tensor, generators: Sequence[torch.Generator | None]) -> Tensor:
+    """Standard normal noise shaped like `x`, image i drawn from generators[i] (on the CPU, then moved)."""
+    return randn_per_image(x.shape[1:], generators, x.device, x.dtype)
+
+
+class Operator(torch.nn.Module):
+    """Base class of all forward models.
+
+    Subclasses implement `A`; linear ones also `A_adjoint` (exact adjoint, so <Ax, y> = <x, A^T y>)
+    and may implement `A_pinv`. Random parameters are drawn in `draw(x, generators)`; `measure`
+    calls it first, then adds Gaussian noise of `noise_sigma` from the same per-image generators.
+    """
+
+    name: str = "operator"
+    linear: bool = False
+
+    def __init__(self, noise_sigma: float = 0.0) -> None:
+        super().__init__()
+        if noise_sigma < 0:
+            raise ValueError(f"noise_sigma must be >= 0, got {noise_sigma}")
+        self.noise_sigma = float(noise_sigma)
+
+    def A(self, x: Tensor) -> Tensor:  # noqa: N802 - the field's notation
+        raise NotImplementedError
+
+    def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
+        raise NotImplementedError(f"{self.name} is not linear: it has no adjoint")
+
+    def input_shape(self, y: Tensor) -> tuple[int, ...]:
+        """Shape of the image batch x that produced measurement y (samplers start from it)."""
+        return tuple(y.shape)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.A(x)
+
+    def draw(self, x: Tensor, generators: Sequence[torch.Generator | None]) -> None:
+        """Draw any random parameters (one set per image of `x`) that are not fixed yet."""
+
+    def measure(self, x: Tensor, generator: Any = None) -> Tensor:
+        """y = A(x) + noise_sigma * n, with n (and any random parameters) drawn per image."""
+        generators = as_generators(generator, x.shape[0])
+        self.draw(x, generators)
+        y = self.A(x)
+        if self.noise_sigma > 0:
+            y = y + self.noise_sigma * randn_like_per_image(y, generators)
+        return y
+
+    def update(self, **params: Any) -> "Operator":
+        """Change parameters in place (DeepInverse-style), e.g. `op.update(mask=m)`; returns self."""
+        for key, value in params.items():
+            if not hasattr(self, key):
+                raise TypeError(f"{self.name} has no parameter {key!r}")
+            setattr(self, key, value)
+        return self
+
+    def params(self) -> dict[str, Any]:
+        """The parameters that reproduce this operator exactly (tensors included)."""
+        return {"name": self.name, "noise_sigma": self.noise_sigma}

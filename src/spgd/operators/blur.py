@@ -1,0 +1,151 @@
+"""Blur: per-channel 2-D convolution after reflection padding, as in the published code.
+
+The published operators pad by kernel_size//2 with reflection and apply `conv2d` (a
+cross-correlation) per channel, so the output has the input's size. The kernel is one 2-D tensor
+shared by the batch, or one kernel per image (B x k x k), e.g. motion kernels drawn per image.
+The adjoint is exact: a transposed convolution followed by the adjoint of reflection padding
+(folding the padded border back onto the pixels it was copied from).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import scipy.ndimage
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import Operator
+from .motion_kernel import motion_kernel
+
+
+def gaussian_kernel(size: int, std: float) -> Tensor:
+    """The published Gaussian kernel: a centred delta filtered by scipy's gaussian_filter, normalised."""
+    delta = np.zeros((size, size))
+    delta[size // 2, size // 2] = 1.0
+    kernel = scipy.ndimage.gaussian_filter(delta, sigma=std)
+    return torch.from_numpy(kernel / kernel.sum()).to(torch.float32)
+
+
+def _check_kernel(kernel: Tensor) -> Tensor:
+    """Validate a k x k (shared) or B x k x k (per image) kernel with odd k."""
+    if not isinstance(kernel, Tensor) or kernel.dim() not in (2, 3) or kernel.shape[-1] != kernel.shape[-2]:
+        shape = tuple(kernel.shape) if isinstance(kernel, Tensor) else type(kernel).__name__
+        raise ValueError(f"blur kernel must be a k x k or B x k x k tensor, got {shape}")
+    if kernel.shape[-1] % 2 == 0:
+        size = kernel.shape[-1]
+        raise ValueError(f"blur kernel size must be odd (the output keeps the input size), got {size}")
+    return kernel
+
+
+def _reflect_pad_adjoint(g: Tensor, pad: int, dim: int) -> Tensor:
+    """Adjoint of reflection padding by `pad` along `dim`: add each padded entry to its source."""
+    n = g.shape[dim] - 2 * pad
+    core = g.narrow(dim, pad, n)
+    # Padded entry pad-1-m copies pixel m+1; padded entry pad+n+m copies pixel n-2-m.
+    before = g.narrow(dim, 0, pad).flip(dim)
+    after = g.narrow(dim, pad + n, pad).flip(dim)
+    core = core.index_add(dim, torch.arange(1, pad + 1, device=g.device), before)
+    return core.index_add(dim, torch.arange(n - 1 - pad, n - 1, device=g.device), after)
+
+
+class Blur(Operator):
+    """y = reflect-pad(x) correlated per channel with `kernel` (shared 2-D or one per image)."""
+
+    name = "blur"
+    linear = True
+
+    def __init__(self, kernel: Tensor | None = None, noise_sigma: float = 0.0) -> None:
+        super().__init__(noise_sigma)
+        self.register_buffer("kernel", None if kernel is None else _check_kernel(kernel))
+
+    def _weights(self, x: Tensor) -> Tensor:
+        """Grouped-conv weights (B*C x 1 x k x k) for the batch `x`."""
+        if self.kernel is None:
+            raise RuntimeError(f"{self.name}: no kernel set; call measure()/draw() first or pass kernel=")
+        kernel = _check_kernel(self.kernel).to(device=x.device, dtype=x.dtype)
+        batch, channels, height, width = x.shape
+        if kernel.dim() == 3 and kernel.shape[0] not in (1, batch):
+            raise ValueError(f"{self.name}: {kernel.shape[0]} per-image kernels for a batch of {batch} images")
+        pad = kernel.shape[-1] // 2
+        if pad >= min(height, width):
+            raise ValueError(
+                f"{self.name}: kernel size {kernel.shape[-1]} needs images larger than {pad} pixels "
+                f"per side for reflection padding, got {height}x{width}"
+            )
+        kernel = kernel.reshape(-1, *kernel.shape[-2:]).expand(batch, -1, -1)
+        return kernel.repeat_interleave(channels, dim=0).unsqueeze(1)
+
+    def A(self, x: Tensor) -> Tensor:  # noqa: N802
+        weights = self._weights(x)
+        pad = weights.shape[-1] // 2
+        padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+        y = F.conv2d(padded.reshape(1, -1, *padded.shape[-2:]), weights, groups=weights.shape[0])
+        return y.reshape(x.shape)
+
+    def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
+        weights = self._weights(y)
+        pad = weights.shape[-1] // 2
+        g = F.conv_transpose2d(y.reshape(1, -1, *y.shape[-2:]), weights, groups=weights.shape[0])
+        g = _reflect_pad_adjoint(_reflect_pad_adjoint(g, pad, -2), pad, -1)
+        return g.reshape(y.shape)
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "kernel": self.kernel}
+
+    def select(self, index: Sequence[int]) -> Operator:
+        if self.kernel is None or self.kernel.dim() == 2 or self.kernel.shape[0] == 1:
+            return self
+        kwargs = self.params()
+        del kwargs["name"]
+        kwargs["kernel"] = self.kernel[list(index)]
+        return type(self)(**kwargs)
+
+
+class GaussianBlur(Blur):
+    """Blur with the published Gaussian kernel (size `kernel_size`, standard deviation `std`)."""
+
+    name = "gaussian_blur"
+
+    def __init__(self, kernel_size: int = 61, std: float = 3.0, noise_sigma: float = 0.0) -> None:
+        super().__init__(gaussian_kernel(kernel_size, std), noise_sigma)
+        self.kernel_size = int(kernel_size)
+        self.std = float(std)
+
+    def update(self, **params: Any) -> Operator:
+        """Change kernel_size/std/noise_sigma; the kernel follows (it cannot be set directly)."""
+        if "kernel" in params:
+            raise TypeError("gaussian_blur: set kernel_size/std instead of kernel (or use Blur(kernel))")
+        super().update(**params)
+        self.kernel = gaussian_kernel(self.kernel_size, self.std).to(self.kernel.device)
+        return self
+
+    def params(self) -> dict[str, Any]:
+        return {**Operator.params(self), "kernel_size": self.kernel_size, "std": self.std}
+
+
+class MotionBlur(Blur):
+    """Blur with a random motion kernel per image, drawn in `draw()` unless `kernel` is given."""
+
+    name = "motion_blur"
+
+    def __init__(
+        self,
+        kernel_size: int = 61,
+        intensity: float = 0.5,
+        noise_sigma: float = 0.0,
+        kernel: Tensor | None = None,
+    ) -> None:
+        super().__init__(kernel, noise_sigma)
+        self.kernel_size = int(kernel_size)
+        self.intensity = float(intensity)
+
+    def draw(self, x: Tensor, generators: Sequence[torch.Generator | None]) -> None:
+        if self.kernel is not None:
+            return
+        kernels = [motion_kernel(self.kernel_size, self.intensity, g) for g in generators]
+        self.kernel = torch.stack(kernels).to(device=x.device, dtype=torch.float32)
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "kernel_size": self.kernel_size, "intensity": self.intensity}

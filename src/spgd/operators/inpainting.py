@@ -1,0 +1,161 @@
+"""Inpainting: y = x * mask (1 keeps a pixel, 0 removes it in every channel).
+
+Masks are given (a tensor, or a file via `load_mask`) or drawn per image from that image's
+generator in `draw()`:
+- kind="box": one rectangle removed. Its height and width are drawn independently in
+  `box_size` = (min, max) pixels (an int means exactly that size) and its position uniformly so
+  that it keeps `margin` pixels from every border. Defaults scale with the image: sides of half the
+  image and a margin of 1/8, i.e. the published 128x128 box with margin 32 in a 256x256 image.
+- kind="random": `fraction` of the pixels removed (published 0.8); a (min, max) pair draws the
+  fraction uniformly per image.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from .base import Operator
+
+KINDS = ("box", "random")
+
+
+def load_mask(path: str | Path, size: int | tuple[int, int] | None = None) -> Tensor:
+    """Read a mask image (white keeps a pixel, grey level threshold 0.5) as a 1x1xHxW float tensor.
+
+    `size` (H or (H, W)) is checked, not resized to: a mask of the wrong size is an error.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            gray = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    except FileNotFoundError:
+        raise FileNotFoundError(f"mask file not found: {path}") from None
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read mask file {path}: {error}") from error
+    if size is not None:
+        expected = (size, size) if isinstance(size, int) else tuple(size)
+        if gray.shape != expected:
+            got, want = "x".join(map(str, gray.shape)), "x".join(map(str, expected))
+            raise ValueError(f"mask file {path} is {got} pixels, expected {want}")
+    return torch.from_numpy((gray >= 0.5).astype(np.float32))[None, None]
+
+
+def _randint(low: int, high: int, generator: torch.Generator | None) -> int:
+    """A uniform integer in [low, high], inclusive."""
+    return int(torch.randint(low, high + 1, (1,), generator=generator))
+
+
+def _as_pair(value: int | Sequence[int]) -> tuple[int, int]:
+    return (int(value), int(value)) if isinstance(value, (int, float)) else (int(value[0]), int(value[1]))
+
+
+class Inpainting(Operator):
+    """y = x * mask, with a fixed mask or per-image masks drawn by `kind` ("box" or "random").
+
+    mask: Bx1xHxW or 1x1xHxW, 1 keeps a pixel; if set, nothing is drawn.
+    box_size: (min, max) side length in pixels, used for both height and width (int: exact size);
+        default half the image side. margin: pixels kept clear of the border, int or
+        (vertical, horizontal); default 1/8 of the side. fraction: share of pixels removed by
+        kind="random", a float or a (min, max) range.
+    """
+
+    name = "inpainting"
+    linear = True
+
+    def __init__(
+        self,
+        mask: Tensor | None = None,
+        kind: str | None = None,
+        noise_sigma: float = 0.0,
+        box_size: int | tuple[int, int] | None = None,
+        margin: int | tuple[int, int] | None = None,
+        fraction: float | tuple[float, float] = 0.8,
+    ) -> None:
+        super().__init__(noise_sigma)
+        if kind not in (None, *KINDS):
+            raise ValueError(f"inpainting kind must be one of {KINDS} (or None with a mask), got {kind!r}")
+        if mask is None and kind is None:
+            raise ValueError("inpainting needs a mask or a kind ('box' or 'random') to draw masks")
+        self.kind = kind
+        self.box_size = None if box_size is None else _as_pair(box_size)
+        self.margin = None if margin is None else _as_pair(margin)
+        self.fraction = float(fraction) if isinstance(fraction, (int, float)) else tuple(map(float, fraction))
+        self.register_buffer("mask", mask)
+
+    def draw(self, x: Tensor, generators: Sequence[torch.Generator | None]) -> None:
+        if self.mask is not None:
+            return
+        if self.kind is None:
+            raise RuntimeError("inpainting: no mask set and no kind to draw one from")
+        height, width = x.shape[-2:]
+        draw_one = self._box_mask if self.kind == "box" else self._random_mask
+        self.mask = torch.stack([draw_one(height, width, g) for g in generators]).to(x.device)
+
+    def _box_mask(self, height: int, width: int, generator: torch.Generator | None) -> Tensor:
+        sides = [self.box_size or (n // 2, n // 2) for n in (height, width)]
+        margins = self.margin or (height // 8, width // 8)
+        lengths = [_randint(low, high, generator) for low, high in sides]
+        starts = []
+        for n, side, margin in zip((height, width), lengths, margins):
+            if side > n - 2 * margin:
+                raise ValueError(
+                    f"inpainting box of {side} pixels does not fit in {n} pixels with a margin of {margin}"
+                )
+            starts.append(_randint(margin, n - margin - side, generator))
+        mask = torch.ones(1, height, width)
+        mask[:, starts[0] : starts[0] + lengths[0], starts[1] : starts[1] + lengths[1]] = 0
+        return mask
+
+    def _random_mask(self, height: int, width: int, generator: torch.Generator | None) -> Tensor:
+        fraction = self.fraction
+        if isinstance(fraction, tuple):
+            low, high = fraction
+            fraction = low + (high - low) * float(torch.rand((), generator=generator))
+        removed = torch.randperm(height * width, generator=generator)[: int(height * width * fraction)]
+        mask = torch.ones(height * width)
+        mask[removed] = 0
+        return mask.reshape(1, height, width)
+
+    def _mask_for(self, x: Tensor) -> Tensor:
+        if self.mask is None:
+            raise RuntimeError("inpainting: no mask set; call measure()/draw() first or pass mask=")
+        mask = self.mask
+        fits = mask.dim() == 4 and mask.shape[1] == 1 and mask.shape[0] in (1, x.shape[0])
+        if not fits or mask.shape[-2:] != x.shape[-2:]:
+            raise ValueError(
+                f"inpainting mask of shape {tuple(mask.shape)} does not fit images of shape {tuple(x.shape)} "
+                "(expected Bx1xHxW or 1x1xHxW)"
+            )
+        return mask.to(device=x.device, dtype=x.dtype)
+
+    def A(self, x: Tensor) -> Tensor:  # noqa: N802
+        return x * self._mask_for(x)
+
+    def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
+        return self.A(y)
+
+    def A_pinv(self, y: Tensor) -> Tensor:  # noqa: N802
+        return self.A(y)
+
+    def params(self) -> dict[str, Any]:
+        return {
+            **super().params(),
+            "mask": self.mask,
+            "kind": self.kind,
+            "box_size": self.box_size,
+            "margin": self.margin,
+            "fraction": self.fraction,
+        }
+
+    def select(self, index: Sequence[int]) -> Operator:
+        if self.mask is None or self.mask.shape[0] == 1:
+            return self
+        kwargs = self.params()
+        del kwargs["name"]
+        kwargs["mask"] = self.mask[list(index)]
+        return type(self)(**kwargs)

@@ -1,0 +1,40 @@
+"""One torch.Generator per image, derived from a seed, so results never depend on batch size.
+
+Image i of a batch seeded with `seed` uses seed + i (or the i-th seed of a list). Different uses
+("measure", "sampler", ...) get independent streams from the same seed, so the measurement noise
+and the sampler's starting noise are never the same draws.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+import torch
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """A 63-bit seed for `stream`, derived from `seed` by hashing (stable across runs and platforms)."""
+    digest = hashlib.sha256(f"{stream}:{int(seed)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def image_seeds(seed: int | Sequence[int], batch: int) -> list[int]:
+    """Per-image seeds: seed + i for an int, the list itself (checked for length) otherwise."""
+    if isinstance(seed, int):
+        return [seed + i for i in range(batch)]
+    seeds = [int(s) for s in seed]
+    if len(seeds) != batch:
+        raise ValueError(f"got {len(seeds)} seeds for a batch of {batch} images")
+    return seeds
+
+
+def make_generators(seed: int | Sequence[int], batch: int, stream: str) -> list[torch.Generator]:
+    """CPU generators, one per image, for the given use."""
+    return [torch.Generator().manual_seed(stream_seed(s, stream)) for s in image_seeds(seed, batch)]
+
+
+def randn_per_image(shape: Sequence[int], generators: Sequence[torch.Generator | None],
+                    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A batch of standard normal tensors of `shape` (per image), image i drawn from generators[i]."""
+    noise = [torch.randn(tuple(shape), generator=g, dtype=torch.float32) for g in generators]
+    return torch.stack(noise).to(device=device, dtype=dtype)

@@ -1,0 +1,39 @@
+"""Shared fixtures: the reference data in ../shared (tests skip with the reason when it is absent)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REFERENCE = SHARED / "reference"
+DATASETS = SHARED / "datasets"
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"reference data not found at {path} (the project's ../shared folder is absent)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_prior_path() -> Path:
+    return need(REFERENCE / "tiny_adm64.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_prior(tiny_prior_path):
+    from spgd import load_prior
+
+    return load_prior(tiny_prior_path)
+
+
+@pytest.fixture(scope="session")
+def golden() -> dict:
+    return torch.load(need(REFERENCE / "spgd_cases.pt"), map_location="cpu", weights_only=False)
+
+
+@pytest.fixture(scope="session")
+def ffhq_demo() -> Path:
+    return need(DATASETS / "ffhq-demo")

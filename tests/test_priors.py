@@ -1,0 +1,106 @@
+"""ADM network presets against the public checkpoints' key lists; the VP denoiser against golden values."""
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from spgd.priors import CheckpointError, build_network, load_prior
+from spgd.priors.vp import sigma_to_t, t_to_sigma
+
+from .conftest import REFERENCE, need
+
+
+@pytest.mark.parametrize("preset", ["ffhq256", "imagenet256"])
+def test_preset_state_dict_matches_public_checkpoint_keys(preset):
+    rows = need(REFERENCE / f"adm_keys_{preset}.tsv").read_text().strip().splitlines()
+    expected = [tuple(r.split("\t")) for r in rows]
+    got = [(k, str(tuple(v.shape))) for k, v in build_network(preset, "meta").state_dict().items()]
+    assert got == expected
+
+
+def test_denoiser_matches_golden(golden, tiny_prior):
+    for sigma, case in golden["denoiser"].items():
+        with torch.no_grad():
+            d = tiny_prior.denoise(case["x"], case["sigma"])
+        assert (d - case["D"]).abs().max() < 1e-4, sigma
+
+
+def test_denoiser_per_image_sigma_equals_separate_calls(golden, tiny_prior):
+    cases = list(golden["denoiser"].values())
+    x = torch.cat([c["x"] for c in cases])
+    sigmas = torch.tensor([c["sigma"] for c in cases])
+    with torch.no_grad():
+        d = tiny_prior.denoise(x, sigmas)
+    for i, c in enumerate(cases):
+        assert (d[i] - c["D"][0]).abs().max() < 1e-4
+
+
+def test_denoiser_parameters_never_require_grad(tiny_prior):
+    assert not any(p.requires_grad for p in tiny_prior.parameters())
+    x = torch.zeros(1, 3, 64, 64, requires_grad=True)
+    tiny_prior.denoise(x, 1.0).sum().backward()
+    assert x.grad is not None and all(p.grad is None for p in tiny_prior.parameters())
+
+
+def test_sigma_time_maps_are_inverse():
+    t = torch.linspace(0.01, 1, 50, dtype=torch.float64)
+    assert torch.allclose(sigma_to_t(t_to_sigma(t)), t, atol=1e-10)
+
+
+def test_safetensors_roundtrip_with_stored_config(tiny_prior_path, tmp_path, golden):
+    import json
+
+    ckpt = torch.load(tiny_prior_path, weights_only=True)
+    path = tmp_path / "tiny.safetensors"
+    save_file(ckpt["state_dict"], str(path), metadata={"config": json.dumps(ckpt["config"])})
+    prior = load_prior(path)
+    case = next(c for c in golden["denoiser"].values() if c["sigma"] == 0.5)
+    with torch.no_grad():
+        assert (prior.denoise(case["x"], 0.5) - case["D"]).abs().max() < 1e-4
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match="not found.*nothing.pt"):
+        load_prior(tmp_path / "nothing.pt")
+
+
+def test_not_a_state_dict(tmp_path):
+    path = tmp_path / "list.pt"
+    torch.save([1, 2, 3], path)
+    with pytest.raises(CheckpointError, match="state dict"):
+        load_prior(path, "ffhq256")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pt: not a readable torch checkpoint"):
+        load_prior(tmp_path / "junk.pt")
+
+
+def test_key_and_shape_mismatches_are_listed(tiny_prior_path, tmp_path):
+    ckpt = torch.load(tiny_prior_path, weights_only=True)
+    state = dict(ckpt["state_dict"])
+    state["extra.weight"] = torch.zeros(1)
+    del state["out.2.bias"]
+    state["time_embed.0.bias"] = torch.zeros(7)
+    torch.save({"config": ckpt["config"], "state_dict": state}, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError) as err:
+        load_prior(tmp_path / "bad.pt")
+    message = str(err.value)
+    assert "1 missing keys: out.2.bias" in message
+    assert "1 unexpected keys: extra.weight" in message
+    assert "time_embed.0.bias: file (7,) vs network (128,)" in message
+
+
+def test_wrong_preset_for_file_is_named(tmp_path):
+    state = build_network("ffhq256").state_dict()
+    torch.save(state, tmp_path / "ffhq_like.pt")
+    with pytest.raises(CheckpointError, match="matches the 'ffhq256' preset"):
+        load_prior(tmp_path / "ffhq_like.pt", "imagenet256")
+    # with no config the matching preset is found from the keys and shapes
+    assert load_prior(tmp_path / "ffhq_like.pt").image_size == 256
+
+
+def test_unknown_preset_and_builtin():
+    with pytest.raises(ValueError, match="unknown network preset"):
+        build_network("ffhq1024")
+    with pytest.raises(CheckpointError, match="no such built-in prior"):
+        load_prior("builtin:nope")
