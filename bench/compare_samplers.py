@@ -1,0 +1,150 @@
+"""Compare the samplers on the same images, task, prior and per-image seeds; write a markdown table.
+
+PSNR / SSIM / LPIPS against the clean images (LPIPS "n/a" when its weights are not cached: `spgd
+weights fetch`), network evaluations per image (counted at the prior) and wall time, plus the
+wall-clock of DeqIR's parallel (Anderson) solve against the same chain walked sequentially.
+
+    python bench/compare_samplers.py --model ../shared/reference/tiny_adm64.pt \\
+        --data ../shared/datasets/ffhq-demo --size 64 --limit 2 --task super_resolution \\
+        --set dps.steps=20 daps.steps=10 --out bench/results/compare.md
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import yaml
+from torch import Tensor
+
+import spgd
+from spgd import io
+from spgd.metrics import lpips, psnr, ssim
+from spgd.samplers import SAMPLERS
+from spgd.tasks import load_task, sampler_settings
+from spgd.weights import MissingWeightsError
+
+
+# Minimal settings for one untimed warm-up run per sampler, so one-off start-up costs (lazy imports,
+# first allocations) do not count against whichever sampler happens to run first.
+WARMUP = {"spgd": {"steps": 1, "inner_steps": 1}, "dps": {"steps": 1}, "reddiff": {"steps": 1},
+          "daps": {"steps": 1, "ode_steps": 1, "langevin_steps": 1}, "deqir": {"steps": 1, "max_iter": 3}}
+
+
+class CountingPrior:
+    """The prior, counting the images it denoises (network evaluations)."""
+
+    def __init__(self, prior: Any) -> None:
+        self.prior, self.images = prior, 0
+
+    @property
+    def image_size(self) -> int:
+        return self.prior.image_size
+
+    def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:
+        self.images += x.shape[0]
+        return self.prior.denoise(x, sigma)
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """["dps.steps=20", ...] -> {"dps": {"steps": 20}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        sampler, _, param = key.partition(".")
+        if not value or not param:
+            raise SystemExit(f"--set expects SAMPLER.KEY=VALUE, got {item!r}")
+        out.setdefault(sampler, {})[param] = yaml.safe_load(value)
+    return out
+
+
+def timed_restore(y: Tensor, op: Any, prior: Any, name: str, seeds: list[int], params: dict) -> tuple[Tensor, float, float]:
+    """Restored images in [0, 1], wall seconds and network evaluations per image."""
+    counter = CountingPrior(prior)
+    if y.is_cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    x = spgd.restore(y, op, counter, sampler=name, seed=seeds, progress=False, **params)
+    if y.is_cuda:
+        torch.cuda.synchronize()
+    return x, time.perf_counter() - start, counter.images / y.shape[0]
+
+
+def lpips_or_none(x: Tensor, clean: Tensor) -> float | None:
+    try:
+        return float(lpips(x, clean).mean())
+    except MissingWeightsError:
+        return None
+
+
+def run(args: argparse.Namespace) -> str:
+    device = torch.device(args.device)
+    prior = spgd.load_prior(args.model, device=device)
+    paths = io.list_images([args.data])[: args.limit]
+    clean = torch.stack([io.load_image(p, args.size, resize=True) for p in paths]).to(device)
+    task = load_task(args.task)
+    seeds = [args.seed + i for i in range(len(paths))]
+    overrides = parse_overrides(args.set)
+    rows, settings, deqir_times = [], [], {}
+    for name in args.samplers.split(","):
+        op = spgd.make_operator(**task["operator"]).to(device)
+        y = spgd.simulate(clean, op, seeds)
+        params = {**sampler_settings(task, name), **overrides.get(name, {})}
+        settings.append(f"- {name}: {params}")
+        spgd.restore(y, op, prior, sampler=name, seed=seeds, progress=False, **{**params, **WARMUP.get(name, {})})
+        x, seconds, nfe = timed_restore(y, op, prior, name, seeds, params)
+        score = lpips_or_none(x, clean)
+        rows.append(f"| {name} | {float(psnr(x, clean).mean()):.2f} | {float(ssim(x, clean).mean()):.3f} | "
+                    f"{'n/a' if score is None else f'{score:.3f}'} | {nfe:.0f} | {seconds:.1f} |")
+        if name == "deqir":
+            deqir_times[params.get("solver", "anderson")] = (seconds, nfe)
+            other = "sequential" if params.get("solver", "anderson") == "anderson" else "anderson"
+            _, seconds, nfe = timed_restore(y, op, prior, name, seeds, {**params, "solver": other})
+            deqir_times[other] = (seconds, nfe)
+    lines = [
+        f"# Sampler comparison: {args.task}, {len(paths)} image(s) of {args.data} at {args.size}x{args.size}",
+        "",
+        *([args.note, ""] if args.note else []),
+        f"Model `{args.model}`, device {device}, {torch.get_num_threads()} CPU thread(s), seeds {seeds} "
+        "(image i: seed + i, the same for every sampler). Metrics are means over the images; NFE = network "
+        "evaluations per image (a backward pass not counted); wall time for the whole batch, after one untimed "
+        "warm-up run per sampler.",
+        "",
+        "| sampler | PSNR (dB) | SSIM | LPIPS | NFE | wall (s) |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+    if deqir_times:
+        (par, par_nfe), (seq, seq_nfe) = deqir_times["anderson"], deqir_times["sequential"]
+        lines += [f"DeqIR, same chain: parallel (Anderson) {par:.1f} s for {par_nfe:.0f} NFE per image, sequential "
+                  f"{seq:.1f} s for {seq_nfe:.0f} NFE; parallel / sequential wall-clock = {par / seq:.2f}.", ""]
+    lines += ["Sampler settings (task preset, then --set overrides):", *settings, ""]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="checkpoint file or builtin:<name>")
+    parser.add_argument("--data", required=True, help="folder of clean images")
+    parser.add_argument("--size", type=int, default=256, help="image side (centre-crop and resize)")
+    parser.add_argument("--limit", type=int, default=10, help="number of images")
+    parser.add_argument("--task", default="super_resolution", help="task preset")
+    parser.add_argument("--samplers", default="spgd,dps,daps,reddiff,deqir", help="comma-separated")
+    parser.add_argument("--set", nargs="*", default=[], metavar="SAMPLER.KEY=VALUE", help="override preset settings")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, help="markdown file to write (printed either way)")
+    parser.add_argument("--note", help="a paragraph to put under the title (what the numbers mean)")
+    args = parser.parse_args(argv)
+    report = run(args)
+    print(report)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,339 @@
+"""`spgd bench`: score a sampler x task x prior on a folder of clean images, resumably.
+
+Image k of the folder (sorted by name, limited) is degraded with its own seeded operator draw and
+restored with seed + k, so its result does not depend on which batch or process handles it. Each
+result is written atomically the moment it is done: restored/<stem>.png, measurements/<stem>.png,
+traces/<stem>.pt (with --record), then records/<stem>.json, which marks it finished. A re-run skips
+finished images, so an interrupted run loses nothing. Rank 0 then rebuilds metrics.json,
+metrics.md and grid.png from the records. Scores are those of the saved 8-bit PNGs, so they can be
+recomputed from the files.
+"""
+from __future__ import annotations
+
+import io as bytes_io
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from . import io
+from .api import restore, simulate, to_image_range
+from .distributed import Group
+from .operators import make_operator
+from .restore_job import _preview as measurement_preview
+from .samplers import Trace
+from .tasks import sampler_settings
+
+RESTORED, MEASUREMENTS, RECORDS, TRACES = "restored", "measurements", "records", "traces"
+SETTINGS_FILE = "config.yaml"
+GRID_ROWS = 4
+METRICS = ("psnr", "ssim", "lpips")
+
+
+@dataclass
+class BenchJob:
+    """Everything one `spgd bench` run needs, resolved from the command line."""
+
+    data: Path
+    out: Path
+    prior: Any
+    task: dict[str, Any]
+    task_name: str = ""
+    model_name: str = ""
+    sampler: str = "spgd"
+    sampler_params: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    batch_size: int = 1
+    limit: int | None = None
+    resize: bool = False
+    device: str = "cpu"
+    lpips: bool = False
+    record: bool = False
+
+
+@dataclass(frozen=True)
+class Item:
+    """An input image and its index k in the sorted, limited folder (its seed is seed + k)."""
+
+    index: int
+    path: Path
+
+
+def result_path(out: Path, kind: str, stem: str) -> Path:
+    """The file of kind RESTORED, MEASUREMENTS, RECORDS or TRACES of one image in run folder `out`."""
+    suffix = {RECORDS: ".json", TRACES: ".pt"}.get(kind, ".png")
+    return out / kind / f"{stem}{suffix}"
+
+
+def read_record(out: Path, stem: str) -> dict[str, Any] | None:
+    """The JSON record of one image, or None if there is none (or it cannot be read)."""
+    try:
+        return json.loads(result_path(out, RECORDS, stem).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_finished(out: Path, stem: str, need_trace: bool = False) -> bool:
+    """A result counts when its record and restored PNG (and trace, if asked for) are all there."""
+    record = read_record(out, stem)
+    return (record is not None and "failed" in record and result_path(out, RESTORED, stem).is_file()
+            and (not need_trace or result_path(out, TRACES, stem).is_file()))
+
+
+def list_items(data: Path, limit: int | None) -> tuple[list[Item], dict[str, str]]:
+    """The images of `data` sorted by name and limited, and {name: reason} of those that must be skipped
+    because an earlier one has the same stem (results are stored by stem)."""
+    if not data.is_dir():
+        raise ValueError(f"--data {data}: not a folder")
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {limit}")
+    paths = io.list_images([data])[:limit]
+    if not paths:
+        raise ValueError(f"no images found in {data}")
+    items, duplicates, seen = [], {}, {}
+    for index, path in enumerate(paths):
+        if path.stem in seen:
+            duplicates[path.name] = f"same name as {seen[path.stem]} (results are stored by name)"
+        else:
+            seen[path.stem] = path.name
+            items.append(Item(index, path))
+    return items, duplicates
+
+
+def run_bench(job: BenchJob, group: Group = Group()) -> dict[str, Any]:
+    """Restore and score this process's unfinished images; rank 0 then writes the summary files.
+
+    Returns {"restored": results written now by all processes, "metrics": the metrics.json content
+    (None on ranks other than 0)}.
+    """
+    if job.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {job.batch_size}")
+    items, duplicates = list_items(job.data, job.limit)
+    params = {**sampler_settings(job.task, job.sampler), **job.sampler_params}
+    settings = _settings(job, params)
+    _check_settings(job.out, settings)
+    if group.rank == 0:
+        io.atomic_write_bytes(job.out / SETTINGS_FILE, yaml.safe_dump(settings, sort_keys=False).encode())
+    mine = [item for item in items if group.owns(item.index)]
+    pending = [item for item in mine if not is_finished(job.out, item.path.stem, job.record)]
+    restored = _restore_all(job, mine, pending, params, group)
+    group.barrier()
+    total = sum(group.gather(restored))
+    if group.rank != 0:
+        return {"restored": total, "metrics": None}
+    metrics = summarise(job, items, duplicates, settings)
+    _write_reports(job, items, metrics)
+    return {"restored": total, "metrics": metrics}
+
+
+def _settings(job: BenchJob, params: dict[str, Any]) -> dict[str, Any]:
+    """What determines the results: a run folder only ever holds results of one such setting."""
+    settings = {"data": str(job.data.resolve()), "task": job.task_name, "operator": job.task["operator"],
+                "model": job.model_name, "sampler": job.sampler, "sampler_params": params,
+                "seed": job.seed, "resize": job.resize}
+    return yaml.safe_load(yaml.safe_dump(settings))  # as read back from the file
+
+
+def _check_settings(out: Path, settings: dict[str, Any]) -> None:
+    path = out / SETTINGS_FILE
+    if not path.is_file():
+        return
+    old, new = _flat(yaml.safe_load(path.read_text()) or {}), _flat(settings)
+    changed = [key for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)]
+    if changed:
+        details = "; ".join(f"{key}: {old.get(key)!r} there, {new.get(key)!r} now" for key in changed)
+        raise ValueError(f"{out} holds results of other settings ({details}); "
+                         "resume with the same settings or use another --out")
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _restore_all(job: BenchJob, mine: list[Item], pending: list[Item], params: dict[str, Any],
+                 group: Group) -> int:
+    """Restore `pending` in batches, writing each result as it is done; returns how many were written."""
+    todo = {item.index for item in pending}
+    done = [read_record(job.out, item.path.stem) for item in mine if item.index not in todo]
+    psnrs = [r["psnr"] for r in done if r is not None and not r["failed"]]
+    bar = tqdm(total=len(mine), initial=len(done), desc="bench", unit="img", disable=group.rank != 0)
+    written, batch = 0, []
+    for n, item in enumerate(pending):
+        try:
+            batch.append((item, io.load_image(item.path, job.prior.image_size, job.resize)))
+        except io.ImageError as exc:
+            _skip(job.out, item, str(exc))
+            bar.update(1)
+        if batch and (len(batch) == job.batch_size or n == len(pending) - 1):
+            for record in _restore_batch(job, batch, params, group):
+                written += 1
+                if not record["failed"]:
+                    psnrs.append(record["psnr"])
+                bar.update(1)
+                bar.set_postfix(psnr=f"{np.mean(psnrs):.2f}" if psnrs else "-")
+            batch = []
+    bar.close()
+    return written
+
+
+def _skip(out: Path, item: Item, reason: str) -> None:
+    tqdm.write(f"spgd bench: warning: skipped {item.path.name}: {reason}", file=sys.stderr)
+    io.save_json({"name": item.path.name, "index": item.index, "skipped": reason},
+                 result_path(out, RECORDS, item.path.stem))
+
+
+def _restore_batch(job: BenchJob, batch: list[tuple[Item, Tensor]], params: dict[str, Any],
+                   group: Group) -> list[dict[str, Any]]:
+    """Degrade, restore and score one batch; write and return each image's record."""
+    items = [item for item, _ in batch]
+    clean = torch.stack([image for _, image in batch])
+    seeds = [job.seed + item.index for item in items]
+    operator = make_operator(**job.task["operator"]).to(job.device)
+    y = simulate(clean.to(job.device), operator, seeds)
+    trace = Trace(keep_images=job.record)
+    run_params = {"progress": group.rank == 0, **params, "on_nan": "mark", "trace": trace}
+    restored = restore(y, operator, job.prior, sampler=job.sampler, seed=seeds, **run_params).cpu()
+    preview = measurement_preview(y, operator).cpu()
+    records = []
+    for k, item in enumerate(items):
+        stem = item.path.stem
+        io.save_image(restored[k], result_path(job.out, RESTORED, stem))
+        io.save_image(preview[k], result_path(job.out, MEASUREMENTS, stem))
+        failed_step = trace.failed.get(k)
+        if job.record:
+            _save_trace(trace, k, result_path(job.out, TRACES, stem))
+        record = {"name": item.path.name, "index": item.index, "seed": seeds[k],
+                  "failed": failed_step is not None or bool(torch.isnan(restored[k]).any()),
+                  "failed_step": failed_step}
+        if not record["failed"]:
+            record.update(scores(as_stored(restored[k]), clean[k], job.lpips))
+        io.save_json(record, result_path(job.out, RECORDS, stem))
+        records.append(record)
+    return records
+
+
+def as_stored(x: Tensor) -> Tensor:
+    """A [0, 1] image as its 8-bit PNG holds it (so scores match the saved file)."""
+    return torch.from_numpy(io.to_uint8(x)).permute(2, 0, 1).float() / 255
+
+
+def scores(restored: Tensor, clean: Tensor, with_lpips: bool) -> dict[str, float]:
+    """PSNR (dB), SSIM (and LPIPS, AlexNet) of a 3xHxW [0, 1] image against the clean one."""
+    from .metrics import lpips, psnr, ssim
+
+    x, y = restored[None].float(), clean[None].float()
+    out = {"psnr": float(psnr(x, y)[0]), "ssim": float(ssim(x, y)[0])}
+    if with_lpips:
+        out["lpips"] = float(lpips(x, y)[0])
+    return out
+
+
+def _save_trace(trace: Trace, k: int, path: Path) -> None:
+    """Image k's part of a batch trace: per-step curves and x0hat as 8-bit images, without the states x."""
+    saved: dict[str, Any] = {"sigma": torch.tensor(trace.sigma), "failed_step": trace.failed.get(k)}
+    for name in ("loss", "angle_grad_score", "angle_grad_grad"):
+        values = getattr(trace, name)
+        if values:
+            saved[name] = torch.stack([v[k] for v in values])
+    if trace.x0hat:
+        saved["x0hat"] = torch.stack([torch.from_numpy(io.to_uint8(to_image_range(x[k]))).permute(2, 0, 1)
+                                      for x in trace.x0hat])
+    buffer = bytes_io.BytesIO()
+    torch.save(saved, buffer)
+    io.atomic_write_bytes(path, buffer.getvalue())
+
+
+def summarise(job: BenchJob, items: list[Item], duplicates: dict[str, str], settings: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json's content from the per-image records: per image; mean, std (population), min and max
+    over the images restored without failure; the failed and skipped ones with step and reason."""
+    records, skipped = {}, dict(duplicates)
+    for item in items:
+        stem = item.path.stem
+        record = read_record(job.out, stem)
+        if is_finished(job.out, stem, job.record):
+            if job.lpips and not record["failed"] and "lpips" not in record:
+                record = _add_lpips(job, item, record)
+            records[item.path.name] = record
+        else:
+            skipped[item.path.name] = (record or {}).get("skipped", "no result (the run was interrupted)")
+    ok = [r for r in records.values() if not r["failed"]]
+    summary = {}
+    for key in METRICS:
+        values = np.array([r[key] for r in ok if key in r], dtype=np.float64)
+        if ok and len(values) == len(ok):
+            summary[key] = {"mean": values.mean(), "std": values.std(), "min": values.min(), "max": values.max()}
+    failed = {name: r["failed_step"] for name, r in records.items() if r["failed"]}
+    counts = {"images": len(items) + len(duplicates), "restored": len(ok), "failed": len(failed),
+              "skipped": len(skipped)}
+    return {"settings": settings, "counts": counts, "summary": summary, "images": records,
+            "failed": failed, "skipped": skipped}
+
+
+def _add_lpips(job: BenchJob, item: Item, record: dict[str, Any]) -> dict[str, Any]:
+    """LPIPS for a result from a run without --lpips, from its saved files."""
+    clean = io.load_image(item.path, job.prior.image_size, job.resize)
+    restored = io.load_image(result_path(job.out, RESTORED, item.path.stem))
+    record = {**record, "lpips": scores(restored, clean, True)["lpips"]}
+    io.save_json(record, result_path(job.out, RECORDS, item.path.stem))
+    return record
+
+
+def _write_reports(job: BenchJob, items: list[Item], metrics: dict[str, Any]) -> None:
+    io.save_json(metrics, job.out / "metrics.json")
+    io.atomic_write_bytes(job.out / "metrics.md", markdown_table(metrics).encode())
+    rows = []
+    for item in items:
+        stem = item.path.stem
+        if item.path.name in metrics["images"] and len(rows) < GRID_ROWS:
+            rows.append([io.load_image(item.path, job.prior.image_size, job.resize),
+                         io.load_image(result_path(job.out, MEASUREMENTS, stem)),
+                         io.load_image(result_path(job.out, RESTORED, stem))])
+    if rows:
+        io.save_image(io.image_grid(rows), job.out / "grid.png")
+    if job.record:
+        from .plots import plot_run
+
+        plot_run(job.out)
+
+
+def markdown_table(metrics: dict[str, Any]) -> str:
+    """metrics.md: the summary (mean ± std, min, max over the restored images) and one row per image."""
+    settings, summary, counts = metrics["settings"], metrics["summary"], metrics["counts"]
+    keys = [k for k in METRICS if k in summary]
+    lines = [f"# {settings['task']} · {settings['sampler']} · {Path(str(settings['model'])).name}", "",
+             _row(["", *(f"{k.upper()} {'↓' if k == 'lpips' else '↑'}" for k in keys)]),
+             "|---" * (len(keys) + 1) + "|",
+             _row(["mean ± std", *(f"{_fmt(k, summary[k]['mean'])} ± {_fmt(k, summary[k]['std'])}" for k in keys)]),
+             *(_row([stat, *(_fmt(k, summary[k][stat]) for k in keys)]) for stat in ("min", "max")), "",
+             f"{counts['images']} images: {counts['restored']} restored, {counts['failed']} failed, "
+             f"{counts['skipped']} skipped.", "",
+             _row(["image", *(k.upper() for k in keys), "status"]), "|---" * (len(keys) + 2) + "|"]
+    for name, r in metrics["images"].items():
+        status = f"failed at step {r['failed_step']}" if r["failed"] else "ok"
+        lines.append(_row([name, *(_fmt(k, r.get(k)) for k in keys), status]))
+    lines += [_row([name, *([""] * len(keys)), f"skipped: {reason}"]) for name, reason in metrics["skipped"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
+def _fmt(key: str, value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.2f}" if key == "psnr" else f"{value:.4f}"

@@ -1,0 +1,96 @@
+"""An exact test prior: Gaussian images whose covariance is diagonal in the orthonormal 2-D DCT basis.
+
+x ~ N(mean, Sigma), Sigma = C^T diag(v) C per channel (C the orthonormal 2-D DCT-II), with
+variances decaying with frequency, v_uv proportional to (1 + (u^2 + v^2) / corner^2)^(-power) and
+scaled so that the average pixel variance is pixel_std^2. Then both the denoiser
+
+    D(x, sigma) = mean + Sigma (Sigma + sigma^2 I)^-1 (x - mean)
+
+and, for a linear operator with Gaussian noise, the posterior are known in closed form: samplers
+can be checked against the exact answer (`posterior`) instead of against pictures.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+
+def dct_matrix(n: int, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> Tensor:
+    """The orthonormal n x n DCT-II matrix (rows are frequencies)."""
+    k = torch.arange(n, dtype=torch.float64)[:, None]
+    i = torch.arange(n, dtype=torch.float64)[None, :]
+    c = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2 / n)
+    c[0] /= math.sqrt(2)
+    return c.to(dtype=dtype, device=device)
+
+
+class GaussianPrior:
+    """N(mean, Sigma) on channels x image_size x image_size images; `denoise` is exact (see the module docstring)."""
+
+    def __init__(self, image_size: int, channels: int = 1, pixel_std: float = 0.4, corner: float = 2.0,
+                 power: float = 2.0, mean: float | Tensor = 0.0) -> None:
+        self.image_size, self.channels = int(image_size), int(channels)
+        u = torch.arange(self.image_size, dtype=torch.float64)
+        profile = (1 + (u[:, None] ** 2 + u[None, :] ** 2) / corner ** 2) ** (-power)
+        self.variances = profile * pixel_std ** 2 / profile.mean()
+        mean = torch.as_tensor(mean, dtype=torch.float64)
+        self.mean = mean.expand(self.channels, self.image_size, self.image_size).clone()
+
+    def _dct(self, x: Tensor) -> Tensor:
+        c = dct_matrix(self.image_size, x.dtype, x.device)
+        return c @ x @ c.T
+
+    def _idct(self, coefficients: Tensor) -> Tensor:
+        c = dct_matrix(self.image_size, coefficients.dtype, coefficients.device)
+        return c.T @ coefficients @ c
+
+    def _like(self, t: Tensor, x: Tensor) -> Tensor:
+        return t.to(dtype=x.dtype, device=x.device)
+
+    def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:
+        """E[x0 | x0 + sigma * noise = x], sigma a float or one value per image."""
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1)
+        if sigma.numel() not in (1, x.shape[0]):
+            raise ValueError(f"got {sigma.numel()} sigmas for a batch of {x.shape[0]} images")
+        v = self._like(self.variances, x)
+        gain = v / (v + sigma.reshape(-1, 1, 1, 1) ** 2)
+        mean = self._like(self.mean, x)
+        return mean + self._idct(gain * self._dct(x - mean))
+
+    def covariance_apply(self, x: Tensor) -> Tensor:
+        """Sigma x for a batch of images x."""
+        return self._idct(self._like(self.variances, x) * self._dct(x))
+
+    def sample(self, generators: Sequence[torch.Generator]) -> Tensor:
+        """One prior draw per generator (float32 batch)."""
+        shape = (self.channels, self.image_size, self.image_size)
+        z = torch.stack([torch.randn(shape, generator=g, dtype=torch.float64) for g in generators])
+        return (self.mean + self._idct(self.variances.sqrt() * z)).float()
+
+    def posterior(self, operator, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Exact posterior mean and marginal standard deviation per pixel (each shaped like x) given y.
+
+        Needs a linear operator with Gaussian noise of std `operator.noise_sigma`; A is made dense
+        by applying it to every basis image, so this is for small images (up to about 3x16x16).
+        """
+        if not getattr(operator, "linear", False):
+            raise ValueError(f"the exact posterior needs a linear operator, not {operator.name}")
+        batch = y.shape[0]
+        shape = (self.channels, self.image_size, self.image_size)
+        n = math.prod(shape)
+        basis = torch.eye(n, dtype=torch.float64).reshape(n, *shape)
+        sigma_dense = self.covariance_apply(basis).reshape(n, n)
+        with torch.no_grad():
+            columns = [operator.A(basis[j].expand(batch, *shape)).reshape(batch, -1).cpu() for j in range(n)]
+        a = torch.stack(columns, dim=2)  # batch x m x n
+        y = y.double().reshape(batch, -1).cpu()
+        mean = self.mean.reshape(-1)
+        gain_rhs = a @ sigma_dense  # A Sigma
+        k = gain_rhs @ a.transpose(1, 2) + operator.noise_sigma ** 2 * torch.eye(a.shape[1], dtype=torch.float64)
+        solved = torch.linalg.solve(k, torch.cat([(y - a @ mean)[..., None], gain_rhs], dim=2))
+        post_mean = mean + (gain_rhs.transpose(1, 2) @ solved[..., :1])[..., 0]
+        post_var = sigma_dense.diagonal() - (gain_rhs * solved[..., 1:]).sum(dim=1)
+        return post_mean.reshape(batch, *shape), post_var.clamp_min(0).sqrt().reshape(batch, *shape)

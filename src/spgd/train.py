@@ -1,0 +1,323 @@
+"""Training an ADM prior with the DDPM epsilon objective, and exporting it for `load_prior`.
+
+The objective is guided-diffusion's: the linear beta schedule (1e-4 .. 0.02, 1000 steps),
+x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, loss = |F(x_t, t) - eps|^2. A network trained this
+way is exactly what `VPDenoiser` preconditions, so a checkpoint works as a prior unchanged.
+
+The whole dataset is prepared once (centre-crop, resize) into a uint8 NCHW array (.npy) and held
+on the training device; batches, flips, timesteps and noise are drawn there from one seeded
+generator, so the GPU never waits for a loader and a resumed run repeats an uninterrupted one.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import yaml
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .io import atomic_write_bytes, list_images, load_image, save_image, save_json
+from .priors.adm_unet import ADMConfig, ADMUNet
+from .priors.loaders import CheckpointError
+from .priors.presets import PRESETS
+from .priors.vp import NUM_TIMESTEPS, VPDenoiser, discrete_sigmas
+from .sample import sample, square_grid
+
+MAX_EXPORT_BYTES = 16 * 2 ** 20  # size limit of a weight file shipped as a built-in prior
+
+# ~8.0M parameters, 15.3 MiB in fp16: 64x64 faces (the suggested "1,2,2,2" with resblock up/down
+# has 11.1M parameters, 21.1 MiB, over the 16 MiB limit)
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "adm64": dict(image_size=64, num_channels=64, channel_mult="1,1,2,2", num_res_blocks=2,
+                  attention_resolutions="16,8", num_head_channels=32, learn_sigma=False,
+                  use_scale_shift_norm=True, resblock_updown=False, dropout=0.1),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; saved in every checkpoint and in OUT/config.yaml."""
+
+    data: str
+    out: str
+    size: int = 64
+    holdout: int = 0
+    model: str | dict[str, Any] = "adm64"
+    batch_size: int = 128
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup: int = 1000
+    steps: int = 100_000
+    ema: float = 0.9999
+    grad_clip: float = 1.0
+    grid_every: int = 5000
+    grid_n: int = 16
+    grid_steps: int = 18
+    ckpt_every: int = 5000
+    keep: int = 3
+    log_every: int = 50
+    seed: int = 0
+    workers: int = 4
+    device: str = "auto"
+
+
+class _ImageFiles(Dataset):
+    """Image files centre-cropped and resized to size x size, as 3xHxW uint8 tensors."""
+
+    def __init__(self, paths: list[Path], size: int) -> None:
+        self.paths, self.size = paths, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return (load_image(self.paths[i], self.size, resize=True) * 255).round().to(torch.uint8)
+
+
+def holdout_list_path(out_npy: str | Path) -> Path:
+    """The text file listing the held-out images of a prepared dataset."""
+    out_npy = Path(out_npy)
+    return out_npy.with_name(out_npy.stem + "_holdout.txt")
+
+
+def prepare_dataset(folder: str | Path, size: int, out_npy: str | Path, exclude_last: int = 0,
+                    workers: int = 0) -> np.ndarray:
+    """Centre-crop and resize every image of `folder` to size x size into a uint8 Nx3xSxS .npy.
+
+    The last `exclude_last` files (sorted by name) are held out: not stored, but listed in
+    `<out>_holdout.txt`; `<out>.json` records the source files and size.
+    """
+    files = list_images([folder])
+    if not files:
+        raise ValueError(f"{folder}: no images found")
+    if not 0 <= exclude_last < len(files):
+        raise ValueError(f"cannot hold out {exclude_last} of the {len(files)} images in {folder}")
+    keep, held = files[:len(files) - exclude_last], files[len(files) - exclude_last:]
+    loader = DataLoader(_ImageFiles(keep, size), batch_size=256, num_workers=workers)
+    array = torch.cat(list(tqdm(loader, desc=f"preparing {folder}", leave=False))).numpy()
+    buf = io.BytesIO()
+    np.save(buf, array)
+    out_npy = Path(out_npy)
+    atomic_write_bytes(out_npy, buf.getvalue())
+    atomic_write_bytes(holdout_list_path(out_npy), "".join(f"{p.name}\n" for p in held).encode())
+    save_json({"size": size, "exclude_last": exclude_last, "files": [p.name for p in files]},
+              out_npy.with_suffix(".json"))
+    return array
+
+
+def _dataset(cfg: TrainConfig) -> np.ndarray:
+    """The training images: a given .npy, or a folder prepared once into OUT/data_<size>.npy."""
+    data = Path(cfg.data)
+    if data.suffix == ".npy":
+        if cfg.holdout:
+            raise ValueError("--holdout applies to a folder of images, not to a prepared .npy file")
+        array = np.load(data)
+        if array.dtype != np.uint8 or array.ndim != 4 or array.shape[1:] != (3, cfg.size, cfg.size):
+            raise ValueError(f"{data}: expected a uint8 Nx3x{cfg.size}x{cfg.size} array, "
+                             f"got {array.dtype} {array.shape}")
+        return array
+    cache = Path(cfg.out) / f"data_{cfg.size}.npy"
+    wanted = {"size": cfg.size, "exclude_last": cfg.holdout, "files": [p.name for p in list_images([data])]}
+    manifest = cache.with_suffix(".json")
+    if cache.is_file() and manifest.is_file() and json.loads(manifest.read_text()) == wanted:
+        return np.load(cache)
+    return prepare_dataset(data, cfg.size, cache, cfg.holdout, cfg.workers)
+
+
+def parse_model_config(text: str) -> str | dict[str, Any]:
+    """`--config`: a preset name, a JSON/YAML file, or inline JSON -> preset name or argument dict."""
+    if text in TRAIN_PRESETS or text in PRESETS:
+        return text
+    path = Path(text)
+    if path.suffix in (".json", ".yaml", ".yml"):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such config file")
+        text = path.read_text()
+    elif not text.lstrip().startswith("{"):
+        raise ValueError(f"--config {text!r}: not a preset ({', '.join([*TRAIN_PRESETS, *PRESETS])}), "
+                         "a .json/.yaml file or inline JSON")
+    value = yaml.safe_load(text)
+    if not isinstance(value, dict):
+        raise ValueError(f"--config {text!r}: expected a mapping of guided-diffusion arguments")
+    return value
+
+
+def model_config(model: str | Mapping[str, Any], size: int) -> dict[str, Any]:
+    """guided-diffusion arguments of a preset name or dict, at image size `size` (validated)."""
+    if isinstance(model, str):
+        presets = {**PRESETS, **TRAIN_PRESETS}
+        if model not in presets:
+            raise ValueError(f"unknown model preset {model!r}; presets: {sorted(presets)}")
+        model = presets[model]
+    config = {**dict(model), "image_size": size}
+    ADMConfig.from_dict(config).resolved_channel_mult()  # unknown names or sizes fail here
+    return config
+
+
+def latest_checkpoint(path: str | Path) -> Path | None:
+    """A checkpoint file itself, or the last one of a training folder (or its checkpoints/)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    found = sorted((path / "checkpoints").glob("ckpt_*.pt")) or sorted(path.glob("ckpt_*.pt"))
+    return found[-1] if found else None
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def _batch(data: Tensor, batch_size: int, gen: torch.Generator) -> Tensor:
+    """Random images in [-1, 1], each flipped horizontally with probability 1/2 (on data's device)."""
+    idx = torch.randint(len(data), (batch_size,), generator=gen, device=data.device)
+    x = data[idx].float() / 127.5 - 1
+    flip = torch.rand(batch_size, 1, 1, 1, generator=gen, device=data.device) < 0.5
+    return torch.where(flip, x.flip(-1), x)
+
+
+def epsilon_loss(model: ADMUNet, x0: Tensor, alpha_bar: Tensor, gen: torch.Generator) -> Tensor:
+    """The DDPM loss: mean |F(x_t, t) - eps|^2 over a uniform timestep and fresh noise per image."""
+    t = torch.randint(NUM_TIMESTEPS, (x0.shape[0],), generator=gen, device=x0.device)
+    noise = torch.randn(x0.shape, generator=gen, device=x0.device)
+    ab = alpha_bar[t].reshape(-1, 1, 1, 1)
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=x0.device.type == "cuda"):
+        eps = model(x_t, t)
+    return (eps[:, : x0.shape[1]].float() - noise).pow(2).mean()
+
+
+def _save_grid(ema: ADMUNet, cfg: TrainConfig, step: int) -> None:
+    """A grid of EMA samples (seed 0, so grids of successive steps compare) in OUT/samples/."""
+    images = sample(VPDenoiser(ema), cfg.grid_n, seed=0, steps=cfg.grid_steps)
+    save_image(square_grid(images), Path(cfg.out) / "samples" / f"step_{step:07d}.png")
+
+
+def _save_checkpoint(cfg: TrainConfig, state: dict[str, Any]) -> Path:
+    """Write OUT/checkpoints/ckpt_<step>.pt atomically and keep only the last `cfg.keep`."""
+    folder = Path(cfg.out) / "checkpoints"
+    path = folder / f"ckpt_{state['step']:07d}.pt"
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    for old in sorted(folder.glob("ckpt_*.pt"))[:-cfg.keep]:
+        old.unlink()
+    return path
+
+
+def _rng_states(gen: torch.Generator) -> dict[str, Tensor]:
+    """The batch generator's state and the global ones (dropout draws from those)."""
+    states = {"data": gen.get_state(), "torch": torch.get_rng_state()}
+    if gen.device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(gen.device)
+    return states
+
+
+def _restore(state: dict[str, Any], model: ADMUNet, ema: ADMUNet, opt: torch.optim.Optimizer,
+             gen: torch.Generator) -> int:
+    """Load a checkpoint's weights, optimizer and RNG states; returns its step."""
+    model.load_state_dict(state["model"])
+    ema.load_state_dict(state["ema"])
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["rng"]["data"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if gen.device.type == "cuda" and "cuda" in state["rng"]:
+        torch.cuda.set_rng_state(state["rng"]["cuda"], gen.device)
+    return int(state["step"])
+
+
+@torch.no_grad()
+def _ema_update(ema: ADMUNet, model: ADMUNet, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1 - decay)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train (or, with `resume`, continue from the last checkpoint in OUT) until `cfg.steps` steps.
+
+    Returns the final step, the logged (step, mean loss) pairs of this call and the last checkpoint.
+    """
+    device = _device(cfg.device)
+    last = latest_checkpoint(cfg.out) if resume else None
+    state = torch.load(last, map_location="cpu", weights_only=True) if last else None
+    arch = state["config"] if state else model_config(cfg.model, cfg.size)
+    if arch["image_size"] != cfg.size:
+        raise ValueError(f"the checkpoint's model is {arch['image_size']}x{arch['image_size']}, --size is {cfg.size}")
+    torch.manual_seed(cfg.seed)
+    model = ADMUNet(ADMConfig.from_dict(arch)).to(device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator(device).manual_seed(cfg.seed)
+    step = _restore(state, model, ema, opt, gen) if state else 0
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    data = torch.from_numpy(_dataset(cfg)).to(device)
+    alpha_bar = (1 / (1 + discrete_sigmas() ** 2)).float().to(device)
+    atomic_write_bytes(Path(cfg.out) / "config.yaml",
+                       yaml.safe_dump({"train": asdict(cfg), "model": arch}, sort_keys=False).encode())
+
+    def save() -> Path:
+        return _save_checkpoint(cfg, {"config": arch, "ema": ema.state_dict(), "model": model.state_dict(),
+                                      "optimizer": opt.state_dict(), "step": step, "train": asdict(cfg),
+                                      "rng": _rng_states(gen)})
+
+    model.train()
+    losses: list[tuple[int, float]] = []
+    running, count = torch.zeros((), device=device), 0
+    saved_at = step if last else None
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", disable=not progress)
+    while step < cfg.steps:
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+        loss = epsilon_loss(model, _batch(data, cfg.batch_size, gen), alpha_bar, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        _ema_update(ema, model, min(cfg.ema, (1 + step) / (10 + step)))
+        step += 1
+        running, count = running + loss.detach(), count + 1
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            losses.append((step, (running / count).item()))
+            running, count = torch.zeros((), device=device), 0
+            bar.set_postfix(loss=f"{losses[-1][1]:.4f}")
+            with open(Path(cfg.out) / "loss.csv", "a") as f:
+                f.write(f"{step},{losses[-1][1]:.6f}\n")
+        if cfg.grid_every and step % cfg.grid_every == 0:
+            _save_grid(ema, cfg, step)
+        if cfg.ckpt_every and step % cfg.ckpt_every == 0:
+            last, saved_at = save(), step
+    bar.close()
+    if saved_at != step:
+        last = save()
+    return {"step": step, "losses": losses, "checkpoint": last}
+
+
+def export_weights(checkpoint: str | Path, out: str | Path, dtype: torch.dtype = torch.float16) -> int:
+    """Write the EMA weights of a training checkpoint (or a training folder's last) as safetensors.
+
+    The network config goes in the metadata under 'config' (so `load_prior` needs no preset).
+    Returns the file size in bytes; compare with MAX_EXPORT_BYTES for a built-in prior.
+    """
+    from safetensors.torch import save
+
+    path = latest_checkpoint(checkpoint)
+    if path is None:
+        raise CheckpointError(f"{checkpoint}: no checkpoint found")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "ema" not in state or "config" not in state:
+        raise CheckpointError(f"{path}: not a checkpoint written by `spgd train` (no 'ema' and 'config')")
+    tensors = {k: v.to(dtype).contiguous() for k, v in state["ema"].items()}
+    blob = save(tensors, metadata={"config": json.dumps(state["config"]), "step": str(state["step"])})
+    atomic_write_bytes(out, blob)
+    return len(blob)

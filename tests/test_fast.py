@@ -1,0 +1,54 @@
+"""The fast path computes the same restoration: agreement with the plain fp32 path on a trained prior."""
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import torch
+
+import spgd
+from spgd.priors.fast import FastDenoiser
+from spgd.samplers.spgd import spgd as spgd_sampler
+
+from .test_spgd import golden_operator
+
+
+def psnr_pm1(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR between [-1, 1] images, in dB (peak-to-peak 2)."""
+    return 10 * math.log10(4 / (a - b).pow(2).mean().item())
+
+
+def test_bf16_fast_path_agrees_to_40db(golden, tiny_prior_path):
+    case = golden["cases"]["down_sampling"]
+    kw = dict(steps=case["annealing_steps"], inner_steps=case["spgd"]["num_steps"], lr=case["spgd"]["lr"],
+              sigma_max=case["sigma_max"], sigma_min=case["sigma_min"], progress=False)
+    plain = spgd.load_prior(tiny_prior_path)
+    fast = FastDenoiser(spgd.load_prior(tiny_prior_path), "bf16")
+    a = spgd_sampler(plain, golden_operator(case), case["y"], x_start=case["x_start"], **kw)
+    b = spgd_sampler(fast, golden_operator(case), case["y"], x_start=case["x_start"], check_every=4, **kw)
+    assert psnr_pm1(a, b) > 40
+    assert not any(p.requires_grad for p in fast.parameters())
+
+
+def test_fp32_fast_path_equals_plain_denoiser(golden, tiny_prior_path):
+    case = next(iter(golden["denoiser"].values()))
+    fast = FastDenoiser(spgd.load_prior(tiny_prior_path), "fp32", channels_last=True)
+    with torch.no_grad():
+        assert (fast.denoise(case["x"], case["sigma"]) - case["D"]).abs().max() < 1e-4
+
+
+def test_speed_bench_reference_path_is_the_published_computation(golden, tiny_prior):
+    """bench/speed.py's reference path (backward through trainable weights) gives spgd's reference mode."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "speed.py"
+    spec = importlib.util.spec_from_file_location("speed_bench", path)
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    op = spgd.make_operator("super_resolution", scale=4, noise_sigma=0.0)
+    y = torch.rand(1, 3, 16, 16) * 2 - 1
+    x_start = 100 * torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    ref = speed.reference_path(tiny_prior, op, y, x_start, 2, 2, 7.0)
+    ours = spgd_sampler(tiny_prior, op, y, x_start=x_start, steps=2, inner_steps=2, lr=7.0, mode="reference",
+                        progress=False)
+    assert (ref - ours).abs().max() < 1e-4
+    assert not any(p.requires_grad for p in tiny_prior.parameters())

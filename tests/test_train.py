@@ -1,0 +1,181 @@
+"""`spgd train | export | sample`: dataset preparation, the training loop, exact resume, export, sampling."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+from spgd import load_prior
+from spgd.cli import main
+from spgd.io import center_crop_resize
+from spgd.priors import build_network
+from spgd.priors.adm_unet import ADMConfig, ADMUNet
+from spgd.priors.vp import VPDenoiser
+from spgd.sample import sample
+from spgd.train import (MAX_EXPORT_BYTES, TRAIN_PRESETS, TrainConfig, export_weights, holdout_list_path,
+                        latest_checkpoint, model_config, prepare_dataset, train)
+
+TINY = dict(num_channels=32, channel_mult="1,2", num_res_blocks=1, attention_resolutions="",
+            num_head_channels=32, dropout=0.0)
+COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (128, 128, 128), (0, 0, 0), (255, 255, 255)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny networks run fastest on one thread, above all on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def constant_npy(tmp_path_factory):
+    """Constant-colour 16x16 images: a trivially learnable dataset."""
+    colours = np.array(COLOURS, dtype=np.uint8)
+    path = tmp_path_factory.mktemp("data") / "colours.npy"
+    np.save(path, np.broadcast_to(colours[:, :, None, None], (len(COLOURS), 3, 16, 16)).copy())
+    return path
+
+
+def tiny_config(data, out, **kw) -> TrainConfig:
+    settings = dict(size=16, model=TINY, batch_size=16, lr=1e-3, warmup=0, ema=0.9, grid_every=0,
+                    ckpt_every=0, log_every=1, workers=0, device="cpu")
+    return TrainConfig(data=str(data), out=str(out), **{**settings, **kw})
+
+
+@pytest.fixture(scope="module")
+def trained(constant_npy, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    return train(tiny_config(constant_npy, out, steps=40, grid_every=40, grid_n=4, grid_steps=2),
+                 progress=False), out
+
+
+def test_prepare_dataset_crops_resizes_and_holds_out(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    sizes = [(48, 16), (16, 40), (20, 20), (33, 17), (64, 64), (16, 16)] * 2  # (W, H)
+    for i, (w, h) in enumerate(sizes):
+        img = np.zeros((h, w, 3), np.uint8)
+        img[..., 0] = np.arange(w)[None, :] * 255 // w  # a ramp, so crop offsets show
+        img[..., 1] = i * 20
+        Image.fromarray(img).save(folder / f"img_{i:02d}.png")
+    wide = np.zeros((16, 48, 3), np.uint8)
+    wide[:, 16:32] = (0, 200, 0)  # only the centre third is green: the centre crop is all green
+    Image.fromarray(wide).save(folder / "img_00.png")
+
+    out = tmp_path / "cache" / "data.npy"
+    array = prepare_dataset(folder, 16, out, exclude_last=3)
+    assert array.dtype == np.uint8 and array.shape == (9, 3, 16, 16)
+    assert np.array_equal(np.load(out), array)
+    assert (array[0, 1] == 200).all() and (array[0, [0, 2]] == 0).all()
+    for i in range(9):
+        with Image.open(folder / f"img_{i:02d}.png") as img:
+            expected = np.asarray(center_crop_resize(img.convert("RGB"), (16, 16)))
+        assert np.array_equal(array[i], expected.transpose(2, 0, 1))
+    assert holdout_list_path(out).read_text().split() == ["img_09.png", "img_10.png", "img_11.png"]
+    assert json.loads(out.with_suffix(".json").read_text())["exclude_last"] == 3
+    with pytest.raises(ValueError, match="hold out"):
+        prepare_dataset(folder, 16, out, exclude_last=12)
+
+
+def test_training_reduces_loss_and_writes_grid(trained):
+    result, out = trained
+    losses = [loss for _, loss in result["losses"]]
+    assert result["step"] == 40 and len(losses) == 40
+    assert np.mean(losses[-5:]) < 0.4 * np.mean(losses[:5])
+    assert (out / "samples" / "step_0000040.png").is_file()
+    assert result["checkpoint"] == latest_checkpoint(out) == out / "checkpoints" / "ckpt_0000040.pt"
+    assert (out / "loss.csv").read_text().count("\n") == 40
+    prior = load_prior(result["checkpoint"])  # a training checkpoint is a prior (its EMA weights)
+    assert prior.image_size == 16
+
+
+def test_resume_matches_uninterrupted_run(constant_npy, tmp_path):
+    kw = dict(model={**TINY, "dropout": 0.1}, batch_size=4, ema=0.5)
+    whole = train(tiny_config(constant_npy, tmp_path / "whole", steps=6, **kw), progress=False)
+    first = train(tiny_config(constant_npy, tmp_path / "split", steps=3, **kw), progress=False)
+    assert first["step"] == 3
+    second = train(tiny_config(constant_npy, tmp_path / "split", steps=6, **kw), resume=True, progress=False)
+    assert second["step"] == 6 and [s for s, _ in second["losses"]] == [4, 5, 6]
+    a = torch.load(whole["checkpoint"], weights_only=True)
+    b = torch.load(second["checkpoint"], weights_only=True)
+    for key in ("model", "ema"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key])
+    for p, q in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert all(torch.equal(p[k], q[k]) for k in p)
+    assert torch.equal(a["rng"]["data"], b["rng"]["data"]) and torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    assert [loss for _, loss in whole["losses"][3:]] == [loss for _, loss in second["losses"]]
+
+
+def test_export_is_fp16_safetensors_that_load_prior_reads(trained, tmp_path):
+    result, _ = trained
+    out = tmp_path / "prior.safetensors"
+    size = export_weights(result["checkpoint"], out)
+    assert size == out.stat().st_size < MAX_EXPORT_BYTES
+    with safe_open(str(out), framework="pt") as f:
+        assert json.loads(f.metadata()["config"])["num_channels"] == 32
+        assert all(f.get_tensor(k).dtype == torch.float16 for k in f.keys())
+    prior = load_prior(out)
+    state = torch.load(result["checkpoint"], weights_only=True)
+    reference = ADMUNet(ADMConfig.from_dict(state["config"]))
+    reference.load_state_dict(state["ema"])
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        d = prior.denoise(x, 1.0)
+        assert torch.allclose(d, VPDenoiser(reference).denoise(x, 1.0), atol=1e-2)
+    assert torch.isfinite(d).all()
+
+
+def test_cli_train_from_folder_resume_and_export(tmp_path, capsys):
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for i in range(5):
+        Image.new("RGB", (24 + 4 * i, 20), COLOURS[i]).save(folder / f"{i}.png")
+    out = tmp_path / "run"
+    args = ["train", "--data", str(folder), "--out", str(out), "--size", "16", "--holdout", "1",
+            "--config", json.dumps(TINY), "--batch-size", "2", "--warmup", "0", "--grid-every", "0",
+            "--device", "cpu", "--workers", "0"]
+    assert main([*args, "--steps", "2"]) == 0
+    assert np.load(out / "data_16.npy").shape == (4, 3, 16, 16)
+    assert (out / "data_16_holdout.txt").read_text() == "4.png\n"
+    assert main([*args, "--steps", "3", "--resume"]) == 0
+    assert "trained to step 3" in capsys.readouterr().out
+    assert main(["export", str(out), str(tmp_path / "w.safetensors")]) == 0
+    assert load_prior(tmp_path / "w.safetensors").image_size == 16
+    assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "x.safetensors")]) == 2
+
+
+def test_adm64_preset_is_about_8m_parameters_and_fits_16_mib():
+    network = build_network(model_config("adm64", 64), "meta")
+    count = sum(p.numel() for p in network.parameters())
+    assert 7.5e6 < count < 8.4e6 and 2 * count < MAX_EXPORT_BYTES - 2 ** 17
+    assert TRAIN_PRESETS["adm64"]["learn_sigma"] is False
+
+
+def _pngs(folder):
+    return {p.name: np.asarray(Image.open(p)) for p in sorted(folder.glob("*.png"))}
+
+
+def test_sample_cli_is_deterministic_and_batch_size_independent(tiny_prior_path, tmp_path):
+    common = ["sample", "--model", str(tiny_prior_path), "--n", "3", "--steps", "3", "--seed", "5"]
+    assert main([*common, "--out", str(tmp_path / "a"), "--batch-size", "3"]) == 0
+    assert main([*common, "--out", str(tmp_path / "b"), "--batch-size", "2"]) == 0
+    a, b = _pngs(tmp_path / "a"), _pngs(tmp_path / "b")
+    assert sorted(a) == ["000000.png", "000001.png", "000002.png", "grid.png"]
+    assert all(np.abs(a[k].astype(int) - b[k].astype(int)).max() <= 1 for k in a)
+    assert not np.array_equal(a["000000.png"], a["000001.png"])
+
+
+def test_sample_solvers_and_per_image_seeds(tiny_prior):
+    for solver in ("euler", "ancestral"):
+        x = sample(tiny_prior, 2, seed=[3, 4], steps=2, solver=solver)
+        one = sample(tiny_prior, 1, seed=4, steps=2, solver=solver)
+        assert x.shape == (2, 3, 64, 64) and 0 <= x.min() and x.max() <= 1
+        assert torch.allclose(x[1], one[0], atol=1e-3)  # float32 convolutions vary slightly with batch size
+    with pytest.raises(ValueError, match="solver"):
+        sample(tiny_prior, 1, solver="dpm")
