@@ -22,7 +22,6 @@ from torch import Tensor
 import spgd
 from spgd import io
 from spgd.metrics import lpips, psnr, ssim
-from spgd.samplers import SAMPLERS
 from spgd.tasks import load_task, sampler_settings
 from spgd.weights import MissingWeightsError
 
@@ -60,7 +59,8 @@ def parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def timed_restore(y: Tensor, op: Any, prior: Any, name: str, seeds: list[int], params: dict) -> tuple[Tensor, float, float]:
+def timed_restore(y: Tensor, op: Any, prior: Any, name: str, seeds: list[int],
+                  params: dict) -> tuple[Tensor, float, float]:
     """Restored images in [0, 1], wall seconds and network evaluations per image."""
     counter = CountingPrior(prior)
     if y.is_cuda:

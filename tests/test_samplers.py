@@ -8,6 +8,7 @@ rms(posterior std), spread = rms(std of outputs) / rms(posterior std).
 """
 from __future__ import annotations
 
+import inspect
 import json
 
 import pytest
@@ -18,8 +19,10 @@ from spgd.cli import main
 from spgd.operators import make_operator
 from spgd.priors.gaussian import GaussianPrior
 from spgd.samplers import SAMPLERS, DivergenceError, Trace
+from spgd.samplers.daps import DAPS_1K, DAPS_100
 from spgd.samplers.nullspace import null_space, transfer_function
 from spgd.seeding import make_generators
+from spgd.tasks import load_task, sampler_settings, task_names
 
 from .test_cli import write_face_like
 
@@ -36,7 +39,8 @@ EXACT = {
     "deqir": dict(steps=50),
     "spgd": dict(steps=100, inner_steps=5, lr=0.5),
 }
-# Tiny settings for the behaviour tests (determinism, NaN handling) on the Gaussian prior.
+# Tiny settings for the behaviour tests (determinism, NaN handling) on the Gaussian prior: they test
+# the samplers' own seeding and per-image bookkeeping (the ADM's batch independence is tested with SPGD).
 FAST = {
     "dps": dict(steps=8),
     "daps": dict(steps=4, ode_steps=2, langevin_steps=3, lr=1e-3, tau=0.05),
@@ -44,7 +48,7 @@ FAST = {
     "deqir": dict(steps=6, max_iter=5),
     "spgd": dict(steps=4, inner_steps=2, lr=0.5),
 }
-# Tiny settings for the 64x64 ADM: a few network evaluations each (about 1 s per evaluation here).
+# Tiny settings for the 64x64 ADM: a few network evaluations each (0.05..1 s each on 2 busy CPU cores).
 ADM = {
     "dps": dict(steps=2),
     "daps": dict(steps=2, ode_steps=1, langevin_steps=2),
@@ -122,7 +126,8 @@ def test_samplers_spread_like_the_posterior(name, low, high, exact_problem):
 def test_deqir_parallel_solve_equals_the_sequential_chain():
     prior = GaussianPrior(8, channels=1)
     op = make_operator("inpainting", kind="random", fraction=0.5, noise_sigma=0.0)
-    y = op.measure(prior.sample(make_generators(1, 1, "truth"))).expand(4, 1, 8, 8).contiguous()
+    truth = prior.sample(make_generators(1, 1, "truth"))
+    y = op.measure(truth, make_generators(0, 1, "measure")).expand(4, 1, 8, 8).contiguous()
     kwargs = dict(steps=20, progress=False, seed=[0, 1, 2, 3])
     sequential = SAMPLERS["deqir"](prior, op, y, solver="sequential", **kwargs)
     trace = Trace(keep_images=False)
@@ -163,6 +168,10 @@ def test_fft_pseudo_inverse_of_a_blur():
     assert space.null(space.pinv(circular)).abs().max() < 1e-12
     # the operator pads by reflection: the circular model agrees away from the border
     assert torch.allclose(op.A(x)[..., 2:-2, 2:-2], circular[..., 2:-2, 2:-2], atol=1e-12)
+    # DeqIR on a blur: the output's range part is A^+ y (DDNM consistency through the FFT pseudo-inverse)
+    y = op.A(x.float())
+    out = SAMPLERS["deqir"](GaussianPrior(12, channels=3), op, y, steps=5, solver="sequential", progress=False)
+    assert torch.allclose(out - space.null(out), space.pinv(y), atol=1e-4)
 
 
 def gaussian_batch(fail: int | None = None):
@@ -222,6 +231,18 @@ def test_invalid_settings_are_clear_errors(name, bad):
     prior, op, _, y = gaussian_batch()
     with pytest.raises(ValueError):
         SAMPLERS[name](prior, op, y, progress=False, **{**FAST[name], **bad})
+
+
+@pytest.mark.parametrize("task", task_names())
+def test_presets_name_real_settings(task):
+    preset = load_task(task)
+    for name, sampler in SAMPLERS.items():
+        assert set(sampler_settings(preset, name)) <= set(inspect.signature(sampler).parameters), (task, name)
+    if "daps" in preset:  # DAPS-1K: 200 annealing levels x 5 ODE steps
+        assert {k: preset["daps"][k] for k in DAPS_1K} == DAPS_1K
+    linear = {"super_resolution", "inpainting_random", "inpainting_box", "gaussian_blur", "motion_blur"}
+    assert ("deqir" in preset) == (task in linear)
+    assert DAPS_100["steps"] * DAPS_100["ode_steps"] == 100
 
 
 @pytest.mark.parametrize("name", sorted(ADM))

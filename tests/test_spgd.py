@@ -40,7 +40,7 @@ def run_case(prior, case: dict, trace=None, **overrides):
 @pytest.mark.parametrize("name", CASES)
 def test_reference_mode_reproduces_published_code(name, golden, tiny_prior):
     case = golden["cases"][name]
-    trace = Trace()
+    trace = Trace(keep_states=True)
     x = run_case(tiny_prior, case, trace)
     assert (x - case["x_final"]).abs().max() < 1e-3
     # every intermediate state, and x0hat of the last inner step of every outer step

@@ -27,7 +27,7 @@ from . import io
 from .api import restore, simulate, to_image_range
 from .distributed import Group
 from .operators import make_operator
-from .restore_job import _preview as measurement_preview
+from .restore_job import measurement_preview
 from .samplers import Trace
 from .tasks import sampler_settings
 

@@ -102,7 +102,7 @@ def _load_measurements(job: RestoreJob, paths: list[Path], operator: Operator) -
     return y * operator.mask if name == "inpainting" else y
 
 
-def _preview(y: Tensor, operator: Operator) -> Tensor:
+def measurement_preview(y: Tensor, operator: Operator) -> Tensor:
     """A [0, 1] picture of a measurement: the image itself, or log-magnitudes for phase retrieval."""
     if operator.name == "phase_retrieval":
         mag = torch.log1p(y.clamp_min(0))
@@ -132,7 +132,7 @@ def run_restore(job: RestoreJob) -> dict[str, Any]:
             clean = None
             y = _load_measurements(job, paths, operator)
         restored = restore(y, operator, job.prior, sampler=job.sampler, seed=seeds, **params)
-        preview = _preview(y, operator).cpu()
+        preview = measurement_preview(y, operator).cpu()
         for k, path in enumerate(paths):
             io.save_image(restored[k], job.output / f"{path.stem}.png")
             io.save_image(preview[k], job.output / f"{path.stem}_measurement.png")

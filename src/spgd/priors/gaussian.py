@@ -90,7 +90,9 @@ class GaussianPrior:
         mean = self.mean.reshape(-1)
         gain_rhs = a @ sigma_dense  # A Sigma
         k = gain_rhs @ a.transpose(1, 2) + operator.noise_sigma ** 2 * torch.eye(a.shape[1], dtype=torch.float64)
-        solved = torch.linalg.solve(k, torch.cat([(y - a @ mean)[..., None], gain_rhs], dim=2))
+        # K = A Sigma A^T + s^2 I is symmetric positive definite: a Cholesky solve is exact and stable
+        solved = torch.cholesky_solve(torch.cat([(y - a @ mean)[..., None], gain_rhs], dim=2),
+                                      torch.linalg.cholesky(k))
         post_mean = mean + (gain_rhs.transpose(1, 2) @ solved[..., :1])[..., 0]
         post_var = sigma_dense.diagonal() - (gain_rhs * solved[..., 1:]).sum(dim=1)
         return post_mean.reshape(batch, *shape), post_var.clamp_min(0).sqrt().reshape(batch, *shape)

@@ -39,13 +39,14 @@ def flat_cosine(a: Tensor, b: Tensor) -> Tensor:
 class Trace:
     """Optional per-step record of a run, for plots (the paper's Figure 1) and diagnostics.
 
-    Per outer step: sigma, the data-fit loss per image, x0hat and the state x after the step (if
-    `keep_images`), the angle in
+    Per outer step: sigma, the data-fit loss per image, x0hat (if `keep_images`), the state x after
+    the step (if `keep_states`), the angle in
     degrees between the likelihood gradient and the prior score, and between consecutive
     likelihood gradients. `failed` maps image index -> step at which it diverged.
     """
 
     keep_images: bool = True
+    keep_states: bool = False
     sigma: list[float] = field(default_factory=list)
     loss: list[Tensor] = field(default_factory=list)
     x0hat: list[Tensor] = field(default_factory=list)
@@ -60,7 +61,7 @@ class Trace:
         self.loss.append(loss.detach().cpu())
         if self.keep_images and x0hat is not None:
             self.x0hat.append(x0hat.detach().cpu())
-        if self.keep_images and x is not None:
+        if self.keep_states and x is not None:
             self.x.append(x.detach().cpu())
         if angle_grad_score is not None:
             self.angle_grad_score.append(angle_grad_score.detach().cpu())
