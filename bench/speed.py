@@ -135,6 +135,11 @@ def _device_name(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def _fmt(value: float | None, pattern: str = "{:.2f}") -> str:
+    """A table cell: the number, or n/a when it was not measured (skipped, or memory on CPU)."""
+    return "n/a" if value is None or math.isnan(value) else pattern.format(value)
+
+
 def _markdown(rows: list[dict], args: argparse.Namespace) -> str:
     head = (f"SPGD {args.steps} x {args.inner_steps} steps, {rows[0]['size']}x{rows[0]['size']}, "
             f"{rows[0]['device']}, torch {rows[0]['torch']}, fast path: {args.precision}, channels_last, "
@@ -143,9 +148,9 @@ def _markdown(rows: list[dict], args: argparse.Namespace) -> str:
             "|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
-        lines.append(f"| {r['batch']} | {r.get('ref_s_per_image', math.nan):.2f} | {r['fast_s_per_image']:.2f} | "
-                     f"{r.get('speedup', math.nan):.2f}x | {r.get('ref_peak_gb_per_image', math.nan):.3f} | "
-                     f"{r['fast_peak_gb_per_image']:.3f} |")
+        cells = [_fmt(r.get("ref_s_per_image")), _fmt(r["fast_s_per_image"]), _fmt(r.get("speedup"), "{:.2f}x"),
+                 _fmt(r.get("ref_peak_gb_per_image"), "{:.3f}"), _fmt(r["fast_peak_gb_per_image"], "{:.3f}")]
+        lines.append(f"| {r['batch']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -77,6 +77,18 @@ def test_simulate_is_independent_of_batch_size(clean_dir, tmp_path, tiny_prior_p
         assert np.abs(a - b).max() <= 1  # identical up to float rounding in the last 8-bit step
 
 
+def test_fast_path_flags_agree_with_fp32(clean_dir, tmp_path, tiny_prior_path):
+    runs = {}
+    for name, flags in (("fp32", []), ("bf16", ["--precision", "bf16"])):
+        out = tmp_path / name
+        assert main(["restore", "-i", str(clean_dir / "img0.png"), "-t", "super_resolution", "-m", str(tiny_prior_path),
+                     "--simulate", "-o", str(out), *FAST, *flags]) == 0
+        runs[name] = np.asarray(Image.open(out / "img0.png"), dtype=float)
+        assert "bf16" in (out / "config.yaml").read_text() or name == "fp32"
+    mse = (((runs["fp32"] - runs["bf16"]) / 255) ** 2).mean()
+    assert 10 * np.log10(1 / max(mse, 1e-12)) > 35
+
+
 def test_measured_super_resolution(tmp_path, tiny_prior_path):
     low = write_face_like(tmp_path / "low.png", size=16)
     out = tmp_path / "out"

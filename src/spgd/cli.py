@@ -48,6 +48,21 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed; image i of the inputs uses seed + i")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="network precision (autocast; bf16 is the fast path on GPUs; default: %(default)s)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (fast path)")
+
+
+def _load_run_prior(args: argparse.Namespace, device: str) -> tuple[Any, str]:
+    """The prior of a restore/bench run, on the fast path when asked, and a name that records how it runs."""
+    from .priors import load_prior
+    from .priors.fast import FastDenoiser
+
+    prior = load_prior(args.model, args.preset, device=device)
+    if args.precision == "fp32" and not args.compile:
+        return prior, str(args.model)
+    fast = FastDenoiser(prior, args.precision, channels_last=True, compile=args.compile)
+    return fast, f"{args.model} ({args.precision}{', compiled' if args.compile else ''})"
 
 
 def _add_restore(sub: argparse._SubParsersAction) -> None:
@@ -80,7 +95,6 @@ def _task_and_params(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from .priors import load_prior
     from .restore_job import RestoreJob, run_restore
 
     task, params = _task_and_params(args)
@@ -89,11 +103,11 @@ def _restore(args: argparse.Namespace) -> int:
     inputs = list_images(args.input)
     if not inputs:
         raise ValueError(f"no images found in {' '.join(args.input)}")
-    prior = load_prior(args.model, args.preset, device=args.device)
+    prior, model_name = _load_run_prior(args, args.device)
     job = RestoreJob(inputs=inputs, output=Path(args.output), prior=prior, task=task, sampler=args.sampler,
                      sampler_params=params, seed=args.seed, batch_size=args.batch_size, simulate=args.simulate,
                      resize=args.resize, mask=args.mask, kernel=args.kernel, device=args.device,
-                     model_name=str(args.model))
+                     model_name=model_name)
     result = run_restore(job)
     mean = result["mean"]
     scores = "  ".join(f"{k.upper()} {v:.3f}" for k, v in mean.items())
@@ -119,7 +133,6 @@ def _bench(args: argparse.Namespace) -> int:
 
     from .bench import BenchJob, run_bench
     from .distributed import process_group
-    from .priors import load_prior
 
     task, params = _task_and_params(args)
     if args.lpips:
@@ -129,9 +142,9 @@ def _bench(args: argparse.Namespace) -> int:
     if args.record and importlib.util.find_spec("matplotlib") is None:
         raise ValueError("--record plots need matplotlib: pip install 'spgd[plots]'")
     with process_group(args.device) as (group, device):
-        prior = load_prior(args.model, args.preset, device=device)
+        prior, model_name = _load_run_prior(args, device)
         job = BenchJob(data=args.data, out=args.out, prior=prior, task=task, task_name=str(args.task),
-                       model_name=str(args.model), sampler=args.sampler, sampler_params=params, seed=args.seed,
+                       model_name=model_name, sampler=args.sampler, sampler_params=params, seed=args.seed,
                        batch_size=args.batch_size, limit=args.limit, resize=args.resize, device=device,
                        lpips=args.lpips, record=args.record)
         try:
