@@ -28,6 +28,7 @@ from .api import restore, simulate, to_image_range
 from .distributed import Group
 from .operators import make_operator
 from .restore_job import measurement_preview
+from .metrics import image_scores
 from .samplers import Trace
 from .tasks import sampler_settings
 
@@ -220,26 +221,10 @@ def _restore_batch(job: BenchJob, batch: list[tuple[Item, Tensor]], params: dict
                   "failed": failed_step is not None or bool(torch.isnan(restored[k]).any()),
                   "failed_step": failed_step}
         if not record["failed"]:
-            record.update(scores(as_stored(restored[k]), clean[k], job.lpips))
+            record.update(image_scores(restored[k], clean[k], job.lpips))
         io.save_json(record, result_path(job.out, RECORDS, stem))
         records.append(record)
     return records
-
-
-def as_stored(x: Tensor) -> Tensor:
-    """A [0, 1] image as its 8-bit PNG holds it (so scores match the saved file)."""
-    return torch.from_numpy(io.to_uint8(x)).permute(2, 0, 1).float() / 255
-
-
-def scores(restored: Tensor, clean: Tensor, with_lpips: bool) -> dict[str, float]:
-    """PSNR (dB), SSIM (and LPIPS, AlexNet) of a 3xHxW [0, 1] image against the clean one."""
-    from .metrics import lpips, psnr, ssim
-
-    x, y = restored[None].float(), clean[None].float()
-    out = {"psnr": float(psnr(x, y)[0]), "ssim": float(ssim(x, y)[0])}
-    if with_lpips:
-        out["lpips"] = float(lpips(x, y)[0])
-    return out
 
 
 def _save_trace(trace: Trace, k: int, path: Path) -> None:
@@ -287,7 +272,7 @@ def _add_lpips(job: BenchJob, item: Item, record: dict[str, Any]) -> dict[str, A
     """LPIPS for a result from a run without --lpips, from its saved files."""
     clean = io.load_image(item.path, job.prior.image_size, job.resize)
     restored = io.load_image(result_path(job.out, RESTORED, item.path.stem))
-    record = {**record, "lpips": scores(restored, clean, True)["lpips"]}
+    record = {**record, "lpips": image_scores(restored, clean, True)["lpips"]}
     io.save_json(record, result_path(job.out, RECORDS, item.path.stem))
     return record
 

@@ -338,3 +338,18 @@ def fid_from_folders(
             stacklevel=2,
         )
     return FIDResult(frechet_distance(*stats_a, *stats_b), num_a, num_b, note)
+
+
+def image_scores(restored: Tensor, clean: Tensor, with_lpips: bool = False) -> dict[str, float]:
+    """PSNR (dB), SSIM (and LPIPS, AlexNet) of a 3xHxW [0, 1] restored image against the clean one.
+
+    The restored image is scored as its 8-bit PNG holds it, so the numbers match the saved file.
+    """
+    from .io import to_uint8
+
+    stored = torch.from_numpy(to_uint8(restored)).permute(2, 0, 1).float() / 255
+    x, y = stored[None], clean[None].float().cpu()
+    out = {"psnr": float(psnr(x, y)[0]), "ssim": float(ssim(x, y)[0])}
+    if with_lpips:
+        out["lpips"] = float(lpips(x, y)[0])
+    return out

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from . import io
 from .api import restore, simulate, to_image_range, to_model_range
+from .metrics import image_scores
 from .operators import Operator, load_mask, make_operator
 from .tasks import load_task, sampler_settings
 
@@ -112,8 +113,6 @@ def measurement_preview(y: Tensor, operator: Operator) -> Tensor:
 
 def run_restore(job: RestoreJob) -> dict[str, Any]:
     """Restore every input; write PNGs, grid.png, metrics.json and config.yaml into job.output."""
-    from .metrics import psnr, ssim
-
     job.output.mkdir(parents=True, exist_ok=True)
     params = {**sampler_settings(job.task, job.sampler), **job.sampler_params}
     op_params = _operator_params(job)
@@ -137,9 +136,8 @@ def run_restore(job: RestoreJob) -> dict[str, Any]:
             io.save_image(restored[k], job.output / f"{path.stem}.png")
             io.save_image(preview[k], job.output / f"{path.stem}_measurement.png")
             entry = {"failed": bool(torch.isnan(restored[k]).any())}
-            if clean is not None:
-                entry["psnr"] = float(psnr(restored[k: k + 1], clean[k: k + 1])[0])
-                entry["ssim"] = float(ssim(restored[k: k + 1], clean[k: k + 1])[0])
+            if clean is not None and not entry["failed"]:
+                entry.update(image_scores(restored[k], clean[k]))
             results[path.name] = entry
             rows.append(([clean[k].cpu()] if clean is not None else []) + [preview[k], restored[k].cpu()])
     summary = _summarise(results)
