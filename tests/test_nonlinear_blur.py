@@ -67,14 +67,6 @@ def test_gradient_reaches_the_image(operator):
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
-def test_select_slices_the_latents(operator):
-    latents = torch.randn(3, 512, 1, 1)
-    selected = operator.update(kernel_latent=latents).select([2, 0])
-    assert torch.equal(selected.kernel_latent, latents[[2, 0]])
-    assert selected.network is operator.network
-    assert operator.kernel_latent is latents
-
-
 def test_image_size_must_be_a_multiple_of_128(operator):
     operator.update(kernel_latent=None)
     with pytest.raises(ValueError, match="multiples of 128"):

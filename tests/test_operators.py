@@ -244,16 +244,6 @@ def test_make_operator_round_trip():
         assert torch.equal(rebuilt.A(x), op.A(x))
 
 
-def test_select_slices_per_image_parameters():
-    x = torch.rand(3, 3, 24, 24)
-    op = MotionBlur(kernel_size=9)
-    op.draw(x, generators(0, 1, 2))
-    assert torch.equal(op.select([2, 0]).A(x[[2, 0]]), op.A(x)[[2, 0]])
-    inpaint = Inpainting(kind="random")
-    inpaint.draw(x, generators(0, 1, 2))
-    assert torch.equal(inpaint.select([1]).A(x[[1]]), inpaint.A(x)[[1]])
-
-
 def test_make_operator_errors():
     assert {"super_resolution", "down_sampling", "hdr", "nonlinear_blur"} <= set(operator_names())
     with pytest.raises(ValueError, match="known operators: .*super_resolution"):

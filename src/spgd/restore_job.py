@@ -20,7 +20,7 @@ from . import io
 from .api import restore, simulate, to_image_range, to_model_range
 from .metrics import image_scores
 from .operators import Operator, load_mask, make_operator
-from .tasks import load_task, sampler_settings
+from .tasks import sampler_settings
 
 IMAGE_MEASUREMENTS = ("super_resolution", "inpainting", "gaussian_blur", "motion_blur", "blur", "hdr",
                       "nonlinear_blur")

@@ -87,7 +87,3 @@ class Operator(torch.nn.Module):
     def params(self) -> dict[str, Any]:
         """The parameters that reproduce this operator exactly (tensors included)."""
         return {"name": self.name, "noise_sigma": self.noise_sigma}
-
-    def select(self, index: Sequence[int]) -> "Operator":
-        """The operator for images `index` of the batch; subclasses with per-image parameters slice them."""
-        return self

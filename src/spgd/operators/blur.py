@@ -94,14 +94,6 @@ class Blur(Operator):
     def params(self) -> dict[str, Any]:
         return {**super().params(), "kernel": self.kernel}
 
-    def select(self, index: Sequence[int]) -> Operator:
-        if self.kernel is None or self.kernel.dim() == 2 or self.kernel.shape[0] == 1:
-            return self
-        kwargs = self.params()
-        del kwargs["name"]
-        kwargs["kernel"] = self.kernel[list(index)]
-        return type(self)(**kwargs)
-
 
 class GaussianBlur(Blur):
     """Blur with the published Gaussian kernel (size `kernel_size`, standard deviation `std`)."""

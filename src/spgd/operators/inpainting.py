@@ -151,11 +151,3 @@ class Inpainting(Operator):
             "margin": self.margin,
             "fraction": self.fraction,
         }
-
-    def select(self, index: Sequence[int]) -> Operator:
-        if self.mask is None or self.mask.shape[0] == 1:
-            return self
-        kwargs = self.params()
-        del kwargs["name"]
-        kwargs["mask"] = self.mask[list(index)]
-        return type(self)(**kwargs)

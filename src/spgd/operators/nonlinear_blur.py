@@ -15,7 +15,6 @@ paper) is built because its weights are part of the checkpoint.
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -211,13 +210,6 @@ class NonlinearBlur(Operator):
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "weights": str(self.weights), "kernel_latent": self.kernel_latent}
-
-    def select(self, index: Sequence[int]) -> "NonlinearBlur":
-        """The operator for the given images: their kernel codes, sharing the frozen network."""
-        selected = copy.copy(self)
-        if self.kernel_latent is not None and self.kernel_latent.shape[0] > 1:
-            selected.kernel_latent = self.kernel_latent[list(index)]
-        return selected
 
 
 def _code_size(x: Tensor) -> tuple[int, int]:

@@ -7,7 +7,7 @@ runs through `scaled_dot_product_attention` (fused kernels on GPU) instead of ex
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -69,9 +69,6 @@ class ADMConfig:
         if isinstance(res, str):
             res = tuple(int(r) for r in res.split(",") if r.strip())
         return {self.image_size // int(r) for r in res}
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class GroupNorm32(nn.GroupNorm):
