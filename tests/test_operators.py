@@ -250,3 +250,10 @@ def test_make_operator_errors():
         make_operator("deblur_everything")
     with pytest.raises(TypeError, match="'scale_factor'"):
         make_operator("super_resolution", scale_factor=4)
+
+
+def test_inpainting_rejects_impossible_draw_settings():
+    with pytest.raises(ValueError, match="fraction must lie in"):
+        make_operator("inpainting", kind="random", fraction=1.5)
+    with pytest.raises(ValueError, match="min <= max"):
+        make_operator("inpainting", kind="box", box_size=(20, 10))

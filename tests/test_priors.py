@@ -104,3 +104,12 @@ def test_unknown_preset_and_builtin():
         build_network("ffhq1024")
     with pytest.raises(CheckpointError, match="no such built-in prior"):
         load_prior("builtin:nope")
+
+
+def test_reduced_precision_weights_denoise_close_to_fp32(tiny_prior_path, golden):
+    case = next(c for c in golden["denoiser"].values() if c["sigma"] == 3.0)
+    prior = load_prior(tiny_prior_path, dtype=torch.bfloat16)
+    with torch.no_grad():
+        d = prior.denoise(case["x"], case["sigma"])
+    assert d.dtype == torch.float32
+    assert (d - case["D"]).abs().max() < 0.1  # bf16 weights and activations: about 2-3 significant digits

@@ -45,7 +45,7 @@ FAST = {
     "dps": dict(steps=8),
     "daps": dict(steps=4, ode_steps=2, langevin_steps=3, lr=1e-3, tau=0.05),
     "reddiff": dict(steps=8),
-    "deqir": dict(steps=6, max_iter=5),
+    "deqir": dict(steps=5, max_iter=5),
     "spgd": dict(steps=4, inner_steps=2, lr=0.5),
 }
 # Tiny settings for the 64x64 ADM: a few network evaluations each (0.05..1 s each on 2 busy CPU cores).
@@ -226,6 +226,7 @@ def test_unsupported_operator_is_a_clear_error(name, task):
 @pytest.mark.parametrize("name, bad", [
     ("dps", dict(steps=1001)), ("daps", dict(ode_sigma_min=0.5)), ("reddiff", dict(steps=0)),
     ("deqir", dict(solver="picard")), ("spgd", dict(mode="magic")),
+    ("reddiff", dict(steps=600)), ("deqir", dict(steps=300)),  # a strided chain must reach t = 999
 ])
 def test_invalid_settings_are_clear_errors(name, bad):
     prior, op, _, y = gaussian_batch()

@@ -311,9 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .io import ImageError
     from .priors import CheckpointError
     from .samplers import DivergenceError
+    from .weights import WeightsFetchError, WeightsIntegrityError
 
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, ImageError, CheckpointError, DivergenceError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, ImageError, CheckpointError, DivergenceError,
+            WeightsFetchError, WeightsIntegrityError) as exc:
         print(f"spgd {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -22,8 +22,8 @@ from .metrics import image_scores
 from .operators import Operator, load_mask, make_operator
 from .tasks import sampler_settings
 
-IMAGE_MEASUREMENTS = ("super_resolution", "inpainting", "gaussian_blur", "motion_blur", "blur", "hdr",
-                      "nonlinear_blur")
+# tasks whose measurement is an image a user can bring (non-linear blur is not: its kernel code is unknown)
+IMAGE_MEASUREMENTS = ("super_resolution", "inpainting", "gaussian_blur", "motion_blur", "blur", "hdr")
 
 
 @dataclass
@@ -113,6 +113,8 @@ def measurement_preview(y: Tensor, operator: Operator) -> Tensor:
 
 def run_restore(job: RestoreJob) -> dict[str, Any]:
     """Restore every input; write PNGs, grid.png, metrics.json and config.yaml into job.output."""
+    if job.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {job.batch_size}")
     job.output.mkdir(parents=True, exist_ok=True)
     params = {**sampler_settings(job.task, job.sampler), **job.sampler_params}
     op_params = _operator_params(job)

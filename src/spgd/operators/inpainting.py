@@ -85,6 +85,11 @@ class Inpainting(Operator):
         self.box_size = None if box_size is None else _as_pair(box_size)
         self.margin = None if margin is None else _as_pair(margin)
         self.fraction = float(fraction) if isinstance(fraction, (int, float)) else tuple(map(float, fraction))
+        bounds = self.fraction if isinstance(self.fraction, tuple) else (self.fraction, self.fraction)
+        if not 0.0 <= bounds[0] <= bounds[-1] <= 1.0:
+            raise ValueError(f"inpainting fraction must lie in [0, 1] (a range as (min, max)), got {fraction}")
+        if self.box_size is not None and not 0 < self.box_size[0] <= self.box_size[1]:
+            raise ValueError(f"inpainting box_size must be positive with min <= max, got {box_size}")
         self.register_buffer("mask", mask)
 
     def draw(self, x: Tensor, generators: Sequence[torch.Generator | None]) -> None:

@@ -156,7 +156,10 @@ def load_kernel_wizard(weights: str | Path) -> KernelWizard:
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"KernelWizard weights not found: {path}. {_DOWNLOAD_HINT}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for files that are not torch checkpoints
+        raise ValueError(f"{path} is not a readable torch checkpoint ({type(error).__name__}). {_DOWNLOAD_HINT}") from None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{path} is not a state dict of tensors (got {type(state).__name__}). {_DOWNLOAD_HINT}")
     with torch.device("meta"):
@@ -193,7 +196,7 @@ class NonlinearBlur(Operator):
             return
         shape = (KERNEL_DIM, *_code_size(x))
         codes = [torch.randn(shape, generator=g, dtype=torch.float32) for g in generators]
-        self.kernel_latent = LATENT_SCALE * torch.stack(codes)
+        self.kernel_latent = LATENT_SCALE * torch.stack(codes).to(x.device)
 
     def A(self, x: Tensor) -> Tensor:  # noqa: N802
         if self.kernel_latent is None:

@@ -276,7 +276,8 @@ class ADMUNet(nn.Module):
                                  zero_module(nn.Conv2d(int(mult[0] * ch0), self.out_channels, 3, padding=1)))
 
     def forward(self, x: Tensor, timesteps: Tensor, y: Tensor | None = None) -> Tensor:
-        emb = self.time_embed(timestep_embedding(timesteps, self.config.num_channels)).type(x.dtype)
+        t_emb = timestep_embedding(timesteps, self.config.num_channels).to(self.time_embed[0].weight.dtype)
+        emb = self.time_embed(t_emb).type(x.dtype)
         if self.config.class_cond:
             if y is None:
                 raise ValueError("this network is class-conditional: pass class labels y")

@@ -19,6 +19,7 @@ class FastDenoiser(nn.Module):
 
     `compile_mode` is passed to torch.compile ("max-autotune-no-cudagraphs", or "reduce-overhead"
     for CUDA graphs when shapes are static). Parameters stay frozen: only inputs get gradients.
+    The wrapped prior is changed in place (memory format, compiled network): it belongs to the wrapper.
     """
 
     def __init__(self, prior: VPDenoiser, precision: str = "bf16", channels_last: bool = True,
@@ -37,6 +38,10 @@ class FastDenoiser(nn.Module):
     @property
     def image_size(self) -> int:
         return self.prior.image_size
+
+    @property
+    def image_channels(self) -> int:
+        return self.prior.image_channels
 
     def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         return self.denoise(x, sigma)

@@ -37,10 +37,10 @@ class VPDenoiser(nn.Module):
     Only the input can carry gradients: the network's parameters are frozen at construction.
     """
 
-    def __init__(self, network: nn.Module, image_channels: int = 3) -> None:
+    def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network.eval().requires_grad_(False)
-        self.image_channels = image_channels
+        self.image_channels = int(network.config.in_channels)
 
     @property
     def image_size(self) -> int:

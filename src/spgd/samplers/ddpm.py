@@ -30,9 +30,16 @@ def respaced_timesteps(steps: int) -> list[int]:
 
 
 def strided_timesteps(steps: int) -> list[int]:
-    """range(0, 1000, 1000 // steps), cut to `steps` entries (the DDIM-style "uniform" skip)."""
+    """range(0, 1000, 1000 // steps) (the DDIM-style "uniform" skip); `steps` must divide 1000.
+
+    Other counts would stop the chain short of the top (steps=600 ends at t=599), so that the
+    starting noise x_T ~ N(0, I) would not match the first timestep.
+    """
     _check_steps(steps)
-    return list(range(0, NUM_TIMESTEPS, NUM_TIMESTEPS // steps))[:steps]
+    if NUM_TIMESTEPS % steps:
+        divisors = [d for d in (10, 20, 25, 40, 50, 100, 125, 200, 250, 500, 1000) if d <= NUM_TIMESTEPS]
+        raise ValueError(f"steps must divide {NUM_TIMESTEPS} for this chain (e.g. {divisors}), got {steps}")
+    return list(range(0, NUM_TIMESTEPS, NUM_TIMESTEPS // steps))
 
 
 def _check_steps(steps: int) -> None:
