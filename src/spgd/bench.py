@@ -205,7 +205,7 @@ def _restore_batch(job: BenchJob, batch: list[tuple[Item, Tensor]], params: dict
     seeds = [job.seed + item.index for item in items]
     operator = make_operator(**job.task["operator"]).to(job.device)
     y = simulate(clean.to(job.device), operator, seeds)
-    trace = Trace(keep_images=job.record)
+    trace = Trace(keep_images=job.record, curves=job.record)  # without --record: failed steps only
     run_params = {"progress": group.rank == 0, **params, "on_nan": "mark", "trace": trace}
     restored = restore(y, operator, job.prior, sampler=job.sampler, seed=seeds, **run_params).cpu()
     preview = measurement_preview(y, operator).cpu()

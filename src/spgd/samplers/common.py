@@ -39,7 +39,8 @@ def flat_cosine(a: Tensor, b: Tensor) -> Tensor:
 class Trace:
     """Optional per-step record of a run, for plots (the paper's Figure 1) and diagnostics.
 
-    Per outer step: sigma, the data-fit loss per image, x0hat (if `keep_images`), the state x after
+    With curves=False nothing is recorded per step (no host synchronisation, no extra work): only
+    `failed` is filled. Per outer step otherwise: sigma, the data-fit loss per image, x0hat (if `keep_images`), the state x after
     the step (if `keep_states`), the angle in
     degrees between the likelihood gradient and the prior score, and between consecutive
     likelihood gradients. `failed` maps image index -> step at which it diverged.
@@ -47,6 +48,7 @@ class Trace:
 
     keep_images: bool = True
     keep_states: bool = False
+    curves: bool = True
     sigma: list[float] = field(default_factory=list)
     loss: list[Tensor] = field(default_factory=list)
     x0hat: list[Tensor] = field(default_factory=list)
@@ -113,3 +115,10 @@ class FiniteGuard:
             self.trace.failed.update(self.failed)
         dead = (~self.alive).to(x.device).reshape(-1, *([1] * (x.dim() - 1)))
         return torch.where(dead, torch.full_like(x, math.nan), x)
+
+    def show_loss(self, bar, step: int, loss: Tensor) -> None:
+        """Show the mean data-fit loss of the live images on the progress bar, at check steps only
+        (reading it is a host synchronisation)."""
+        if not bar.disable and (step + 1) % self.every == 0:
+            alive = self.alive.to(loss.device)
+            bar.set_postfix(loss=f"{loss.detach()[alive].mean().item():.4g}")

@@ -58,10 +58,9 @@ def daps(prior, operator, y: Tensor, x_start: Tensor | None = None, seed: int | 
         x0, loss = _langevin(operator, y, x0hat, levels[i], lrs[i], tau, langevin_steps, langevin_noise)
         x = x0 + levels[i + 1] * renoise(shape[1:]) if levels[i + 1] > 0 else x0
         x = guard.check(i, x, force=i == steps - 1)
-        if trace is not None:
+        if trace is not None and trace.curves:
             trace.record(levels[i], loss, x0hat, x)
-        if progress and (i + 1) % guard.every == 0:
-            bar.set_postfix(loss=f"{loss[guard.alive.to(loss.device)].mean().item():.4g}")
+        guard.show_loss(bar, i, loss)
     return x.detach()
 
 

@@ -52,7 +52,7 @@ def deqir(prior, operator, y: Tensor, x_start: Tensor | None = None, seed: int |
 
     def report(step: int, x: Tensor, sigma: float, last: bool) -> Tensor:
         x = guard.check(step, x, force=last)
-        if trace is not None:
+        if trace is not None and trace.curves:
             trace.record(sigma, (operator.A(x) - y).flatten(1).pow(2).sum(dim=1), None, x)
         return x
 

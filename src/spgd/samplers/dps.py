@@ -53,8 +53,7 @@ def dps(prior, operator, y: Tensor, x_start: Tensor | None = None, seed: int | S
         if i + 1 < len(times):
             mean = mean + math.sqrt(beta * (1 - ab_s) / (1 - ab_t)) * noise(shape[1:])
         x = guard.check(i, mean - zeta * grad, force=i == len(times) - 1)
-        if trace is not None:
+        if trace is not None and trace.curves:
             trace.record(sigma_t, norm, x0hat, x)
-        if progress and (i + 1) % guard.every == 0:
-            bar.set_postfix(loss=f"{norm.detach()[guard.alive.to(norm.device)].mean().item():.4g}")
+        guard.show_loss(bar, i, norm)
     return x.detach()

@@ -56,10 +56,9 @@ def reddiff(prior, operator, y: Tensor, x_start: Tensor | None = None, seed: int
         optimizer.step()
         with torch.no_grad():
             mu.copy_(guard.check(i, mu, force=i == len(times) - 1))
-        if trace is not None:
+        if trace is not None and trace.curves:
             trace.record(sigma, fit, None, mu.detach().clone())
-        if progress and (i + 1) % guard.every == 0:
-            bar.set_postfix(loss=f"{fit.detach()[guard.alive.to(fit.device)].mean().item():.4g}")
+        guard.show_loss(bar, i, fit)
     return mu.detach()
 
 

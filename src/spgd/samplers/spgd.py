@@ -58,22 +58,22 @@ def spgd(prior, operator, y: Tensor, x_start: Tensor | None = None, seed: int | 
                 residual = (operator.A(x0hat) - y).flatten(1)
                 loss = residual.pow(2).sum(dim=1)
                 g, = torch.autograd.grad(loss.sum(), x_in)
-            score = (x0hat.detach() - x) / sigma ** 2
             if mode == "paper":
                 m = g if m is None else _momentum(g, m, beta)
                 update = m
             else:
                 update = g
             last_g, prev_g = prev_g, g
-            x = x - lrs[i] * update
+            x_before, x = x, x - lrs[i] * update
+        # the probability-flow step uses the score of the last inner step, taken before its update
+        score = (x0hat.detach() - x_before) / sigma ** 2
         x = x + 0.5 * float(f[i]) * score
         x = guard.check(i, x, force=i == steps - 1)
-        if trace is not None:
+        if trace is not None and trace.curves:
             trace.record(sigma, loss, x0hat, x,
                          degrees(flat_cosine(-g, score)),
                          degrees(flat_cosine(g, last_g)) if last_g is not None else None)
-        if progress and (i + 1) % guard.every == 0:
-            bar.set_postfix(loss=f"{loss.detach()[guard.alive.to(loss.device)].mean().item():.4g}")
+        guard.show_loss(bar, i, loss)
     return x.detach()
 
 
