@@ -15,6 +15,7 @@ paper) is built because its weights are part of the checkpoint.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -178,6 +179,13 @@ def load_kernel_wizard(weights: str | Path) -> KernelWizard:
     return network.requires_grad_(False).eval()
 
 
+@functools.lru_cache(maxsize=1)
+def _shared_kernel_wizard(path: str, mtime_ns: int) -> KernelWizard:
+    """The last loaded network, reused while its file is unchanged: runs build one operator per batch
+    and the file is large (about 460 MB)."""
+    return load_kernel_wizard(path)
+
+
 class NonlinearBlur(Operator):
     """y = KernelWizard.adaptKernel(x, code), with one random kernel code per image (DPS's nonlinear_blur)."""
 
@@ -187,7 +195,8 @@ class NonlinearBlur(Operator):
     def __init__(self, weights: str | Path, noise_sigma: float = 0.05, kernel_latent: Tensor | None = None) -> None:
         super().__init__(noise_sigma)
         self.weights = Path(weights)
-        self.network = load_kernel_wizard(self.weights)
+        self.network = (_shared_kernel_wizard(str(self.weights.resolve()), self.weights.stat().st_mtime_ns)
+                        if self.weights.is_file() else load_kernel_wizard(self.weights))
         self.kernel_latent = kernel_latent
 
     def draw(self, x: Tensor, generators: Sequence[torch.Generator | None]) -> None:

@@ -76,7 +76,8 @@ def _langevin(operator, y: Tensor, x0hat: Tensor, sigma: float, lr: float, tau: 
               noise: StepNoise) -> tuple[Tensor, Tensor]:
     """Langevin samples of p(x0 | x0hat, y) (see the module docstring) and the last data-fit loss per image."""
     x = x0hat.detach()
-    loss = (operator.A(x) - y).flatten(1).pow(2).sum(dim=1)
+    if steps == 0:
+        return x, (operator.A(x) - y).flatten(1).pow(2).sum(dim=1)
     for _ in range(steps):
         with torch.enable_grad():
             x_in = x.requires_grad_(True)
