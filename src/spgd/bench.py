@@ -26,9 +26,9 @@ from tqdm.auto import tqdm
 from . import io
 from .api import restore, simulate, to_image_range
 from .distributed import Group
+from .metrics import image_scores
 from .operators import make_operator
 from .restore_job import measurement_preview
-from .metrics import image_scores
 from .samplers import Trace
 from .tasks import sampler_settings
 

@@ -6,9 +6,8 @@ not depend on how the images are split into batches.
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import math
+from typing import Sequence
 
 import torch
 from torch import Tensor

@@ -28,7 +28,7 @@ from .io import atomic_write_bytes, list_images, load_image, save_image, save_js
 from .priors.adm_unet import ADMConfig, ADMUNet
 from .priors.loaders import CheckpointError
 from .priors.presets import PRESETS
-from .priors.vp import NUM_TIMESTEPS, VPDenoiser, discrete_sigmas
+from .priors.vp import NUM_TIMESTEPS, VPDenoiser, alpha_bars
 from .sample import sample, square_grid
 
 MAX_EXPORT_BYTES = 16 * 2 ** 20  # size limit of a weight file shipped as a built-in prior
@@ -261,7 +261,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     data = torch.from_numpy(_dataset(cfg)).to(device)
-    alpha_bar = (1 / (1 + discrete_sigmas() ** 2)).float().to(device)
+    alpha_bar = alpha_bars().float().to(device)
     atomic_write_bytes(Path(cfg.out) / "config.yaml",
                        yaml.safe_dump({"train": asdict(cfg), "model": arch}, sort_keys=False).encode())
 

@@ -16,7 +16,9 @@ from .super_resolution import SuperResolution
 
 
 def _nonlinear_blur() -> type[Operator]:
-    from .nonlinear_blur import NonlinearBlur  # on demand: the other operators never depend on it
+    from .nonlinear_blur import (
+        NonlinearBlur,  # on demand: the other operators never depend on it
+    )
 
     return NonlinearBlur
 

@@ -31,6 +31,11 @@ def discrete_sigmas(num_timesteps: int = NUM_TIMESTEPS) -> Tensor:
     return ((1 - alpha_bar) / alpha_bar).sqrt()
 
 
+def alpha_bars(num_timesteps: int = NUM_TIMESTEPS) -> Tensor:
+    """alpha_bar_t = 1 / (1 + sigma_t^2) of the discrete linear schedule, t = 0..999 (float64)."""
+    return 1 / (1 + discrete_sigmas(num_timesteps) ** 2)
+
+
 class VPDenoiser(nn.Module):
     """D(x, sigma) for a network trained with the DDPM epsilon objective.
 

@@ -11,13 +11,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ..priors.vp import NUM_TIMESTEPS, discrete_sigmas
+from ..priors.vp import NUM_TIMESTEPS
 from ..seeding import image_seeds, make_generators, stream_seed
-
-
-def alpha_bars() -> Tensor:
-    """alpha_bar_t of the discrete linear schedule, t = 0..999 (float64)."""
-    return 1 / (1 + discrete_sigmas(NUM_TIMESTEPS) ** 2)
 
 
 def respaced_timesteps(steps: int) -> list[int]:

@@ -27,8 +27,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..priors.vp import alpha_bars
 from .common import FiniteGuard, Trace, start_noise
-from .ddpm import alpha_bars, strided_timesteps
+from .ddpm import strided_timesteps
 from .nullspace import NullSpace, null_space
 
 SOLVERS = ("anderson", "sequential")

@@ -21,8 +21,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..priors.vp import alpha_bars
 from .common import FiniteGuard, Trace
-from .ddpm import StepNoise, alpha_bars, strided_timesteps
+from .ddpm import StepNoise, strided_timesteps
 
 
 def reddiff(prior, operator, y: Tensor, x_start: Tensor | None = None, seed: int | Sequence[int] = 0, *,
