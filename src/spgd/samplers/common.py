@@ -19,12 +19,17 @@ class DivergenceError(FloatingPointError):
         super().__init__(f"{sampler} diverged (NaN/inf) at step {step} for image(s) {self.images}; {hint}")
 
 
+def check_start(x_start: Tensor, shape: Sequence[int]) -> None:
+    """A user-given starting point must have the shape of the images to restore."""
+    if tuple(x_start.shape) != tuple(shape):
+        raise ValueError(f"x_start has shape {tuple(x_start.shape)}, expected {tuple(shape)}")
+
+
 def start_noise(shape: Sequence[int], sigma: float, seed: int | Sequence[int], device: torch.device | str,
                 x_start: Tensor | None = None) -> Tensor:
     """x_start if given, else sigma times standard normal noise drawn per image from the seed."""
     if x_start is not None:
-        if tuple(x_start.shape) != tuple(shape):
-            raise ValueError(f"x_start has shape {tuple(x_start.shape)}, expected {tuple(shape)}")
+        check_start(x_start, shape)
         return x_start.to(device=device, dtype=torch.float32).clone()
     generators = make_generators(seed, shape[0], "sampler")
     return sigma * randn_per_image(shape[1:], generators, device)

@@ -22,7 +22,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..priors.vp import alpha_bars
-from .common import FiniteGuard, Trace
+from .common import FiniteGuard, Trace, check_start
 from .ddpm import StepNoise, strided_timesteps
 
 
@@ -32,8 +32,8 @@ def reddiff(prior, operator, y: Tensor, x_start: Tensor | None = None, seed: int
             trace: Trace | None = None, progress: bool = True) -> Tensor:
     """Restore x from y = A(x) + noise with RED-diff; `x_start` replaces the pseudo-inverse start (image units)."""
     shape = tuple(shape) if shape is not None else operator.input_shape(y)
-    if x_start is not None and tuple(x_start.shape) != shape:
-        raise ValueError(f"x_start has shape {tuple(x_start.shape)}, expected {shape}")
+    if x_start is not None:
+        check_start(x_start, shape)
     start = x_start if x_start is not None else pseudo_inverse_start(operator, y, shape)
     mu = start.detach().to(device=y.device, dtype=torch.float32).clone().requires_grad_(True)
     optimizer = torch.optim.Adam([mu], lr=lr, betas=tuple(betas))
