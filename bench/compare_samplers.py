@@ -22,6 +22,7 @@ from torch import Tensor
 import spgd
 from spgd import io
 from spgd.metrics import lpips, psnr, ssim
+from spgd.priors.fast import PRECISIONS, FastDenoiser
 from spgd.tasks import load_task, sampler_settings
 from spgd.weights import MissingWeightsError
 
@@ -59,17 +60,27 @@ def parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def timed_restore(y: Tensor, op: Any, prior: Any, name: str, seeds: list[int],
-                  params: dict) -> tuple[Tensor, float, float]:
-    """Restored images in [0, 1], wall seconds and network evaluations per image."""
-    counter = CountingPrior(prior)
-    if y.is_cuda:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    x = spgd.restore(y, op, counter, sampler=name, seed=seeds, progress=False, **params)
-    if y.is_cuda:
-        torch.cuda.synchronize()
-    return x, time.perf_counter() - start, counter.images / y.shape[0]
+def timed_restore(clean: Tensor, task: dict, prior: Any, name: str, seeds: list[int], params: dict,
+                  batch_size: int, warmup: dict | None = None) -> tuple[Tensor, float, float]:
+    """Degrade and restore `clean` `batch_size` images at a time (image i with seeds[i], so its result
+    does not depend on the chunking); returns the restored images in [0, 1], the wall seconds of the
+    restores and the network evaluations per image. `warmup`: settings of one untimed run first."""
+    counter, parts, seconds = CountingPrior(prior), [], 0.0
+    for start in range(0, clean.shape[0], batch_size):
+        op = spgd.make_operator(**task["operator"]).to(clean.device)
+        y = spgd.simulate(clean[start: start + batch_size], op, seeds[start: start + batch_size])
+        if warmup is not None and start == 0:
+            spgd.restore(y, op, prior, sampler=name, seed=seeds[start: start + batch_size], progress=False,
+                         **{**params, **warmup})
+        if y.is_cuda:
+            torch.cuda.synchronize()
+        began = time.perf_counter()
+        parts.append(spgd.restore(y, op, counter, sampler=name, seed=seeds[start: start + batch_size],
+                                  progress=False, **params))
+        if y.is_cuda:
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - began
+    return torch.cat(parts), seconds, counter.images / clean.shape[0]
 
 
 def lpips_or_none(x: Tensor, clean: Tensor) -> float | None:
@@ -82,6 +93,8 @@ def lpips_or_none(x: Tensor, clean: Tensor) -> float | None:
 def run(args: argparse.Namespace) -> str:
     device = torch.device(args.device)
     prior = spgd.load_prior(args.model, device=device)
+    if args.precision != "fp32":
+        prior = FastDenoiser(prior, args.precision)
     paths = io.list_images([args.data])[: args.limit]
     clean = torch.stack([io.load_image(p, args.size, resize=True) for p in paths]).to(device)
     task = load_task(args.task)
@@ -89,28 +102,29 @@ def run(args: argparse.Namespace) -> str:
     overrides = parse_overrides(args.set)
     rows, settings, deqir_times = [], [], {}
     for name in args.samplers.split(","):
-        op = spgd.make_operator(**task["operator"]).to(device)
-        y = spgd.simulate(clean, op, seeds)
         params = {**sampler_settings(task, name), **overrides.get(name, {})}
         settings.append(f"- {name}: {params}")
-        spgd.restore(y, op, prior, sampler=name, seed=seeds, progress=False, **{**params, **WARMUP.get(name, {})})
-        x, seconds, nfe = timed_restore(y, op, prior, name, seeds, params)
+        x, seconds, nfe = timed_restore(clean, task, prior, name, seeds, params, args.batch_size,
+                                        warmup=WARMUP.get(name, {}))
         score = lpips_or_none(x, clean)
         rows.append(f"| {name} | {float(psnr(x, clean).mean()):.2f} | {float(ssim(x, clean).mean()):.3f} | "
                     f"{'n/a' if score is None else f'{score:.3f}'} | {nfe:.0f} | {seconds:.1f} |")
         if name == "deqir":
             deqir_times[params.get("solver", "anderson")] = (seconds, nfe)
             other = "sequential" if params.get("solver", "anderson") == "anderson" else "anderson"
-            _, seconds, nfe = timed_restore(y, op, prior, name, seeds, {**params, "solver": other})
+            _, seconds, nfe = timed_restore(clean, task, prior, name, seeds, {**params, "solver": other},
+                                            args.batch_size)
             deqir_times[other] = (seconds, nfe)
     lines = [
         f"# Sampler comparison: {args.task}, {len(paths)} image(s) of {args.data} at {args.size}x{args.size}",
         "",
         *([args.note, ""] if args.note else []),
-        f"Model `{args.model}`, device {device}, {torch.get_num_threads()} CPU thread(s), seeds {seeds} "
+        f"Model `{args.model}` ({args.precision}), device {device}"
+        f"{f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else ''}, "
+        f"{torch.get_num_threads()} CPU thread(s), seeds {seeds[0]}..{seeds[-1]} "
         "(image i: seed + i, the same for every sampler). Metrics are means over the images; NFE = network "
-        "evaluations per image (a backward pass not counted); wall time for the whole batch, after one untimed "
-        "warm-up run per sampler.",
+        f"evaluations per image (a backward pass not counted); wall time for all images, restored {args.batch_size} "
+        "at a time, after one untimed warm-up run per sampler.",
         "",
         "| sampler | PSNR (dB) | SSIM | LPIPS | NFE | wall (s) |",
         "|---|---|---|---|---|---|",
@@ -135,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--samplers", default="spgd,dps,daps,reddiff,deqir", help="comma-separated")
     parser.add_argument("--set", nargs="*", default=[], metavar="SAMPLER.KEY=VALUE", help="override preset settings")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
+                        help="network precision (autocast, channels_last; default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images restored together (default: %(default)s)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, help="markdown file to write (printed either way)")
     parser.add_argument("--note", help="a paragraph to put under the title (what the numbers mean)")

@@ -6,6 +6,7 @@ Tests marked by the `weights` fixture need the fetched LPIPS/Inception weights: 
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import pickle
@@ -16,6 +17,7 @@ import scipy.linalg
 import torch
 from PIL import Image
 
+from spgd.cli import main
 from spgd.metrics import (
     LPIPS, feature_statistics, fid_from_folders, frechet_distance, inception_features, lpips, psnr, ssim,
 )
@@ -132,6 +134,20 @@ def test_fid_from_folders(weights, tmp_path):
     assert abs(same.fid) < 1e-2
     assert different.fid > 10.0
     assert "50,000" in different.note
+
+
+def test_fid_command_prints_and_saves_the_result(weights, tmp_path, capsys):
+    for name, value in (("a", 40), ("b", 200)):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            Image.fromarray(np.full((32, 32, 3), value + 10 * i, np.uint8)).save(tmp_path / name / f"{i}.png")
+    with pytest.warns(UserWarning, match="biased upward"):
+        assert main(["fid", str(tmp_path / "a"), str(tmp_path / "b"), "--json", str(tmp_path / "fid.json")]) == 0
+    saved = json.loads((tmp_path / "fid.json").read_text())
+    assert f"FID {saved['fid']:.3f} (3 vs 3 images)" in capsys.readouterr().out
+    assert saved["fid"] > 10 and saved["num_a"] == saved["num_b"] == 3
+    assert main(["fid", str(tmp_path / "a"), str(tmp_path / "missing")]) == 2
+    assert "missing: no such folder" in capsys.readouterr().err
 
 
 # --- weight files ---------------------------------------------------------------------------------

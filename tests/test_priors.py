@@ -106,6 +106,23 @@ def test_unknown_preset_and_builtin():
         load_prior("builtin:nope")
 
 
+def test_builtin_priors_are_the_weight_files_in_the_package_folder(tmp_path, monkeypatch):
+    import json
+
+    from spgd.priors import builtin_priors, loaders
+
+    config = dict(image_size=16, num_channels=32, channel_mult="1,2", num_res_blocks=1, attention_resolutions="",
+                  num_head_channels=32, learn_sigma=False)
+    network = build_network(config)
+    save_file({k: v.half().contiguous() for k, v in network.state_dict().items()}, str(tmp_path / "faces16.safetensors"),
+              metadata={"config": json.dumps(config)})
+    monkeypatch.setattr(loaders, "BUILTIN_DIR", tmp_path)
+    assert builtin_priors() == {"builtin:faces16": tmp_path / "faces16.safetensors"}
+    assert load_prior("builtin:faces16").image_size == 16
+    with pytest.raises(CheckpointError, match=r"available: \['builtin:faces16'\]"):
+        load_prior("builtin:faces64")
+
+
 def test_reduced_precision_weights_denoise_close_to_fp32(tiny_prior_path, golden):
     case = next(c for c in golden["denoiser"].values() if c["sigma"] == 3.0)
     prior = load_prior(tiny_prior_path, dtype=torch.bfloat16)

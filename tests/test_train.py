@@ -112,6 +112,15 @@ def test_resume_matches_uninterrupted_run(constant_npy, tmp_path):
     assert [loss for _, loss in whole["losses"][3:]] == [loss for _, loss in second["losses"]]
 
 
+def test_time_limit_stops_with_a_checkpoint_that_resume_continues(constant_npy, tmp_path):
+    cfg = tiny_config(constant_npy, tmp_path / "run", steps=5, time_limit=1e-6)
+    stopped = train(cfg, progress=False)
+    assert stopped["step"] < 5 and stopped["checkpoint"] == latest_checkpoint(tmp_path / "run")
+    assert torch.load(stopped["checkpoint"], weights_only=True)["step"] == stopped["step"]
+    finished = train(tiny_config(constant_npy, tmp_path / "run", steps=5), resume=True, progress=False)
+    assert finished["step"] == 5 and finished["steps_per_second"] > 0
+
+
 def test_export_is_fp16_safetensors_that_load_prior_reads(trained, tmp_path):
     result, _ = trained
     out = tmp_path / "prior.safetensors"

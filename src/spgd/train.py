@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -67,6 +68,8 @@ class TrainConfig:
     seed: int = 0
     workers: int = 4
     device: str = "auto"
+    time_limit: float = 0.0  # seconds of training in this call (0: none); then checkpoint and return
+    compile: bool = False  # torch.compile the network for the training steps (pays off on GPUs)
 
 
 class _ImageFiles(Dataset):
@@ -185,7 +188,7 @@ def _batch(data: Tensor, batch_size: int, gen: torch.Generator) -> Tensor:
     return torch.where(flip, x.flip(-1), x)
 
 
-def epsilon_loss(model: ADMUNet, x0: Tensor, alpha_bar: Tensor, gen: torch.Generator) -> Tensor:
+def epsilon_loss(model: torch.nn.Module, x0: Tensor, alpha_bar: Tensor, gen: torch.Generator) -> Tensor:
     """The DDPM loss: mean |F(x_t, t) - eps|^2 over a uniform timestep and fresh noise per image."""
     t = torch.randint(NUM_TIMESTEPS, (x0.shape[0],), generator=gen, device=x0.device)
     noise = torch.randn(x0.shape, generator=gen, device=x0.device)
@@ -237,14 +240,16 @@ def _restore(state: dict[str, Any], model: ADMUNet, ema: ADMUNet, opt: torch.opt
 
 @torch.no_grad()
 def _ema_update(ema: ADMUNet, model: ADMUNet, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1 - decay)
+    """ema <- decay * ema + (1 - decay) * model, in one multi-tensor call (one launch, not one per tensor)."""
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train (or, with `resume`, continue from the last checkpoint in OUT) until `cfg.steps` steps.
+    """Train (or, with `resume`, continue from the last checkpoint in OUT) until `cfg.steps` steps,
+    or until `cfg.time_limit` seconds of this call have passed (then it checkpoints: resume goes on).
 
-    Returns the final step, the logged (step, mean loss) pairs of this call and the last checkpoint.
+    Returns the final step, the logged (step, mean loss) pairs of this call, the last checkpoint and
+    the training steps per second of this call.
     """
     device = _device(cfg.device)
     last = latest_checkpoint(cfg.out) if resume else None
@@ -255,7 +260,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     torch.manual_seed(cfg.seed)
     model = ADMUNet(ADMConfig.from_dict(arch)).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            fused=device.type == "cuda")
     gen = torch.Generator(device).manual_seed(cfg.seed)
     step = _restore(state, model, ema, opt, gen) if state else 0
     if device.type == "cuda":
@@ -271,14 +277,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
                                       "rng": _rng_states(gen)})
 
     model.train()
+    network = torch.compile(model) if cfg.compile else model
     losses: list[tuple[int, float]] = []
     running, count = torch.zeros((), device=device), 0
     saved_at = step if last else None
     bar = tqdm(total=cfg.steps, initial=step, desc="train", disable=not progress)
-    while step < cfg.steps:
+    start, first_step = time.perf_counter(), step
+    while step < cfg.steps and not (cfg.time_limit and time.perf_counter() - start > cfg.time_limit):
         for group in opt.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
-        loss = epsilon_loss(model, _batch(data, cfg.batch_size, gen), alpha_bar, gen)
+        loss = epsilon_loss(network, _batch(data, cfg.batch_size, gen), alpha_bar, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -298,9 +306,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         if cfg.ckpt_every and step % cfg.ckpt_every == 0:
             last, saved_at = save(), step
     bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    steps_per_second = (step - first_step) / max(time.perf_counter() - start, 1e-9)
     if saved_at != step:
         last = save()
-    return {"step": step, "losses": losses, "checkpoint": last}
+    return {"step": step, "losses": losses, "checkpoint": last, "steps_per_second": steps_per_second}
 
 
 def export_weights(checkpoint: str | Path, out: str | Path, dtype: torch.dtype = torch.float16) -> int:

@@ -12,7 +12,12 @@ from .adm_unet import ADMConfig, ADMUNet
 from .presets import PRESETS, WHERE_TO_GET
 from .vp import VPDenoiser
 
-BUILTIN_PRIORS: dict[str, str] = {}  # "builtin:<name>" -> packaged weight file; empty until one ships
+BUILTIN_DIR = Path(__file__).parent / "builtin"  # packaged weight files: <name>.safetensors
+
+
+def builtin_priors() -> dict[str, Path]:
+    """{"builtin:<name>": file} for every weight file shipped in spgd/priors/builtin/."""
+    return {f"builtin:{path.stem}": path for path in sorted(BUILTIN_DIR.glob("*.safetensors"))}
 
 
 class CheckpointError(ValueError):
@@ -125,12 +130,13 @@ def load_prior(path_or_name: str | Path, config: str | Mapping[str, Any] | None 
     """
     name = str(path_or_name)
     if name.startswith("builtin:"):
-        if name not in BUILTIN_PRIORS:
+        shipped = builtin_priors()
+        if name not in shipped:
             raise CheckpointError(
                 f"{name}: no such built-in prior in this version of spgd (available: "
-                f"{sorted(BUILTIN_PRIORS) or 'none yet'}); pass a checkpoint file instead, e.g. "
+                f"{sorted(shipped) or 'none yet'}); pass a checkpoint file instead, e.g. "
                 f"{WHERE_TO_GET['ffhq256']}")
-        path_or_name = BUILTIN_PRIORS[name]
+        path_or_name = shipped[name]
     network = load_network(path_or_name, config)
     for module in network.modules():  # normalisation layers stay float32, as in guided-diffusion's fp16 mode
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
