@@ -27,7 +27,7 @@ from . import io
 from .api import restore, simulate, to_image_range
 from .distributed import Group
 from .metrics import image_scores
-from .operators import make_operator
+from .operators import Operator, make_operator
 from .restore_job import measurement_preview
 from .samplers import Trace
 from .tasks import sampler_settings
@@ -108,6 +108,19 @@ def list_items(data: Path, limit: int | None) -> tuple[list[Item], dict[str, str
     return items, duplicates
 
 
+def load_clean(job: BenchJob, item: Item) -> Tensor:
+    """The clean image of `item` as the run uses it (3xHxW in [0, 1], at the prior's size)."""
+    return io.load_image(item.path, job.prior.image_size, job.resize)
+
+
+def simulate_items(job: BenchJob, items: list[Item], clean: Tensor) -> tuple[Operator, Tensor, list[int]]:
+    """The operator (with each image's draws), the measurements y and the seeds of `items`, whose clean
+    images are `clean`: image k is degraded with seed + k, whatever batch it is in."""
+    seeds = [job.seed + item.index for item in items]
+    operator = make_operator(**job.task["operator"]).to(job.device)
+    return operator, simulate(clean.to(job.device), operator, seeds), seeds
+
+
 def run_bench(job: BenchJob, group: Group = Group()) -> dict[str, Any]:
     """Restore and score this process's unfinished images; rank 0 then writes the summary files.
 
@@ -175,7 +188,7 @@ def _restore_all(job: BenchJob, mine: list[Item], pending: list[Item], params: d
     written, batch = 0, []
     for n, item in enumerate(pending):
         try:
-            batch.append((item, io.load_image(item.path, job.prior.image_size, job.resize)))
+            batch.append((item, load_clean(job, item)))
         except io.ImageError as exc:
             _skip(job.out, item, str(exc))
             bar.update(1)
@@ -202,9 +215,7 @@ def _restore_batch(job: BenchJob, batch: list[tuple[Item, Tensor]], params: dict
     """Degrade, restore and score one batch; write and return each image's record."""
     items = [item for item, _ in batch]
     clean = torch.stack([image for _, image in batch])
-    seeds = [job.seed + item.index for item in items]
-    operator = make_operator(**job.task["operator"]).to(job.device)
-    y = simulate(clean.to(job.device), operator, seeds)
+    operator, y, seeds = simulate_items(job, items, clean)
     trace = Trace(keep_images=job.record, curves=job.record)  # without --record: failed steps only
     run_params = {"progress": group.rank == 0, **params, "on_nan": "mark", "trace": trace}
     restored = restore(y, operator, job.prior, sampler=job.sampler, seed=seeds, **run_params).cpu()
@@ -270,7 +281,7 @@ def summarise(job: BenchJob, items: list[Item], duplicates: dict[str, str], sett
 
 def _add_lpips(job: BenchJob, item: Item, record: dict[str, Any]) -> dict[str, Any]:
     """LPIPS for a result from a run without --lpips, from its saved files."""
-    clean = io.load_image(item.path, job.prior.image_size, job.resize)
+    clean = load_clean(job, item)
     restored = io.load_image(result_path(job.out, RESTORED, item.path.stem))
     record = {**record, "lpips": image_scores(restored, clean, True)["lpips"]}
     io.save_json(record, result_path(job.out, RECORDS, item.path.stem))
@@ -284,7 +295,7 @@ def _write_reports(job: BenchJob, items: list[Item], metrics: dict[str, Any]) ->
     for item in items:
         stem = item.path.stem
         if item.path.name in metrics["images"] and len(rows) < GRID_ROWS:
-            rows.append([io.load_image(item.path, job.prior.image_size, job.resize),
+            rows.append([load_clean(job, item),
                          io.load_image(result_path(job.out, MEASUREMENTS, stem)),
                          io.load_image(result_path(job.out, RESTORED, stem))])
     if rows:

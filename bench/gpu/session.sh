@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# The stages of a GPU session for the built-in prior (issues 3, 5 and 6), run by the device tool from
+# the repository root on the lent machine. bench/gpu/README.md gives the calls, their order and budget.
+#
+#   bash bench/gpu/session.sh train SECONDS [ARGS]  train (or resume) for SECONDS, export the EMA weights
+#                                               (ARGS: more `spgd train` options, which win)
+#   bash bench/gpu/session.sh evaluate          samples for FID, the box-inpainting lr sweep, SPGD vs
+#                                               classical baselines on the four tasks
+#   bash bench/gpu/session.sh compare           issue 6: every sampler, published settings, validation faces
+#   bash bench/gpu/session.sh speed             issue 5: bench/speed.py on the FFHQ-256 architecture
+#
+# Everything a person needs comes back under $OUT (at most 8 files); the run folder runs/faces64 stays
+# on the machine while it is warm, so a later call resumes from its last checkpoint.
+set -euo pipefail
+export PYTHONPATH=src PYTHONUNBUFFERED=1
+OUT=${OUT:-outputs/gpu}
+RUN=${RUN:-runs/faces64}
+DEVICE=${DEVICE:-cuda}  # DEVICE=cpu with tiny ARGS checks the stages here, before a GPU session
+WEIGHTS=$RUN/faces64.safetensors
+mkdir -p "$OUT" "$RUN"
+OUT=$(cd "$OUT" && pwd)
+
+unpack() {  # unpack .data/gpu_*/NAME.zip once into .data/NAME/
+  [ -d ".data/$2" ] || python3 -m zipfile -e ".data/$1/$2.zip" ".data/$2/"
+}
+
+pack_results() {  # the tables so far, in one file (at most 8 files come back)
+  python3 - "$RUN" "$OUT/results.zip" <<'EOF'
+import sys, zipfile
+from pathlib import Path
+run = Path(sys.argv[1])
+files = [*run.glob("quality*/quality.*"), *run.glob("sweep/sweep.*"), *run.glob("compare_*.md")]
+with zipfile.ZipFile(sys.argv[2], "w", zipfile.ZIP_DEFLATED) as archive:
+    for f in sorted(files):
+        archive.write(f, f.relative_to(run))
+EOF
+}
+
+# progress bars and warnings of the evaluation go to $RUN/stderr.log; its end is shown if a step fails
+trap '[ ! -f "$RUN/stderr.log" ] || tail -c 3000 "$RUN/stderr.log"' ERR
+
+environment() {
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+  python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda)"
+}
+
+case "${1:-}" in
+  train)
+    seconds=${2:?train needs SECONDS}
+    shift 2
+    environment | tee -a "$OUT/train.log"
+    unpack gpu_train utkface64_train
+    train() {  # progress-bar redraws go to the log; the reply's tail gets every 300th and all other lines
+      python3 -m spgd train --data .data/utkface64_train --out "$RUN" --size 64 --batch-size 256 --lr 2e-4 \
+        --warmup 500 --steps 200000 --grid-every 2000 --ckpt-every 2000 --workers 16 --resume --device "$DEVICE" \
+        "$@" 2>&1 | tr '\r' '\n' | tee -a "$OUT/train.log" | awk '!/(it\/s|s\/it)\] *$/ || NR % 300 == 0'
+    }
+    # torch.compile first; should it fail on this machine's torch, train uncompiled for what is left
+    began=$SECONDS
+    train --time-limit "$seconds" --compile "$@" || train --time-limit $((seconds - (SECONDS - began))) "$@"
+    python3 -m spgd export "$RUN" "$WEIGHTS" | tee -a "$OUT/train.log"
+    cp "$WEIGHTS" "$OUT/"
+    [ ! -f "$RUN/loss.csv" ] || cp "$RUN/loss.csv" "$OUT/"
+    last_grid=$(ls "$RUN"/samples/step_*.png 2>/dev/null | tail -1)
+    [ -z "$last_grid" ] || cp "$last_grid" "$OUT/"
+    ;;
+  evaluate)
+    export SPGD_CACHE=.data/gpu_eval/cache
+    for name in utkface64_val utkface64_tune ffhq64; do unpack gpu_eval $name; done
+    environment | tee "$OUT/evaluate.log"
+    if [ -n "${QUICK:-}" ]; then  # the pipeline in seconds, for checking it on the CPU
+      n=8; limit=(--limit 2); sets=(steps=2 inner_steps=1); lrs=(1 2.5)
+    else
+      n=1000; limit=(); sets=(); lrs=(0.5 1 1.5 2.5 4)
+    fi
+    # unconditional samples for FID (computed on the CPU afterwards: spgd fid)
+    python3 -m spgd sample --model "$WEIGHTS" --n $n --batch-size 500 --steps 50 --device "$DEVICE" \
+      --out "$RUN/samples" 2>>"$RUN/stderr.log" | tee -a "$OUT/evaluate.log"
+    cp "$RUN/samples/grid.png" "$OUT/samples_grid.png"
+    (cd "$RUN" && python3 -m zipfile -c "$OUT/samples.zip" samples)
+    # the box-inpainting lr, chosen on training faces (the validation split stays for reporting)
+    python3 bench/quality.py --model "$WEIGHTS" --data .data/utkface64_tune --tasks inpainting_box \
+      --sweep-lr "${lrs[@]}" --precision bf16 --batch-size 100 --device "$DEVICE" "${limit[@]}" \
+      --set "${sets[@]}" --out "$RUN/sweep" 2>>"$RUN/stderr.log" | tail -4 | tee -a "$OUT/evaluate.log"
+    box_lr=$(python3 -c "import json; print(json.load(open('$RUN/sweep/sweep.json'))['results']['utkface64_tune']['inpainting_box']['best_lr'])")
+    # SPGD against the classical baselines on the validation split and ffhq-demo
+    quality() {
+      python3 bench/quality.py --model "$WEIGHTS" --data .data/utkface64_val .data/ffhq64 --precision bf16 \
+        --batch-size 256 --workers 12 --device "$DEVICE" "${limit[@]}" "$@" 2>>"$RUN/stderr.log" | tail -12 | tee -a "$OUT/evaluate.log"
+    }
+    quality --tasks super_resolution inpainting_random gaussian_blur --out "$RUN/quality" --set "${sets[@]}"
+    quality --tasks inpainting_box --out "$RUN/quality_box" --set "${sets[@]}" lr="$box_lr"
+    pack_results
+    ;;
+  compare)
+    export SPGD_CACHE=.data/gpu_eval/cache
+    unpack gpu_eval utkface64_val
+    environment | tee "$OUT/compare.log"
+    if [ -n "${QUICK:-}" ]; then
+      few=(--limit 2 --set spgd.steps=2 spgd.inner_steps=1 dps.steps=4 daps.steps=2 daps.ode_steps=1
+           daps.langevin_steps=2 reddiff.steps=4 deqir.steps=4)
+    else
+      few=(--limit 100)
+    fi
+    # every sampler with its published settings on the same validation faces and seeds (issue 6)
+    for task in super_resolution inpainting_random; do
+      python3 bench/compare_samplers.py --model "$WEIGHTS" --data .data/utkface64_val --size 64 --batch-size 50 \
+        --precision bf16 --task "$task" --device "$DEVICE" --out "$RUN/compare_$task.md" "${few[@]}" 2>>"$RUN/stderr.log" | tail -12
+    done | tee -a "$OUT/compare.log"
+    pack_results
+    ;;
+  speed)
+    environment | tee "$OUT/speed.log"
+    python3 bench/speed.py --arch ffhq256 --device "$DEVICE" --batch-sizes 1 8 32 --precision bf16 --compile \
+      --out "$OUT/speed_h100.md" 2>&1 | tee -a "$OUT/speed.log"
+    ;;
+  *)
+    echo "usage: bash bench/gpu/session.sh train SECONDS | evaluate | speed" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,314 @@
+"""Restoration quality of SPGD against classical baselines, per data folder and task; SPGD lr sweeps.
+
+For every image of every --data folder (name order, the first --limit, centre-cropped and resized to
+--size with --resize) and every task, SPGD runs through `spgd.bench.run_bench` (resumable, one record
+per image in OUT/quality/<data>/<task>/), and every classical baseline that applies
+(`spgd.baselines`) restores the same measurement: image k degraded with seed + k, as the bench does.
+Where the measurement is itself an image of the clean image's size (blur, inpainting), it is scored
+too ("measurement", no restoration). Baseline scores are cached per image in the run folder's
+baselines/<image>.json, so a stopped run resumes; the bench refuses a run folder of other settings.
+Scores are PSNR/SSIM of the 8-bit images, as in `spgd bench`, compared over the images SPGD restored
+without failure. Writes OUT/quality.md and OUT/quality.json.
+
+With --sweep-lr, SPGD runs instead once per learning rate (default task: inpainting_box) into
+OUT/sweep/<data>/<task>/lr_<lr>/, and OUT/sweep.md and OUT/sweep.json give PSNR/SSIM per lr and the
+best lr (highest mean PSNR among the lrs with no failed image).
+
+    python bench/quality.py --model ../shared/reference/tiny_adm64.pt --data ../shared/datasets/ffhq-demo \\
+        --resize --limit 3 --tasks super_resolution inpainting_random --set steps=10 inner_steps=2 sigma_max=10 \\
+        --out runs/quality-tiny
+    python bench/quality.py --model faces64.safetensors --data VAL_DIR --resize --sweep-lr 1.5 2.5 4 \\
+        --out runs/sweep-box
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+from collections.abc import Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import Tensor
+
+import spgd
+from spgd import io
+from spgd.api import to_image_range
+from spgd.baselines import baseline_methods, classical_restore
+from spgd.bench import BenchJob, Item, list_items, load_clean, run_bench, simulate_items
+from spgd.metrics import image_scores
+from spgd.operators import Operator
+from spgd.priors.fast import PRECISIONS, FastDenoiser
+from spgd.tasks import load_task
+
+TASKS = ("super_resolution", "inpainting_random", "gaussian_blur", "inpainting_box")
+SWEEP_TASK = "inpainting_box"
+SPGD, MEASUREMENT = "spgd", "measurement"
+BASELINES = "baselines"
+
+
+def parse_settings(items: Sequence[str]) -> dict[str, Any]:
+    """["lr=3.0", "steps=10"] -> {"lr": 3.0, "steps": 10} (values read as YAML)."""
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        settings[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return settings
+
+
+def data_names(folders: Sequence[Path]) -> dict[str, Path]:
+    """{folder name: folder}: results are stored by folder name, which must therefore differ."""
+    names: dict[str, Path] = {}
+    for folder in folders:
+        if not folder.is_dir():
+            raise SystemExit(f"--data {folder}: not a folder")
+        name = folder.resolve().name
+        if name in names:
+            raise SystemExit(f"--data {names[name]} and {folder} have the same name {name!r}; results are stored "
+                             "by folder name, so give them different names (e.g. with a symbolic link)")
+        names[name] = folder
+    return names
+
+
+def score_baselines(y: Tensor, operator: Operator, clean: Tensor) -> dict[str, dict[str, float]]:
+    """{method: {"psnr", "ssim"}} of every classical baseline of `operator` on the measurement y (a batch
+    of one), and of the measurement itself where it is an image of the clean image's size."""
+    scores = {method: image_scores(to_image_range(classical_restore(y, operator, method))[0], clean)
+              for method in baseline_methods(operator)}
+    if operator.linear and operator.input_shape(y) == tuple(y.shape):
+        scores[MEASUREMENT] = image_scores(to_image_range(y)[0], clean)
+    return scores
+
+
+def start_baselines(job: BenchJob, pool: Executor) -> dict[Item, tuple[int, Future]]:
+    """Degrade each image of the bench run `job` that has no cached baseline scores exactly as the run does
+    (here, on the run's device) and restore it with the baselines in `pool`: {item: (seed, future scores)}.
+    Unreadable images are left out (the bench records them as skipped)."""
+    items, _ = list_items(job.data, job.limit)
+    pending = {}
+    for item in items:
+        if _baseline_path(job, item).is_file():
+            continue
+        try:
+            clean = load_clean(job, item)
+        except io.ImageError:
+            continue
+        operator, y, seeds = simulate_items(job, [item], clean[None])
+        pending[item] = (seeds[0], pool.submit(score_baselines, y.cpu(), operator.cpu(), clean))
+    return pending
+
+
+def finish_baselines(job: BenchJob, pending: dict[Item, tuple[int, Future]]) -> dict[str, dict[str, Any]]:
+    """Cache the scores of `pending` in job.out/baselines/<image>.json, then return {image name: scores}
+    of every image with cached scores. Call it after the bench run, which refuses a folder of other settings."""
+    for item, (seed, future) in pending.items():
+        io.save_json({"name": item.path.name, "index": item.index, "seed": seed, "scores": future.result()},
+                     _baseline_path(job, item))
+    items, _ = list_items(job.data, job.limit)
+    return {item.path.name: json.loads(_baseline_path(job, item).read_text())["scores"]
+            for item in items if _baseline_path(job, item).is_file()}
+
+
+def _baseline_path(job: BenchJob, item: Item) -> Path:
+    return job.out / BASELINES / f"{item.path.stem}.json"
+
+
+def compare(spgd_records: dict[str, dict[str, Any]], baselines: dict[str, dict[str, dict[str, float]]]
+            ) -> dict[str, Any]:
+    """Per-method statistics over the images SPGD restored without failure (and the baselines scored),
+    and SPGD's PSNR margin over the best classical baseline (the measurement is not one)."""
+    failed = sorted(name for name, record in spgd_records.items() if record["failed"])
+    names = [name for name, record in spgd_records.items() if not record["failed"] and name in baselines]
+    per_image = {name: {SPGD: {key: spgd_records[name][key] for key in ("psnr", "ssim")}, **baselines[name]}
+                 for name in names}
+    scored = list(baselines[names[0]]) if names else []  # the same methods for every image of a task
+    classical = [method for method in scored if method != MEASUREMENT]
+    methods = [SPGD, *classical, *([MEASUREMENT] if MEASUREMENT in scored else [])] if names else []
+    stats = {}
+    for method in methods:
+        values = {key: np.array([per_image[name][method][key] for name in names]) for key in ("psnr", "ssim")}
+        stats[method] = {key: {"mean": float(v.mean()), "std": float(v.std())} for key, v in values.items()}
+    result: dict[str, Any] = {"images": len(names), "spgd_failed": failed, "methods": stats, "per_image": per_image}
+    if classical:
+        best = max(classical, key=lambda m: stats[m]["psnr"]["mean"])
+        result["best_baseline"] = best
+        result["margin_psnr"] = stats[SPGD]["psnr"]["mean"] - stats[best]["psnr"]["mean"]
+        result["spgd_better"] = sum(per_image[n][SPGD]["psnr"] > per_image[n][best]["psnr"] for n in names)
+    return result
+
+
+def best_lr(rows: list[dict[str, Any]]) -> float | None:
+    """The lr of the highest mean PSNR among the sweep rows without failed images (None if every lr failed)."""
+    usable = [row for row in rows if row["failed"] == 0 and row["images"] > 0]
+    return max(usable, key=lambda row: row["psnr"]["mean"])["lr"] if usable else None
+
+
+def quality_markdown(report: dict[str, Any]) -> str:
+    """quality.md: per data folder a table of task x method, then SPGD's margins."""
+    settings = report["settings"]
+    lines = ["# Restoration quality: SPGD against classical baselines", "",
+             f"Model `{settings['model']}` ({settings['precision']}) at {settings['size']}x{settings['size']}; "
+             f"seed {settings['seed']} (image k: seed + k, the same measurement for every method); SPGD settings: the task presets"
+             + (f" with {_settings_text(settings['overrides'])}" if settings["overrides"] else "") + ". "
+             "PSNR (dB, mean ± std) and SSIM (mean) of the 8-bit results, over the images SPGD restored without "
+             "failure; `measurement`: the measurement itself, unrestored.", ""]
+    margins = []
+    for data, tasks in report["results"].items():
+        lines += [f"## {data}", "", f"`{settings['data'][data]}`", "",
+                  "| task | method | images | PSNR ↑ | SSIM ↑ |", "|---|---|---|---|---|"]
+        for task, result in tasks.items():
+            for method, stats in result["methods"].items():
+                lines.append(f"| {task} | {method} | {result['images']} | {stats['psnr']['mean']:.2f} ± "
+                             f"{stats['psnr']['std']:.2f} | {stats['ssim']['mean']:.4f} |")
+            if result["spgd_failed"]:
+                lines.append(f"| {task} | SPGD failed on | {len(result['spgd_failed'])} | "
+                             f"{', '.join(result['spgd_failed'])} | |")
+            if "best_baseline" in result:
+                margins.append(f"| {data} | {task} | {result['best_baseline']} | {result['margin_psnr']:+.2f} | "
+                               f"{result['spgd_better']}/{result['images']} |")
+        lines.append("")
+    if margins:
+        lines += ["## SPGD's margin over the best classical baseline", "",
+                  "| data | task | best baseline | PSNR margin (dB) | SPGD better on |", "|---|---|---|---|---|",
+                  *margins, ""]
+    return "\n".join(lines)
+
+
+def sweep_markdown(report: dict[str, Any]) -> str:
+    """sweep.md: PSNR/SSIM per lr for every data folder and task, and the best lr."""
+    settings = report["settings"]
+    lines = ["# SPGD learning-rate sweep", "",
+             f"Model `{settings['model']}` ({settings['precision']}) at {settings['size']}x{settings['size']}; "
+             f"seed {settings['seed']}; the task presets' SPGD settings"
+             + (f" with {_settings_text(settings['overrides'])}" if settings["overrides"] else "")
+             + ", lr varied. PSNR (dB, mean ± std) and SSIM (mean) over the images restored without failure; "
+             "best: the highest mean PSNR among the lrs with no failed image.", "",
+             "| data | task | lr | images | failed | PSNR ↑ | SSIM ↑ |", "|---|---|---|---|---|---|---|"]
+    notes = []
+    for data, tasks in report["results"].items():
+        for task, result in tasks.items():
+            for row in result["rows"]:
+                scores = (f"{row['psnr']['mean']:.2f} ± {row['psnr']['std']:.2f} | {row['ssim']['mean']:.4f}"
+                          if row["images"] else "– | –")
+                mark = " (best)" if row["lr"] == result["best_lr"] else ""
+                lines.append(f"| {data} | {task} | {row['lr']:g}{mark} | {row['images']} | {row['failed']} | "
+                             f"{scores} |")
+            notes.append(f"- {data}, {task}: best lr "
+                         + (f"{result['best_lr']:g}" if result["best_lr"] is not None else "none (every lr failed)"))
+    return "\n".join([*lines, "", *notes, ""])
+
+
+def _settings_text(overrides: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in overrides.items())
+
+
+def _stats(metrics: dict[str, Any], key: str) -> dict[str, float] | None:
+    summary = metrics["summary"].get(key)
+    return {"mean": summary["mean"], "std": summary["std"]} if summary else None
+
+
+def spgd_job(args: argparse.Namespace, prior: Any, data: Path, task: str, out: Path,
+             params: dict[str, Any]) -> BenchJob:
+    """The `spgd bench` run of SPGD with `params` over the task preset's settings, into `out`."""
+    return BenchJob(data=data, out=out, prior=prior, task=load_task(task), task_name=task,
+                    model_name=f"{args.model} ({args.precision})",
+                    sampler="spgd", sampler_params=params, seed=args.seed, batch_size=args.batch_size,
+                    limit=args.limit, resize=args.resize, device=args.device)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the comparison (or the sweep) and write its reports; returns the report."""
+    overrides = parse_settings(args.set)
+    if args.sweep_lr and "lr" in overrides:
+        raise SystemExit("--set lr=... and --sweep-lr contradict each other; give the learning rates to --sweep-lr")
+    if args.workers < 1:
+        raise SystemExit(f"--workers must be at least 1, got {args.workers}")
+    if not args.sweep_lr and importlib.util.find_spec("skimage") is None:  # fail now, not after SPGD's hours
+        raise SystemExit("the classical baselines need scikit-image: pip install scikit-image (or spgd[baselines])")
+    folders = data_names(args.data)
+    tasks = args.tasks or ([SWEEP_TASK] if args.sweep_lr else list(TASKS))
+    for task in tasks:
+        load_task(task)  # unknown tasks fail before any work
+    prior = spgd.load_prior(args.model, device=args.device)
+    if args.precision != "fp32":
+        prior = FastDenoiser(prior, args.precision)
+    if prior.image_size != args.size:
+        raise SystemExit(f"--size {args.size}: the model {args.model} works at {prior.image_size}x{prior.image_size}")
+    settings = {"model": str(args.model), "precision": args.precision, "size": args.size, "resize": args.resize,
+                "seed": args.seed, "limit": args.limit, "overrides": overrides, "data": {n: str(f) for n, f in folders.items()}}
+    results: dict[str, dict[str, Any]] = {name: {} for name in folders}
+    pool = ThreadPoolExecutor(args.workers, thread_name_prefix="baselines")
+    try:
+        for name, folder in folders.items():
+            for task in tasks:
+                if args.sweep_lr:
+                    results[name][task] = sweep(args, prior, folder, task, args.out / "sweep" / name / task, overrides)
+                else:
+                    job = spgd_job(args, prior, folder, task, args.out / "quality" / name / task, overrides)
+                    pending = start_baselines(job, pool)  # restored on the CPU while SPGD runs
+                    metrics = run_bench(job)["metrics"]
+                    results[name][task] = {"spgd_params": metrics["settings"]["sampler_params"],
+                                           **compare(metrics["images"], finish_baselines(job, pending))}
+                print(f"quality: {name} / {task} done", flush=True)
+    finally:
+        pool.shutdown(cancel_futures=True)
+    report = {"settings": settings, "results": results}
+    stem, render = ("sweep", sweep_markdown) if args.sweep_lr else ("quality", quality_markdown)
+    io.save_json(report, args.out / f"{stem}.json")
+    io.atomic_write_bytes(args.out / f"{stem}.md", render(report).encode())
+    return report
+
+
+def sweep(args: argparse.Namespace, prior: Any, data: Path, task: str, out: Path,
+          overrides: dict[str, Any]) -> dict[str, Any]:
+    """SPGD once per lr of --sweep-lr, each a bench run in out/lr_<lr>: {"rows": per lr, "best_lr"}."""
+    rows = []
+    for lr in args.sweep_lr:
+        metrics = run_bench(spgd_job(args, prior, data, task, out / f"lr_{lr:g}", {**overrides, "lr": lr}))["metrics"]
+        rows.append({"lr": lr, "images": metrics["counts"]["restored"], "failed": metrics["counts"]["failed"],
+                     "psnr": _stats(metrics, "psnr"), "ssim": _stats(metrics, "ssim")})
+    return {"rows": rows, "best_lr": best_lr(rows)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="prior checkpoint file or builtin:<name>")
+    parser.add_argument("--data", type=Path, nargs="+", required=True, help="folders of clean images")
+    parser.add_argument("--size", type=int, default=64, help="image side; must be the model's (default: %(default)s)")
+    parser.add_argument("--resize", action="store_true", help="centre-crop and resize images to --size")
+    parser.add_argument("--tasks", nargs="+", help=f"task presets (default: {' '.join(TASKS)}; "
+                                                   f"with --sweep-lr: {SWEEP_TASK})")
+    parser.add_argument("--limit", type=int, help="only the first N images of each folder")
+    parser.add_argument("--seed", type=int, default=0, help="image k is degraded and restored with seed + k")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
+                        help="SPGD's network precision (autocast, channels_last; default: %(default)s)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                        help="threads restoring with the classical baselines, beside SPGD (default: %(default)s)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (the same command resumes)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="SPGD settings over the task presets', e.g. steps=100 lr=3.0")
+    parser.add_argument("--sweep-lr", type=float, nargs="+", metavar="LR",
+                        help="instead of the comparison, run SPGD once per learning rate and tabulate")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (ValueError, TypeError, FileNotFoundError) as error:  # bad files, settings or names: one line
+        raise SystemExit(f"quality: error: {error}") from None
+    print((args.out / ("sweep.md" if args.sweep_lr else "quality.md")).read_text())
+
+
+if __name__ == "__main__":
+    main()
