@@ -39,6 +39,16 @@ EOF
 # progress bars and warnings of the evaluation go to $RUN/stderr.log; its end is shown if a step fails
 trap '[ ! -f "$RUN/stderr.log" ] || tail -c 3000 "$RUN/stderr.log"' ERR
 
+# A device command is killed at 600 s, losing what has not reached $OUT. The evaluation steps stop
+# (SIGINT) at DEADLINE seconds after the start instead; finished images are kept in $RUN, the tables
+# so far are packed on exit, and running the stage again resumes.
+DEADLINE=${DEADLINE:-560}
+bounded() {
+  local left=$((DEADLINE - SECONDS))
+  if [ $left -le 10 ]; then echo "out of time before: $*; run the stage again (it resumes)"; return 1; fi
+  timeout --signal=INT --kill-after=20 $left "$@" || { echo "stopped or failed: $* (run the stage again: it resumes)"; return 1; }
+}
+
 environment() {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
   python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda)"
@@ -65,6 +75,7 @@ case "${1:-}" in
     [ -z "$last_grid" ] || cp "$last_grid" "$OUT/"
     ;;
   evaluate)
+    trap pack_results EXIT
     export SPGD_CACHE=.data/gpu_eval/cache
     for name in utkface64_val utkface64_tune ffhq64; do unpack gpu_eval $name; done
     environment | tee "$OUT/evaluate.log"
@@ -74,25 +85,28 @@ case "${1:-}" in
       n=1000; limit=(); sets=(); lrs=(0.5 1 1.5 2.5 4)
     fi
     # unconditional samples for FID (computed on the CPU afterwards: spgd fid)
-    python3 -m spgd sample --model "$WEIGHTS" --n $n --batch-size 500 --steps 50 --device "$DEVICE" \
-      --out "$RUN/samples" 2>>"$RUN/stderr.log" | tee -a "$OUT/evaluate.log"
+    if [ ! -f "$RUN/samples.zip" ]; then
+      bounded python3 -m spgd sample --model "$WEIGHTS" --n $n --batch-size 500 --steps 50 --device "$DEVICE" \
+        --out "$RUN/samples" 2>>"$RUN/stderr.log" | tee -a "$OUT/evaluate.log"
+      (cd "$RUN" && python3 -m zipfile -c samples.zip samples)
+    fi
     cp "$RUN/samples/grid.png" "$OUT/samples_grid.png"
-    (cd "$RUN" && python3 -m zipfile -c "$OUT/samples.zip" samples)
+    cp "$RUN/samples.zip" "$OUT/"
     # the box-inpainting lr, chosen on training faces (the validation split stays for reporting)
-    python3 bench/quality.py --model "$WEIGHTS" --data .data/utkface64_tune --tasks inpainting_box \
+    bounded python3 bench/quality.py --model "$WEIGHTS" --data .data/utkface64_tune --tasks inpainting_box \
       --sweep-lr "${lrs[@]}" --precision bf16 --batch-size 100 --device "$DEVICE" "${limit[@]}" \
       --set "${sets[@]}" --out "$RUN/sweep" 2>>"$RUN/stderr.log" | tail -4 | tee -a "$OUT/evaluate.log"
     box_lr=$(python3 -c "import json; print(json.load(open('$RUN/sweep/sweep.json'))['results']['utkface64_tune']['inpainting_box']['best_lr'])")
     # SPGD against the classical baselines on the validation split and ffhq-demo
     quality() {
-      python3 bench/quality.py --model "$WEIGHTS" --data .data/utkface64_val .data/ffhq64 --precision bf16 \
+      bounded python3 bench/quality.py --model "$WEIGHTS" --data .data/utkface64_val .data/ffhq64 --precision bf16 \
         --batch-size 256 --workers 12 --device "$DEVICE" "${limit[@]}" "$@" 2>>"$RUN/stderr.log" | tail -12 | tee -a "$OUT/evaluate.log"
     }
     quality --tasks super_resolution inpainting_random gaussian_blur --out "$RUN/quality" --set "${sets[@]}"
     quality --tasks inpainting_box --out "$RUN/quality_box" --set "${sets[@]}" lr="$box_lr"
-    pack_results
     ;;
   compare)
+    trap pack_results EXIT
     export SPGD_CACHE=.data/gpu_eval/cache
     unpack gpu_eval utkface64_val
     environment | tee "$OUT/compare.log"
@@ -104,10 +118,10 @@ case "${1:-}" in
     fi
     # every sampler with its published settings on the same validation faces and seeds (issue 6)
     for task in super_resolution inpainting_random; do
-      python3 bench/compare_samplers.py --model "$WEIGHTS" --data .data/utkface64_val --size 64 --batch-size 50 \
+      [ ! -f "$RUN/compare_$task.md" ] || continue  # done by an earlier call
+      bounded python3 bench/compare_samplers.py --model "$WEIGHTS" --data .data/utkface64_val --size 64 --batch-size 50 \
         --precision bf16 --task "$task" --device "$DEVICE" --out "$RUN/compare_$task.md" "${few[@]}" 2>>"$RUN/stderr.log" | tail -12
     done | tee -a "$OUT/compare.log"
-    pack_results
     ;;
   speed)
     environment | tee "$OUT/speed.log"
@@ -115,7 +129,7 @@ case "${1:-}" in
       --out "$OUT/speed_h100.md" 2>&1 | tee -a "$OUT/speed.log"
     ;;
   *)
-    echo "usage: bash bench/gpu/session.sh train SECONDS | evaluate | speed" >&2
+    echo "usage: bash bench/gpu/session.sh train SECONDS [ARGS] | evaluate | compare | speed" >&2
     exit 2
     ;;
 esac
