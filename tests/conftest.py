@@ -37,3 +37,12 @@ def golden() -> dict:
 @pytest.fixture(scope="session")
 def ffhq_demo() -> Path:
     return need(DATASETS / "ffhq-demo")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks and per-image loops run fastest on one thread, above all on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

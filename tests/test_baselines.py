@@ -22,14 +22,7 @@ from spgd.operators import Blur, Inpainting, PhaseRetrieval
 from spgd.tasks import load_task
 
 pytest.importorskip("skimage")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def db(a: torch.Tensor, b: torch.Tensor) -> float:

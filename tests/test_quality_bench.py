@@ -12,6 +12,7 @@ from spgd import io
 from spgd.metrics import image_scores
 
 pytest.importorskip("skimage")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "quality.py"
 FAST = ["--set", "steps=2", "inner_steps=1", "sigma_max=5.0"]
@@ -23,14 +24,6 @@ def quality():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def scores(psnr: float) -> dict[str, float]:
