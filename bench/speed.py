@@ -111,7 +111,7 @@ def main() -> None:
 
         run_fast(1)  # warm-up (and compilation)
         t_fast, mem_fast = timed(lambda: run_fast(args.measure_steps), device)
-        row = {"device": _device_name(device), "torch": torch.__version__, "batch": batch, "size": size,
+        row = {"device": device_name(device), "torch": torch.__version__, "batch": batch, "size": size,
                "fast_s_per_image": t_fast * scale / batch, "fast_peak_gb_per_image": mem_fast / batch,
                "precision": args.precision, "compile": args.compile}
         if not args.skip_reference:
@@ -129,9 +129,9 @@ def main() -> None:
             f.write(table + "\n" + "\n".join(json.dumps(r) for r in rows) + "\n\n")
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+        return torch.cuda.getdevice_name(device)
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 

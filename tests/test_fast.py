@@ -10,6 +10,7 @@ import torch
 import spgd
 from spgd.priors.fast import FastDenoiser
 from spgd.samplers.spgd import spgd as spgd_sampler
+from spgd.tasks import load_task
 
 from .test_spgd import golden_operator
 
@@ -52,3 +53,16 @@ def test_speed_bench_reference_path_is_the_published_computation(golden, tiny_pr
                         progress=False)
     assert (ref - ours).abs().max() < 1e-4
     assert not any(p.requires_grad for p in tiny_prior.parameters())
+
+
+def test_sampler_speed_bench_scales_a_few_timed_steps_to_the_preset(tiny_prior, monkeypatch):
+    """bench/sampler_speed.py times a few steps of a sampler with its preset settings and scales them."""
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    monkeypatch.syspath_prepend(str(bench))  # the script imports its neighbour speed.py
+    spec = importlib.util.spec_from_file_location("sampler_speed_bench", bench / "sampler_speed.py")
+    sampler_speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sampler_speed)
+    task = load_task("super_resolution")
+    row = sampler_speed.measure(tiny_prior, task, "dps", 2, torch.device("cpu"), steps_timed=2)
+    assert (row["steps"], row["steps_timed"], row["batch"]) == (1000, 2, 2)
+    assert row["s_per_image"] > 0 and math.isnan(row["peak_gb"])  # no peak memory on the CPU

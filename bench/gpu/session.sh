@@ -7,7 +7,8 @@
 #   bash bench/gpu/session.sh evaluate          samples for FID, the box-inpainting lr sweep, SPGD vs
 #                                               classical baselines on the four tasks
 #   bash bench/gpu/session.sh compare           issue 6: every sampler, published settings, validation faces
-#   bash bench/gpu/session.sh speed             issue 5: bench/speed.py on the FFHQ-256 architecture
+#   bash bench/gpu/session.sh speed             issue 5: bench/speed.py on the FFHQ-256 architecture, and
+#                                               every sampler's time and memory (bench/sampler_speed.py)
 #
 # Everything a person needs comes back under $OUT (at most 8 files); the run folder runs/faces64 stays
 # on the machine while it is warm, so a later call resumes from its last checkpoint.
@@ -125,8 +126,17 @@ case "${1:-}" in
     ;;
   speed)
     environment | tee "$OUT/speed.log"
-    python3 bench/speed.py --arch ffhq256 --device "$DEVICE" --batch-sizes 1 8 32 --precision bf16 --compile \
-      --out "$OUT/speed_h100.md" 2>&1 | tee -a "$OUT/speed.log"
+    if [ -n "${QUICK:-}" ]; then
+      net=(--model "$WEIGHTS"); batches=(1); spgd_steps=(--measure-steps 1 --skip-reference)
+    else
+      net=(--arch ffhq256); batches=(1 8 32); spgd_steps=()
+    fi
+    # SPGD: the published way of computing against the fast path, same run (issue 5)
+    bounded python3 bench/speed.py "${net[@]}" --device "$DEVICE" --batch-sizes "${batches[@]}" --precision bf16 \
+      --compile "${spgd_steps[@]}" --out "$OUT/speed.md" 2>>"$RUN/stderr.log" | tee -a "$OUT/speed.log" || true
+    # every sampler's wall clock and peak memory at its published settings; DeqIR parallel vs sequential (issue 6)
+    bounded python3 bench/sampler_speed.py "${net[@]}" --device "$DEVICE" --batch-sizes "${batches[@]:0:2}" \
+      --out "$OUT/sampler_speed.md" 2>>"$RUN/stderr.log" | tee -a "$OUT/speed.log"
     ;;
   *)
     echo "usage: bash bench/gpu/session.sh train SECONDS [ARGS] | evaluate | compare | speed" >&2
