@@ -3,7 +3,7 @@
 Each sampler runs a few of its steps after a warm-up; the time is scaled to the preset's full step
 count (a step's cost does not depend on its noise level: one network pass, with or without an input
 gradient, for SPGD's inner steps, DPS and RED-diff; 5 ODE passes and 100 Langevin steps per DAPS
-level). DeqIR runs whole, both ways: the parallel (Anderson) solve of its T-step chain and the same
+level). NaN checks run every 50 steps (one host synchronisation each). DeqIR runs whole, both ways: the parallel (Anderson) solve of its T-step chain and the same
 chain walked step by step, so their ratio is its parallel speed-up on this device. By default the
 prior is the FFHQ-256 architecture with random weights (costs do not depend on the weights, except
 DeqIR's iteration count: random weights never converge, so it runs its 15 iterations; a real prior
@@ -79,20 +79,19 @@ def main() -> None:
     prior = spgd.load_prior(args.model) if args.model else random_prior(args.arch)
     prior = FastDenoiser(prior.to(device), args.precision)
     task = load_task(args.task)
+    runs = [(name, None) for name in args.samplers.split(",") if name != "deqir"]
+    if "deqir" in args.samplers.split(","):
+        runs += [("deqir", "anderson"), ("deqir", "sequential")]
     rows = []
     for batch in args.batch_sizes:
-        for name in args.samplers.split(","):
+        for name, solver in runs:
+            label = {"solver": solver} if solver else {}
+            run_task = {**task, name: {**sampler_settings(task, name), **label}}
             try:
-                if name == "deqir":
-                    for solver in ("anderson", "sequential"):
-                        task_solver = {**task, "deqir": {**sampler_settings(task, "deqir"), "solver": solver}}
-                        rows.append({**measure(prior, task_solver, name, batch, device, None), "solver": solver})
-                        print(json.dumps(rows[-1]), flush=True)
-                    continue
-                rows.append(measure(prior, task, name, batch, device, STEPS_TIMED[name]))
+                rows.append({**measure(prior, run_task, name, batch, device, STEPS_TIMED.get(name)), **label})
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
-                rows.append({"sampler": name, "batch": batch, "error": "out of memory"})
+                rows.append({"sampler": name, "batch": batch, "error": "out of memory", **label})
             print(json.dumps(rows[-1]), flush=True)
     table = markdown(rows, args, device)
     print(table)

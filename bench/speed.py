@@ -109,17 +109,21 @@ def main() -> None:
             return spgd_sampler(fast, op, y, x_start=x_start, steps=n, inner_steps=args.inner_steps, lr=7.0,
                                 mode="reference", progress=False, check_every=10)
 
-        run_fast(1)  # warm-up (and compilation)
-        t_fast, mem_fast = timed(lambda: run_fast(args.measure_steps), device)
         row = {"device": device_name(device), "torch": torch.__version__, "batch": batch, "size": size,
-               "fast_s_per_image": t_fast * scale / batch, "fast_peak_gb_per_image": mem_fast / batch,
                "precision": args.precision, "compile": args.compile}
-        if not args.skip_reference:
-            reference_path(reference, op, y, x_start, 1, args.inner_steps, 7.0)
-            t_ref, mem_ref = timed(lambda: reference_path(reference, op, y, x_start, args.measure_steps,
-                                                          args.inner_steps, 7.0), device)
-            row.update(ref_s_per_image=t_ref * scale / batch, ref_peak_gb_per_image=mem_ref / batch,
-                       speedup=t_ref / t_fast)
+        try:
+            run_fast(1)  # warm-up (and compilation)
+            t_fast, mem_fast = timed(lambda: run_fast(args.measure_steps), device)
+            row.update(fast_s_per_image=t_fast * scale / batch, fast_peak_gb_per_image=mem_fast / batch)
+            if not args.skip_reference:
+                reference_path(reference, op, y, x_start, 1, args.inner_steps, 7.0)
+                t_ref, mem_ref = timed(lambda: reference_path(reference, op, y, x_start, args.measure_steps,
+                                                              args.inner_steps, 7.0), device)
+                row.update(ref_s_per_image=t_ref * scale / batch, ref_peak_gb_per_image=mem_ref / batch,
+                           speedup=t_ref / t_fast)
+        except torch.cuda.OutOfMemoryError:  # the rows measured so far still count
+            torch.cuda.empty_cache()
+            row["error"] = "out of memory"
         rows.append(row)
         print(json.dumps(row), flush=True)
     table = _markdown(rows, args)
@@ -131,7 +135,7 @@ def main() -> None:
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
-        return torch.cuda.getdevice_name(device)
+        return torch.cuda.get_device_name(device)
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
@@ -148,9 +152,9 @@ def _markdown(rows: list[dict], args: argparse.Namespace) -> str:
             "|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
-        cells = [_fmt(r.get("ref_s_per_image")), _fmt(r["fast_s_per_image"]), _fmt(r.get("speedup"), "{:.2f}x"),
-                 _fmt(r.get("ref_peak_gb_per_image"), "{:.3f}"), _fmt(r["fast_peak_gb_per_image"], "{:.3f}")]
-        lines.append(f"| {r['batch']} | " + " | ".join(cells) + " |")
+        cells = [_fmt(r.get("ref_s_per_image")), _fmt(r.get("fast_s_per_image")), _fmt(r.get("speedup"), "{:.2f}x"),
+                 _fmt(r.get("ref_peak_gb_per_image"), "{:.3f}"), _fmt(r.get("fast_peak_gb_per_image"), "{:.3f}")]
+        lines.append(f"| {r['batch']} | " + " | ".join(cells) + " |" + (f" {r['error']}" if "error" in r else ""))
     return "\n".join(lines)
 
 

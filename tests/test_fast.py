@@ -66,3 +66,9 @@ def test_sampler_speed_bench_scales_a_few_timed_steps_to_the_preset(tiny_prior, 
     row = sampler_speed.measure(tiny_prior, task, "dps", 2, torch.device("cpu"), steps_timed=2)
     assert (row["steps"], row["steps_timed"], row["batch"]) == (1000, 2, 2)
     assert row["s_per_image"] > 0 and math.isnan(row["peak_gb"])  # no peak memory on the CPU
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "NVIDIA H100 80GB HBM3")
+    args = sampler_speed.argparse.Namespace(model=None, arch="ffhq256", precision="bf16", task="super_resolution")
+    table = sampler_speed.markdown([row, {"sampler": "daps", "batch": 8, "error": "out of memory"}], args,
+                                   torch.device("cuda"))
+    assert table.startswith("Device: NVIDIA H100 80GB HBM3;") and "| daps | 8 | | | out of memory | |" in table
+    assert f"| dps | 2 | 1000 | 2 | {row['s_per_image']:.2f} | n/a |" in table

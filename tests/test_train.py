@@ -113,12 +113,17 @@ def test_resume_matches_uninterrupted_run(constant_npy, tmp_path):
 
 
 def test_time_limit_stops_with_a_checkpoint_that_resume_continues(constant_npy, tmp_path):
-    cfg = tiny_config(constant_npy, tmp_path / "run", steps=5, time_limit=1e-6)
-    stopped = train(cfg, progress=False)
+    stopped = train(tiny_config(constant_npy, tmp_path / "run", steps=5, time_limit=1e-6), progress=False)
     assert stopped["step"] < 5 and stopped["checkpoint"] == latest_checkpoint(tmp_path / "run")
     assert torch.load(stopped["checkpoint"], weights_only=True)["step"] == stopped["step"]
     finished = train(tiny_config(constant_npy, tmp_path / "run", steps=5), resume=True, progress=False)
     assert finished["step"] == 5 and finished["steps_per_second"] > 0
+    whole = train(tiny_config(constant_npy, tmp_path / "whole", steps=5), progress=False)
+    a = torch.load(whole["checkpoint"], weights_only=True)
+    b = torch.load(finished["checkpoint"], weights_only=True)
+    assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])  # stopping changed nothing
+    with pytest.raises(ValueError, match="time-limit must be >= 0"):
+        train(tiny_config(constant_npy, tmp_path / "bad", steps=5, time_limit=-1), progress=False)
 
 
 def test_export_is_fp16_safetensors_that_load_prior_reads(trained, tmp_path):
@@ -174,8 +179,9 @@ def test_sample_cli_is_deterministic_and_batch_size_independent(tiny_prior_path,
     common = ["sample", "--model", str(tiny_prior_path), "--n", "3", "--steps", "3", "--seed", "5"]
     assert main([*common, "--out", str(tmp_path / "a"), "--batch-size", "3"]) == 0
     assert main([*common, "--out", str(tmp_path / "b"), "--batch-size", "2"]) == 0
-    a, b = _pngs(tmp_path / "a"), _pngs(tmp_path / "b")
-    assert sorted(a) == ["000000.png", "000001.png", "000002.png", "grid.png"]
+    a, b = _pngs(tmp_path / "a" / "images"), _pngs(tmp_path / "b" / "images")
+    assert sorted(a) == ["000000.png", "000001.png", "000002.png"]  # samples only: a folder for FID
+    assert (tmp_path / "a" / "grid.png").is_file()
     assert all(np.abs(a[k].astype(int) - b[k].astype(int)).max() <= 1 for k in a)
     assert not np.array_equal(a["000000.png"], a["000001.png"])
 

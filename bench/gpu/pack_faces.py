@@ -2,8 +2,8 @@
 
 The lent GPU machine receives the repository tree plus carried folders, 64 MiB in all, and cannot
 read ../shared. UTKFace at 64x64 is 260 MiB raw and 160 MiB as PNG, so the training split travels
-as JPEG (quality 90, no chroma subsampling: 51 MiB, 39.7 dB PSNR against the 64x64 originals,
-measured on 494 of the faces); the evaluation images travel losslessly as PNG:
+as JPEG (quality 90, no chroma subsampling: 54 MiB in a stored zip, 39.7 dB PSNR against the 64x64
+originals, measured on 494 of the faces); the evaluation images travel losslessly as PNG:
 
     .data/gpu_train/utkface64_train.zip  the first N - holdout UTKFace files by name, 64x64 JPEG
     .data/gpu_eval/utkface64_val.zip     the last `holdout` files by name (never trained on), 64x64 PNG
@@ -80,6 +80,8 @@ def main() -> None:
     if len(faces) <= args.holdout:
         raise SystemExit(f"{args.utkface}: {len(faces)} images, cannot hold out {args.holdout}")
     train, val = faces[: len(faces) - args.holdout], faces[len(faces) - args.holdout:]
+    if not 0 < args.tune <= len(train):
+        raise SystemExit(f"--tune must be between 1 and the {len(train)} training images, got {args.tune}")
     train_dir, eval_dir = args.out / "gpu_train", args.out / "gpu_eval"
     folders = {train_dir: [write_zip(train, train_dir / f"utkface{args.size}_train.zip", args.size, "JPEG",
                                      args.quality)],

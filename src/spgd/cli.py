@@ -237,7 +237,7 @@ def _export(args: argparse.Namespace) -> int:
 def _add_sample(sub: argparse._SubParsersAction) -> None:
     from .sample import SOLVERS
 
-    p = sub.add_parser("sample", help="unconditional samples from a prior (numbered PNGs + grid.png)")
+    p = sub.add_parser("sample", help="unconditional samples from a prior (OUT/images/NNNNNN.png + OUT/grid.png)")
     p.add_argument("--model", "-m", default=DEFAULT_MODEL, help="checkpoint file or builtin:<name> (default: %(default)s)")
     p.add_argument("--preset", help="network preset of the checkpoint if the file has no config")
     p.add_argument("--n", type=int, default=16, help="number of images (default: %(default)s)")
@@ -267,12 +267,12 @@ def _sample(args: argparse.Namespace) -> int:
         count = min(args.batch_size, args.n - start)
         images = sample(prior, count, seed=args.seed + start, steps=args.steps, sigma_max=args.sigma_max,
                         sigma_min=args.sigma_min, solver=args.solver).cpu()
-        for i, image in enumerate(images, start):
-            save_image(image, out / f"{i:06d}.png")
+        for i, image in enumerate(images, start):  # a folder of samples alone: `spgd fid OUT/images ...`
+            save_image(image, out / "images" / f"{i:06d}.png")
         grid += list(images[: max(0, args.grid - len(grid))])
     if grid:
         save_image(square_grid(grid), out / "grid.png")
-    print(f"sampled {args.n} image(s) -> {out}/")
+    print(f"sampled {args.n} image(s) -> {out / 'images'}/")
     return 0
 
 

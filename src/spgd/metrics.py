@@ -288,7 +288,7 @@ class FIDResult:
 def _image_files(folder: str | os.PathLike[str]) -> list[Path]:
     path = Path(folder)
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such folder")
+        raise FileNotFoundError(f"{path}: {'a file, not a folder' if path.exists() else 'no such folder'}")
     files = list_images([path])
     if len(files) < 2:
         raise ValueError(f"{path}: FID needs at least two images, found {len(files)}")

@@ -33,6 +33,7 @@ from .priors.vp import NUM_TIMESTEPS, VPDenoiser, alpha_bars
 from .sample import sample, square_grid
 
 MAX_EXPORT_BYTES = 16 * 2 ** 20  # size limit of a weight file shipped as a built-in prior
+WARM_STEPS = 20  # steps of a call left out of its steps/s: compilation, cuDNN autotuning
 
 # ~8.0M parameters, 15.3 MiB in fp16: 64x64 faces (the suggested "1,2,2,2" with resblock up/down
 # has 11.1M parameters, 21.1 MiB, over the 16 MiB limit)
@@ -249,8 +250,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     or until `cfg.time_limit` seconds of this call have passed (then it checkpoints: resume goes on).
 
     Returns the final step, the logged (step, mean loss) pairs of this call, the last checkpoint and
-    the training steps per second of this call.
+    the training steps per second of this call after its first WARM_STEPS steps (which include
+    compilation and cuDNN's algorithm search; over all steps if the call made fewer).
     """
+    if cfg.time_limit < 0:
+        raise ValueError(f"--time-limit must be >= 0 seconds (0: no limit), got {cfg.time_limit:g}")
     device = _device(cfg.device)
     last = latest_checkpoint(cfg.out) if resume else None
     state = torch.load(last, map_location="cpu", weights_only=True) if last else None
@@ -283,6 +287,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     saved_at = step if last else None
     bar = tqdm(total=cfg.steps, initial=step, desc="train", disable=not progress)
     start, first_step = time.perf_counter(), step
+    warm_time, warm_step = start, step
     while step < cfg.steps and not (cfg.time_limit and time.perf_counter() - start > cfg.time_limit):
         for group in opt.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
@@ -295,6 +300,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         step += 1
         running, count = running + loss.detach(), count + 1
         bar.update(1)
+        if step == first_step + WARM_STEPS:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            warm_time, warm_step = time.perf_counter(), step
         if step % cfg.log_every == 0 or step == cfg.steps:
             losses.append((step, (running / count).item()))
             running, count = torch.zeros((), device=device), 0
@@ -308,7 +317,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    steps_per_second = (step - first_step) / max(time.perf_counter() - start, 1e-9)
+    if step == warm_step:  # no steps after the warm-up ones: count them all
+        warm_time, warm_step = start, first_step
+    steps_per_second = (step - warm_step) / max(time.perf_counter() - warm_time, 1e-9)
     if saved_at != step:
         last = save()
     return {"step": step, "losses": losses, "checkpoint": last, "steps_per_second": steps_per_second}
