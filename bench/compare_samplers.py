@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-import yaml
 from torch import Tensor
 
 import spgd
 from spgd import io
 from spgd.metrics import lpips, psnr, ssim
 from spgd.priors.fast import PRECISIONS, FastDenoiser
-from spgd.tasks import load_task, sampler_settings
+from spgd.tasks import load_task, parse_key_values, sampler_settings
 from spgd.weights import MissingWeightsError
 
 
@@ -51,12 +50,11 @@ class CountingPrior:
 def parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     """["dps.steps=20", ...] -> {"dps": {"steps": 20}}."""
     out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, _, value = item.partition("=")
+    for key, value in parse_key_values(items, "--set SAMPLER.KEY=VALUE").items():
         sampler, _, param = key.partition(".")
-        if not value or not param:
-            raise SystemExit(f"--set expects SAMPLER.KEY=VALUE, got {item!r}")
-        out.setdefault(sampler, {})[param] = yaml.safe_load(value)
+        if not param:
+            raise SystemExit(f"--set expects SAMPLER.KEY=VALUE, got {key}={value}")
+        out.setdefault(sampler, {})[param] = value
     return out
 
 
@@ -156,7 +154,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="markdown file to write (printed either way)")
     parser.add_argument("--note", help="a paragraph to put under the title (what the numbers mean)")
     args = parser.parse_args(argv)
-    report = run(args)
+    try:
+        report = run(args)
+    except (ValueError, FileNotFoundError) as error:  # bad settings, files or names: one line
+        raise SystemExit(f"compare_samplers: error: {error}") from None
     print(report)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -145,3 +145,13 @@ def test_divergence_error_names_step_and_suggests_smaller_lr(clean_dir, tmp_path
     err = run_error(["restore", "-i", str(clean_dir / "img0.png"), "-t", "hdr", "-m", str(tiny_prior_path),
                      "--simulate", "--lr", "1e30", "-o", str(tmp_path / "o"), *FAST], capsys)
     assert "diverged" in err and "step" in err and "smaller lr" in err
+
+
+def test_key_value_overrides_read_numbers_booleans_and_text():
+    from spgd.tasks import parse_key_values
+
+    parsed = parse_key_values(["lr=1e-4", "inner-steps=2", "mode=reference", "beta=0.9", "trace=true"])
+    assert parsed == {"lr": 1e-4, "inner_steps": 2, "mode": "reference", "beta": 0.9, "trace": True}
+    assert isinstance(parsed["lr"], float)  # YAML alone would leave "1e-4" a string
+    with pytest.raises(ValueError, match="--op expects key=value, got 'scale'"):
+        parse_key_values(["scale"], "--op")

@@ -10,24 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
 DEFAULT_MODEL = "builtin:faces64"
-
-
-def _parse_value(text: str) -> Any:
-    """A `key=value` value as YAML (numbers, booleans, lists), else the string."""
-    return yaml.safe_load(text)
-
-
-def _key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"{flag} expects key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        out[key.strip().replace("-", "_")] = _parse_value(value)
-    return out
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -79,15 +62,15 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
 
 def _task_and_params(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """The task preset with the operator overrides, and the sampler parameters given on the command line."""
-    from .tasks import load_task
+    from .tasks import load_task, parse_key_values
 
     task = load_task(args.task)
-    task["operator"].update(_key_values(args.op, "--op"))
+    task["operator"].update(parse_key_values(args.op, "--op"))
     if args.noise_sigma is not None:
         task["operator"]["noise_sigma"] = args.noise_sigma
     if args.op_weights:
         task["operator"]["weights"] = args.op_weights
-    params = _key_values(args.set, "--set")
+    params = parse_key_values(args.set, "--set")
     for key in ("mode", "steps", "inner_steps", "lr"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -34,3 +34,22 @@ def load_task(name_or_path: str | Path) -> dict[str, Any]:
 def sampler_settings(task: dict[str, Any], sampler: str) -> dict[str, Any]:
     """The preset's settings for `sampler` (empty when the preset gives none: the sampler's defaults apply)."""
     return copy.deepcopy(task.get(sampler, {}))
+
+
+def parse_key_values(items: Sequence[str], flag: str = "--set") -> dict[str, Any]:
+    """Command-line overrides ["lr=3.0", "inner-steps=2"] -> {"lr": 3.0, "inner_steps": 2}; values are
+    read as YAML (numbers, booleans, lists), and numbers YAML leaves as text ("1e-4") as floats;
+    anything else stays a string."""
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{flag} expects key=value, got {item!r}")
+        value = yaml.safe_load(text)
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        out[key.strip().replace("-", "_")] = value
+    return out
