@@ -2,21 +2,26 @@
 
 For every image of every --data folder (name order, the first --limit, centre-cropped and resized to
 --size with --resize) and every task, SPGD runs through `spgd.bench.run_bench` (resumable, one record
-per image in OUT/quality/<data>/<task>/), and every classical baseline that applies
-(`spgd.baselines`) restores the same measurement: image k degraded with seed + k, as the bench does.
-Where the measurement is itself an image of the clean image's size (blur, inpainting), it is scored
-too ("measurement", no restoration). Baseline scores are cached per image in the run folder's
-baselines/<image>.json, so a stopped run resumes; the bench refuses a run folder of other settings.
-Scores are PSNR/SSIM of the 8-bit images, as in `spgd bench`, compared over the images SPGD restored
-without failure. Writes OUT/quality.md and OUT/quality.json.
+per image in OUT/quality/<data>/<task>/), and every classical baseline of --baselines (default: all of
+`spgd.baselines.METHODS`) that applies to the task restores the same measurement: image k degraded with
+seed + k, as the bench does. Where the measurement is itself an image of the clean image's size (blur,
+inpainting), it is scored too ("measurement", no restoration). Scores are PSNR/SSIM of the 8-bit images,
+as in `spgd bench`, compared over the images SPGD restored without failure. Writes OUT/quality.md and
+OUT/quality.json.
+
+The baselines of every folder and task are submitted at the start to --workers CPU threads, which work
+beside all of SPGD's (GPU) runs. Each image's scores are written the moment they are done, to the run
+folder's baselines/<image>.json, with the key of everything that determines them (image, seed, size,
+resize, task and operator, methods and their settings): a stopped run keeps every finished image, and
+a cached file of another key is recomputed and overwritten, never used.
 
 With --sweep-lr, SPGD runs instead once per learning rate (default task: inpainting_box) into
 OUT/sweep/<data>/<task>/lr_<lr>/, and OUT/sweep.md and OUT/sweep.json give PSNR/SSIM per lr and the
-best lr (highest mean PSNR among the lrs with no failed image).
+best lr (highest mean PSNR among the lrs with no failed image; null if there is none).
 
     python bench/quality.py --model ../shared/reference/tiny_adm64.pt --data ../shared/datasets/ffhq-demo \\
-        --resize --limit 3 --tasks super_resolution inpainting_random --set steps=10 inner_steps=2 sigma_max=10 \\
-        --out runs/quality-tiny
+        --resize --limit 3 --tasks super_resolution gaussian_blur --baselines bicubic wiener \\
+        --set steps=10 inner_steps=2 sigma_max=10 --out runs/quality-tiny
     python bench/quality.py --model faces64.safetensors --data VAL_DIR --resize --sweep-lr 1.5 2.5 4 \\
         --out runs/sweep-box
 """
@@ -27,7 +32,7 @@ import importlib.util
 import json
 import os
 from collections.abc import Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +44,16 @@ from torch import Tensor
 import spgd
 from spgd import io
 from spgd.api import to_image_range
-from spgd.baselines import baseline_methods, classical_restore
+from spgd.baselines import (
+    METHODS,
+    baseline_methods,
+    classical_restore,
+    richardson_lucy_iterations,
+    wiener_balance,
+)
 from spgd.bench import BenchJob, Item, list_items, load_clean, run_bench, simulate_items
 from spgd.metrics import image_scores
-from spgd.operators import Operator
+from spgd.operators import Operator, make_operator
 from spgd.priors.fast import PRECISIONS, FastDenoiser
 from spgd.tasks import load_task
 
@@ -77,47 +88,88 @@ def data_names(folders: Sequence[Path]) -> dict[str, Path]:
     return names
 
 
-def score_baselines(y: Tensor, operator: Operator, clean: Tensor) -> dict[str, dict[str, float]]:
-    """{method: {"psnr", "ssim"}} of every classical baseline of `operator` on the measurement y (a batch
-    of one), and of the measurement itself where it is an image of the clean image's size."""
+def baseline_plan(job: BenchJob, methods: Sequence[str]) -> dict[str, dict[str, float]]:
+    """{method: its noise-dependent settings} of the chosen `methods` that apply to the job's task, in
+    `spgd.baselines.METHODS` order (empty when none applies)."""
+    operator = make_operator(**job.task["operator"])
+    settings = {"wiener": {"balance": wiener_balance(operator.noise_sigma)},
+                "richardson_lucy": {"num_iter": richardson_lucy_iterations(operator.noise_sigma)}}
+    return {method: settings.get(method, {}) for method in baseline_methods(operator) if method in methods}
+
+
+def baseline_key(job: BenchJob, item: Item, plan: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Everything that determines the baseline scores of `item` (as read back from JSON): a cached file is
+    used only if it records this key, so a run folder can never serve scores of other settings."""
+    key = {"image": item.path.name, "seed": job.seed + item.index, "size": job.prior.image_size,
+           "resize": job.resize, "task": job.task_name, "operator": job.task["operator"], "methods": plan}
+    return json.loads(json.dumps(key))
+
+
+def cached_scores(path: Path, key: dict[str, Any]) -> dict[str, dict[str, float]] | None:
+    """The scores cached in `path` if it was written for `key`, else None (missing, unreadable or stale)."""
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return cached["scores"] if cached.get("key") == key else None
+
+
+def score_baselines(y: Tensor, operator: Operator, clean: Tensor, methods: Sequence[str]
+                    ) -> dict[str, dict[str, float]]:
+    """{method: {"psnr", "ssim"}} of each classical `method` (all must apply to `operator`) on the measurement
+    y (a batch of one), and of the measurement itself where it is an image of the clean image's size."""
     scores = {method: image_scores(to_image_range(classical_restore(y, operator, method))[0], clean)
-              for method in baseline_methods(operator)}
+              for method in methods}
     if operator.linear and operator.input_shape(y) == tuple(y.shape):
         scores[MEASUREMENT] = image_scores(to_image_range(y)[0], clean)
     return scores
 
 
-def start_baselines(job: BenchJob, pool: Executor) -> dict[Item, tuple[int, Future]]:
-    """Degrade each image of the bench run `job` that has no cached baseline scores exactly as the run does
-    (here, on the run's device) and restore it with the baselines in `pool`: {item: (seed, future scores)}.
-    Unreadable images are left out (the bench records them as skipped)."""
+def save_baselines(path: Path, key: dict[str, Any], y: Tensor, operator: Operator, clean: Tensor) -> None:
+    """Score the methods of `key` on one image and cache the scores in `path` at once (atomically), so a run
+    stopped at any moment keeps every finished image."""
+    io.save_json({"key": key, "scores": score_baselines(y, operator, clean, list(key["methods"]))}, path)
+
+
+def start_baselines(job: BenchJob, methods: Sequence[str], pool: Executor) -> list[Future]:
+    """Submit to `pool` the baselines of each image of the bench run `job` without valid cached scores: the
+    image is degraded here exactly as the run does (on its device: cheap), then restored, scored and cached
+    by a worker. Unreadable images are left out (the bench records them as skipped)."""
+    plan = baseline_plan(job, methods)
     items, _ = list_items(job.data, job.limit)
-    pending = {}
+    futures = []
     for item in items:
-        if _baseline_path(job, item).is_file():
+        key, path = baseline_key(job, item, plan), _baseline_path(job, item)
+        if cached_scores(path, key) is not None:
             continue
         try:
             clean = load_clean(job, item)
         except io.ImageError:
             continue
-        operator, y, seeds = simulate_items(job, [item], clean[None])
-        pending[item] = (seeds[0], pool.submit(score_baselines, y.cpu(), operator.cpu(), clean))
-    return pending
+        operator, y, _ = simulate_items(job, [item], clean[None])
+        futures.append(pool.submit(save_baselines, path, key, y.cpu(), operator.cpu(), clean))
+    return futures
 
 
-def finish_baselines(job: BenchJob, pending: dict[Item, tuple[int, Future]]) -> dict[str, dict[str, Any]]:
-    """Cache the scores of `pending` in job.out/baselines/<image>.json, then return {image name: scores}
-    of every image with cached scores. Call it after the bench run, which refuses a folder of other settings."""
-    for item, (seed, future) in pending.items():
-        io.save_json({"name": item.path.name, "index": item.index, "seed": seed, "scores": future.result()},
-                     _baseline_path(job, item))
+def read_baselines(job: BenchJob, methods: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """{image name: scores} of every image of the bench run `job` with valid cached baseline scores."""
+    plan = baseline_plan(job, methods)
     items, _ = list_items(job.data, job.limit)
-    return {item.path.name: json.loads(_baseline_path(job, item).read_text())["scores"]
-            for item in items if _baseline_path(job, item).is_file()}
+    cached = {item.path.name: cached_scores(_baseline_path(job, item), baseline_key(job, item, plan))
+              for item in items}
+    return {name: scores for name, scores in cached.items() if scores is not None}
 
 
 def _baseline_path(job: BenchJob, item: Item) -> Path:
     return job.out / BASELINES / f"{item.path.stem}.json"
+
+
+def _raise_failure(futures: Sequence[Future]) -> None:
+    """Raise the error of the first finished baseline that failed (a bug, not a bad image), if any."""
+    for future in futures:
+        error = future.exception() if future.done() else None
+        if error is not None:
+            raise error
 
 
 def compare(spgd_records: dict[str, dict[str, Any]], baselines: dict[str, dict[str, dict[str, float]]]
@@ -151,21 +203,27 @@ def best_lr(rows: list[dict[str, Any]]) -> float | None:
 
 
 def quality_markdown(report: dict[str, Any]) -> str:
-    """quality.md: per data folder a table of task x method, then SPGD's margins."""
+    """quality.md: which classical methods ran, then per data folder a table of task x method (each baseline
+    with its noise-dependent settings), then SPGD's margins."""
     settings = report["settings"]
+    skipped = [method for method in METHODS if method not in settings["baselines"]]
     lines = ["# Restoration quality: SPGD against classical baselines", "",
              f"Model `{settings['model']}` ({settings['precision']}) at {settings['size']}x{settings['size']}; "
              f"seed {settings['seed']} (image k: seed + k, the same measurement for every method); SPGD settings: the task presets"
              + (f" with {_settings_text(settings['overrides'])}" if settings["overrides"] else "") + ". "
              "PSNR (dB, mean ± std) and SSIM (mean) of the 8-bit results, over the images SPGD restored without "
-             "failure; `measurement`: the measurement itself, unrestored.", ""]
+             "failure; `measurement`: the measurement itself, unrestored.", "",
+             f"Classical methods run: {', '.join(settings['baselines']) or 'none'}, each on the tasks it applies to"
+             + (f"; not run: {', '.join(skipped)}." if skipped else "."), ""]
     margins = []
     for data, tasks in report["results"].items():
         lines += [f"## {data}", "", f"`{settings['data'][data]}`", "",
                   "| task | method | images | PSNR ↑ | SSIM ↑ |", "|---|---|---|---|---|"]
         for task, result in tasks.items():
             for method, stats in result["methods"].items():
-                lines.append(f"| {task} | {method} | {result['images']} | {stats['psnr']['mean']:.2f} ± "
+                options = result["baselines"].get(method)
+                label = f"{method} ({', '.join(f'{k}={v:g}' for k, v in options.items())})" if options else method
+                lines.append(f"| {task} | {label} | {result['images']} | {stats['psnr']['mean']:.2f} ± "
                              f"{stats['psnr']['std']:.2f} | {stats['ssim']['mean']:.4f} |")
             if result["spgd_failed"]:
                 lines.append(f"| {task} | SPGD failed on | {len(result['spgd_failed'])} | "
@@ -201,7 +259,8 @@ def sweep_markdown(report: dict[str, Any]) -> str:
                 lines.append(f"| {data} | {task} | {row['lr']:g}{mark} | {row['images']} | {row['failed']} | "
                              f"{scores} |")
             notes.append(f"- {data}, {task}: best lr "
-                         + (f"{result['best_lr']:g}" if result["best_lr"] is not None else "none (every lr failed)"))
+                         + (f"{result['best_lr']:g}" if result["best_lr"] is not None
+                            else "none: no lr restored every image without failure"))
     return "\n".join([*lines, "", *notes, ""])
 
 
@@ -228,6 +287,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     overrides = parse_settings(args.set)
     if args.sweep_lr and "lr" in overrides:
         raise SystemExit("--set lr=... and --sweep-lr contradict each other; give the learning rates to --sweep-lr")
+    if not isinstance(overrides.get("lr", 0.0), (int, float)):
+        raise SystemExit(f"--set lr={overrides['lr']}: not a number (a sweep in which every lr failed has "
+                         "best_lr null: there is no lr to use)")
     if args.workers < 1:
         raise SystemExit(f"--workers must be at least 1, got {args.workers}")
     if not args.sweep_lr and importlib.util.find_spec("skimage") is None:  # fail now, not after SPGD's hours
@@ -243,27 +305,50 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"--size {args.size}: the model {args.model} works at {prior.image_size}x{prior.image_size}")
     settings = {"model": str(args.model), "precision": args.precision, "size": args.size, "resize": args.resize,
                 "seed": args.seed, "limit": args.limit, "overrides": overrides, "data": {n: str(f) for n, f in folders.items()}}
-    results: dict[str, dict[str, Any]] = {name: {} for name in folders}
-    pool = ThreadPoolExecutor(args.workers, thread_name_prefix="baselines")
-    try:
+    if args.sweep_lr:
+        results: dict[str, dict[str, Any]] = {name: {} for name in folders}
         for name, folder in folders.items():
             for task in tasks:
-                if args.sweep_lr:
-                    results[name][task] = sweep(args, prior, folder, task, args.out / "sweep" / name / task, overrides)
-                else:
-                    job = spgd_job(args, prior, folder, task, args.out / "quality" / name / task, overrides)
-                    pending = start_baselines(job, pool)  # restored on the CPU while SPGD runs
-                    metrics = run_bench(job)["metrics"]
-                    results[name][task] = {"spgd_params": metrics["settings"]["sampler_params"],
-                                           **compare(metrics["images"], finish_baselines(job, pending))}
+                results[name][task] = sweep(args, prior, folder, task, args.out / "sweep" / name / task, overrides)
                 print(f"quality: {name} / {task} done", flush=True)
-    finally:
-        pool.shutdown(cancel_futures=True)
+    else:
+        settings["baselines"] = [method for method in METHODS if method in (args.baselines or METHODS)]
+        jobs = {(name, task): spgd_job(args, prior, folder, task, args.out / "quality" / name / task, overrides)
+                for name, folder in folders.items() for task in tasks}
+        results = compare_all(jobs, settings["baselines"], args.workers)
     report = {"settings": settings, "results": results}
     stem, render = ("sweep", sweep_markdown) if args.sweep_lr else ("quality", quality_markdown)
     io.save_json(report, args.out / f"{stem}.json")
     io.atomic_write_bytes(args.out / f"{stem}.md", render(report).encode())
     return report
+
+
+def compare_all(jobs: dict[tuple[str, str], BenchJob], methods: Sequence[str], workers: int
+                ) -> dict[str, dict[str, Any]]:
+    """{data: {task: comparison}} of the SPGD bench runs `jobs` ({(data, task): job}, run one after another)
+    against the classical `methods`. The baselines of every job are submitted first, so that `workers`
+    threads restore them on the CPU during all of SPGD's work; each image's scores are cached as soon as
+    they are done, and an interruption cancels only the images not yet started."""
+    metrics: dict[tuple[str, str], dict[str, Any]] = {}
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="baselines")
+    try:
+        futures = [future for job in jobs.values() for future in start_baselines(job, methods, pool)]
+        print(f"quality: {len(futures)} images to restore with the classical baselines", flush=True)
+        for (name, task), job in jobs.items():
+            metrics[name, task] = run_bench(job)["metrics"]
+            _raise_failure(futures)
+            print(f"quality: {name} / {task} done", flush=True)
+        print(f"quality: waiting for {sum(not future.done() for future in futures)} classical baselines", flush=True)
+        wait(futures)
+        _raise_failure(futures)
+    finally:
+        pool.shutdown(cancel_futures=True)
+    results: dict[str, dict[str, Any]] = {name: {} for name, _ in jobs}
+    for (name, task), job in jobs.items():
+        results[name][task] = {"spgd_params": metrics[name, task]["settings"]["sampler_params"],
+                               "baselines": baseline_plan(job, methods),
+                               **compare(metrics[name, task]["images"], read_baselines(job, methods))}
+    return results
 
 
 def sweep(args: argparse.Namespace, prior: Any, data: Path, task: str, out: Path,
@@ -291,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
                         help="SPGD's network precision (autocast, channels_last; default: %(default)s)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--baselines", nargs="+", choices=METHODS, metavar="METHOD",
+                        help="the classical methods to run, each on the tasks it applies to "
+                             f"(default: all of {', '.join(METHODS)})")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="threads restoring with the classical baselines, beside SPGD (default: %(default)s)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (the same command resumes)")

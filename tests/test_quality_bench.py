@@ -1,15 +1,21 @@
 """bench/quality.py: SPGD against the classical baselines on the same measurements, resumably; lr sweeps."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-import torch
 
 from spgd import io
+from spgd.baselines import METHODS
+from spgd.bench import BenchJob
 from spgd.metrics import image_scores
+from spgd.tasks import load_task
 
 pytest.importorskip("skimage")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -43,6 +49,48 @@ def test_compare_uses_common_images_and_the_best_classical_baseline(quality):
     assert result["margin_psnr"] == pytest.approx(0.0)
     assert result["spgd_better"] == 1
     assert quality.compare({"c.png": spgd_records["c.png"]}, baselines)["methods"] == {}
+
+
+def baseline_job(data: Path, out: Path, task: str, seed: int = 0) -> BenchJob:
+    """A bench run of two images whose baselines alone are computed (the prior is only asked its size)."""
+    return BenchJob(data=data, out=out, prior=SimpleNamespace(image_size=64), task=load_task(task), task_name=task,
+                    seed=seed, limit=2, resize=True)
+
+
+def test_cached_baselines_are_used_only_for_the_settings_they_were_computed_with(quality, ffhq_demo, tmp_path):
+    job = baseline_job(ffhq_demo, tmp_path, "inpainting_box")
+    with ThreadPoolExecutor(2) as pool:
+        wait(quality.start_baselines(job, METHODS, pool))
+        first = quality.read_baselines(job, METHODS)
+        assert list(first) == ["00000.png", "00001.png"] and list(first["00000.png"]) == ["biharmonic", "measurement"]
+        assert quality.start_baselines(job, METHODS, pool) == []  # all cached
+
+        reseeded = dataclasses.replace(job, seed=5)
+        assert quality.read_baselines(reseeded, METHODS) == {}  # another seed: another measurement
+        assert quality.read_baselines(job, ["bicubic", "wiener"]) == {}  # other methods: biharmonic not asked for
+        wait(quality.start_baselines(reseeded, METHODS, pool))
+    second = quality.read_baselines(reseeded, METHODS)
+    assert second["00001.png"] != first["00001.png"]  # recomputed for seed 5 + 1, and overwritten
+    assert json.loads((tmp_path / "baselines" / "00001.json").read_text())["key"]["seed"] == 6
+    assert quality.read_baselines(job, METHODS) == {}
+
+
+def test_baselines_of_every_task_start_first_and_survive_an_interruption(quality, ffhq_demo, tmp_path, monkeypatch):
+    jobs = {("ffhq-demo", task): baseline_job(ffhq_demo, tmp_path / task, task)
+            for task in ("super_resolution", "inpainting_random")}
+    last = tmp_path / "inpainting_random" / "baselines" / "00001.json"
+
+    def interrupted_bench(job):  # the first SPGD run: stopped once the last task's baselines are done
+        deadline = time.monotonic() + 60
+        while not last.is_file() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(quality, "run_bench", interrupted_bench)
+    with pytest.raises(KeyboardInterrupt):
+        quality.compare_all(jobs, METHODS, workers=1)
+    assert last.is_file()  # submitted before SPGD's first run and saved without waiting for its end
+    assert all(len(quality.read_baselines(job, METHODS)) == 2 for job in jobs.values())
 
 
 def test_best_lr_ignores_lrs_with_failures(quality):
@@ -87,6 +135,30 @@ def test_quality_run_scores_the_bench_measurements_and_resumes(quality, ffhq_dem
         quality.main([*args[:-4], "--set", "steps=3", "inner_steps=1", "sigma_max=5.0"])
 
 
+def test_quality_runs_only_the_chosen_baselines(quality, ffhq_demo, tiny_prior_path, tmp_path, capsys):
+    out = tmp_path / "quality"
+    args = ["--model", str(tiny_prior_path), "--data", str(ffhq_demo), "--resize", "--limit", "1",
+            "--tasks", "super_resolution", "gaussian_blur", "--device", "cpu", "--out", str(out), *FAST]
+    quality.main([*args, "--baselines", "wiener", "biharmonic"])
+    report = json.loads((out / "quality.json").read_text())
+    assert report["settings"]["baselines"] == ["biharmonic", "wiener"]
+    assert list(report["results"]["ffhq-demo"]["super_resolution"]["methods"]) == ["spgd"]
+    assert list(report["results"]["ffhq-demo"]["gaussian_blur"]["methods"]) == ["spgd", "wiener", "measurement"]
+    markdown = (out / "quality.md").read_text()
+    assert "Classical methods run: biharmonic, wiener, each on the tasks it applies to; not run: bicubic, " \
+           "richardson_lucy." in markdown
+    assert "| gaussian_blur | wiener (balance=0.001) | 1 |" in markdown
+
+    quality.main([*args, "--baselines", "bicubic"])  # the cached blur scores hold wiener: recomputed without
+    blur = json.loads((out / "quality.json").read_text())["results"]["ffhq-demo"]["gaussian_blur"]
+    assert list(blur["methods"]) == ["spgd", "measurement"] and "best_baseline" not in blur
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        quality.main([*args, "--baselines", "wiener", "lucy"])
+    error = capsys.readouterr().err
+    assert "invalid choice: 'lucy'" in error and all(method in error for method in METHODS)
+
+
 def test_lr_sweep_tabulates_each_lr(quality, ffhq_demo, tiny_prior_path, tmp_path, capsys):
     out = tmp_path / "sweep"
     quality.main(["--model", str(tiny_prior_path), "--data", str(ffhq_demo), "--resize", "--limit", "1",
@@ -98,7 +170,12 @@ def test_lr_sweep_tabulates_each_lr(quality, ffhq_demo, tiny_prior_path, tmp_pat
     best = report["results"]["ffhq-demo"]["inpainting_box"]["best_lr"]
     assert best == max(rows, key=lambda row: row["psnr"]["mean"])["lr"]
     assert f"- ffhq-demo, inpainting_box: best lr {best:g}" in (out / "sweep.md").read_text()
+    report["results"]["ffhq-demo"]["inpainting_box"].update(best_lr=None, rows=[{**row, "failed": 1} for row in rows])
+    assert "- ffhq-demo, inpainting_box: best lr none: no lr restored every image without failure" \
+           in quality.sweep_markdown(report)
     capsys.readouterr()
     with pytest.raises(SystemExit, match="--sweep-lr"):
         quality.main(["--model", str(tiny_prior_path), "--data", str(ffhq_demo), "--out", str(out),
                       "--sweep-lr", "1", "--set", "lr=2"])
+    with pytest.raises(SystemExit, match="lr=None: not a number"):  # the runbook passing on a sweep's null best lr
+        quality.main(["--model", str(tiny_prior_path), "--data", str(ffhq_demo), "--out", str(out), "--set", "lr=None"])

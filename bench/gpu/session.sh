@@ -10,22 +10,30 @@
 #   bash bench/gpu/session.sh speed             issue 5: bench/speed.py on the FFHQ-256 architecture, and
 #                                               every sampler's time and memory (bench/sampler_speed.py)
 #
-# Everything a person needs comes back under $OUT (at most 8 files); the run folder runs/faces64 stays
-# on the machine while it is warm, so a later call resumes from its last checkpoint.
-set -euo pipefail
+# Environment: DEADLINE (seconds after the start at which evaluation steps stop; default 560, set it
+# below the device time left), CONTINUE=1 (train: refuse to start afresh, for a second training call),
+# DEVICE (default cuda), QUICK=1 with DEVICE=cpu and a tiny network checks every stage on a CPU.
+#
+# What a person needs comes back under $OUT (at most 8 files). The run folder runs/faces64 stays on
+# the machine only while it is warm; the exported weights also travel in .data/gpu_weights/.
+set -Eeuo pipefail
 export PYTHONPATH=src PYTHONUNBUFFERED=1
+STAGE=${1:-}
 OUT=${OUT:-outputs/gpu}
 RUN=${RUN:-runs/faces64}
-DEVICE=${DEVICE:-cuda}  # DEVICE=cpu with tiny ARGS checks the stages here, before a GPU session
-WEIGHTS=$RUN/faces64.safetensors
+DEVICE=${DEVICE:-cuda}
+DEADLINE=${DEADLINE:-560}
 mkdir -p "$OUT" "$RUN"
 OUT=$(cd "$OUT" && pwd)
+# the weights: this machine's latest export, else the copy carried in .data/gpu_weights/
+WEIGHTS=$RUN/faces64.safetensors
+[ -f "$WEIGHTS" ] || [ "$STAGE" = train ] || WEIGHTS=.data/gpu_weights/faces64.safetensors
 
 unpack() {  # unpack .data/gpu_*/NAME.zip once into .data/NAME/
   [ -d ".data/$2" ] || python3 -m zipfile -e ".data/$1/$2.zip" ".data/$2/"
 }
 
-pack_results() {  # the tables so far, in one file (at most 8 files come back)
+pack_results() {  # the tables so far, in one file
   python3 - "$RUN" "$OUT/results.zip" <<'EOF'
 import sys, zipfile
 from pathlib import Path
@@ -37,17 +45,19 @@ with zipfile.ZipFile(sys.argv[2], "w", zipfile.ZIP_DEFLATED) as archive:
 EOF
 }
 
-# progress bars and warnings of the evaluation go to $RUN/stderr.log; its end is shown if a step fails
-trap '[ ! -f "$RUN/stderr.log" ] || tail -c 3000 "$RUN/stderr.log"' ERR
+on_exit() {  # progress bars and tracebacks go to $RUN/stderr.log; its end comes back with the tables
+  [ ! -f "$RUN/stderr.log" ] || tail -c 6000 "$RUN/stderr.log" > "$OUT/stderr_tail.txt"
+  case "$STAGE" in evaluate|compare) pack_results ;; esac
+}
+trap on_exit EXIT
 
-# A device command is killed at 600 s, losing what has not reached $OUT. The evaluation steps stop
-# (SIGINT) at DEADLINE seconds after the start instead; finished images are kept in $RUN, the tables
-# so far are packed on exit, and running the stage again resumes.
-DEADLINE=${DEADLINE:-560}
+# A device command is killed at its time limit, and what has not reached $OUT is lost. Evaluation
+# steps stop (SIGINT) at DEADLINE seconds after the start instead; finished images stay in $RUN and
+# running the stage again resumes.
 bounded() {
   local left=$((DEADLINE - SECONDS))
-  if [ $left -le 10 ]; then echo "out of time before: $*; run the stage again (it resumes)"; return 1; fi
-  timeout --signal=INT --kill-after=20 $left "$@" || { echo "stopped or failed: $* (run the stage again: it resumes)"; return 1; }
+  if [ $left -le 10 ]; then echo "out of time before: $1 $2 ...; run the stage again (it resumes)"; return 1; fi
+  timeout --signal=INT --kill-after=20 $left "$@" || { echo "stopped or failed: $1 $2 ... (run the stage again: it resumes)"; return 1; }
 }
 
 environment() {
@@ -55,59 +65,69 @@ environment() {
   python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda)"
 }
 
-case "${1:-}" in
+case "$STAGE" in
   train)
     seconds=${2:?train needs SECONDS}
     shift 2
+    if [ -n "${CONTINUE:-}" ] && ! ls "$RUN"/checkpoints/ckpt_*.pt >/dev/null 2>&1; then
+      echo "no checkpoint in $RUN: the machine was given back since the last call; not starting afresh" >&2
+      exit 3
+    fi
     environment | tee -a "$OUT/train.log"
     unpack gpu_train utkface64_train
     train() {  # progress-bar redraws go to the log; the reply's tail gets every 300th and all other lines
       python3 -m spgd train --data .data/utkface64_train --out "$RUN" --size 64 --batch-size 256 --lr 2e-4 \
         --warmup 500 --steps 200000 --grid-every 2000 --ckpt-every 2000 --workers 16 --resume --device "$DEVICE" \
-        "$@" 2>&1 | tr '\r' '\n' | tee -a "$OUT/train.log" | awk '!/(it\/s|s\/it)\] *$/ || NR % 300 == 0'
+        "$@" 2>&1 | tr '\r' '\n' | tee -a "$OUT/train.log" | awk '!/(it\/s|s\/it)[^]]*\] *$/ || NR % 300 == 0'
     }
     # torch.compile first; should it fail on this machine's torch, train uncompiled for what is left
     began=$SECONDS
-    train --time-limit "$seconds" --compile "$@" || train --time-limit $((seconds - (SECONDS - began))) "$@"
+    if ! train --time-limit "$seconds" --compile "$@"; then
+      left=$((seconds - (SECONDS - began)))
+      [ $left -ge 30 ] || { echo "compiled training failed with $left s left: not retrying"; exit 1; }
+      train --time-limit $left "$@"
+    fi
     python3 -m spgd export "$RUN" "$WEIGHTS" | tee -a "$OUT/train.log"
     cp "$WEIGHTS" "$OUT/"
     [ ! -f "$RUN/loss.csv" ] || cp "$RUN/loss.csv" "$OUT/"
-    last_grid=$(ls "$RUN"/samples/step_*.png 2>/dev/null | tail -1)
+    last_grid=$(ls "$RUN"/samples/step_*.png 2>/dev/null | tail -1) || true
     [ -z "$last_grid" ] || cp "$last_grid" "$OUT/"
     ;;
   evaluate)
-    trap pack_results EXIT
     export SPGD_CACHE=.data/gpu_eval/cache
     for name in utkface64_val utkface64_tune ffhq64; do unpack gpu_eval $name; done
     environment | tee "$OUT/evaluate.log"
     if [ -n "${QUICK:-}" ]; then  # the pipeline in seconds, for checking it on the CPU
-      n=8; limit=(--limit 2); sets=(steps=2 inner_steps=1); lrs=(1 2.5)
+      n=8; limit=(--limit 2); tune=(--limit 2); sets=(steps=2 inner_steps=1); lrs=(1 2.5)
     else
-      n=1000; limit=(); sets=(); lrs=(0.5 1 1.5 2.5 4)
+      n=1000; limit=(); tune=(--limit 50); sets=(); lrs=(0.5 1 2.5 4)
     fi
-    # unconditional samples for FID (computed on the CPU afterwards: spgd fid)
+    # unconditional samples for FID (computed on the CPU afterwards: spgd fid samples/images VAL)
     if [ ! -f "$RUN/samples.zip" ]; then
       bounded python3 -m spgd sample --model "$WEIGHTS" --n $n --batch-size 500 --steps 50 --device "$DEVICE" \
         --out "$RUN/samples" 2>>"$RUN/stderr.log" | tee -a "$OUT/evaluate.log"
-      (cd "$RUN" && python3 -m zipfile -c samples.zip samples)
+      (cd "$RUN" && python3 -m zipfile -c samples.zip samples/images samples/grid.png)
     fi
     cp "$RUN/samples/grid.png" "$OUT/samples_grid.png"
     cp "$RUN/samples.zip" "$OUT/"
     # the box-inpainting lr, chosen on training faces (the validation split stays for reporting)
     bounded python3 bench/quality.py --model "$WEIGHTS" --data .data/utkface64_tune --tasks inpainting_box \
-      --sweep-lr "${lrs[@]}" --precision bf16 --batch-size 100 --device "$DEVICE" "${limit[@]}" \
+      --sweep-lr "${lrs[@]}" --precision bf16 --batch-size 100 --device "$DEVICE" "${tune[@]}" \
       --set "${sets[@]}" --out "$RUN/sweep" 2>>"$RUN/stderr.log" | tail -4 | tee -a "$OUT/evaluate.log"
     box_lr=$(python3 -c "import json; print(json.load(open('$RUN/sweep/sweep.json'))['results']['utkface64_tune']['inpainting_box']['best_lr'])")
-    # SPGD against the classical baselines on the validation split and ffhq-demo
+    box_set=()
+    if [ "$box_lr" != None ]; then box_set=(lr="$box_lr"); else echo "every swept lr failed: the preset's lr stays"; fi
+    # SPGD against the classical baselines on the validation split and ffhq-demo (Richardson-Lucy, at
+    # 8 s per image, is left to the CPU afterwards: Wiener is the deconvolution baseline here)
     quality() {
       bounded python3 bench/quality.py --model "$WEIGHTS" --data .data/utkface64_val .data/ffhq64 --precision bf16 \
-        --batch-size 256 --workers 12 --device "$DEVICE" "${limit[@]}" "$@" 2>>"$RUN/stderr.log" | tail -12 | tee -a "$OUT/evaluate.log"
+        --batch-size 256 --workers 12 --baselines bicubic biharmonic wiener --device "$DEVICE" "${limit[@]}" "$@" \
+        2>>"$RUN/stderr.log" | tail -12 | tee -a "$OUT/evaluate.log"
     }
     quality --tasks super_resolution inpainting_random gaussian_blur --out "$RUN/quality" --set "${sets[@]}"
-    quality --tasks inpainting_box --out "$RUN/quality_box" --set "${sets[@]}" lr="$box_lr"
+    quality --tasks inpainting_box --out "$RUN/quality_box" --set "${sets[@]}" "${box_set[@]}"
     ;;
   compare)
-    trap pack_results EXIT
     export SPGD_CACHE=.data/gpu_eval/cache
     unpack gpu_eval utkface64_val
     environment | tee "$OUT/compare.log"
@@ -131,7 +151,8 @@ case "${1:-}" in
     else
       net=(--arch ffhq256); batches=(1 8 32); spgd_steps=()
     fi
-    # SPGD: the published way of computing against the fast path, same run (issue 5)
+    # SPGD: the published way of computing against the fast path, same run (issue 5); rows are
+    # printed (into speed.log) as each batch size finishes
     bounded python3 bench/speed.py "${net[@]}" --device "$DEVICE" --batch-sizes "${batches[@]}" --precision bf16 \
       --compile "${spgd_steps[@]}" --out "$OUT/speed.md" 2>>"$RUN/stderr.log" | tee -a "$OUT/speed.log" || true
     # every sampler's wall clock and peak memory at its published settings; DeqIR parallel vs sequential (issue 6)
