@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import Tensor
 
 import spgd
@@ -55,23 +54,12 @@ from spgd.bench import BenchJob, Item, list_items, load_clean, run_bench, simula
 from spgd.metrics import image_scores
 from spgd.operators import Operator, make_operator
 from spgd.priors.fast import PRECISIONS, FastDenoiser
-from spgd.tasks import load_task
+from spgd.tasks import load_task, parse_key_values
 
 TASKS = ("super_resolution", "inpainting_random", "gaussian_blur", "inpainting_box")
 SWEEP_TASK = "inpainting_box"
 SPGD, MEASUREMENT = "spgd", "measurement"
 BASELINES = "baselines"
-
-
-def parse_settings(items: Sequence[str]) -> dict[str, Any]:
-    """["lr=3.0", "steps=10"] -> {"lr": 3.0, "steps": 10} (values read as YAML)."""
-    settings = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key or not value:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-        settings[key.strip().replace("-", "_")] = yaml.safe_load(value)
-    return settings
 
 
 def data_names(folders: Sequence[Path]) -> dict[str, Path]:
@@ -284,7 +272,7 @@ def spgd_job(args: argparse.Namespace, prior: Any, data: Path, task: str, out: P
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the comparison (or the sweep) and write its reports; returns the report."""
-    overrides = parse_settings(args.set)
+    overrides = parse_key_values(args.set)
     if args.sweep_lr and "lr" in overrides:
         raise SystemExit("--set lr=... and --sweep-lr contradict each other; give the learning rates to --sweep-lr")
     if not isinstance(overrides.get("lr", 0.0), (int, float)):

@@ -52,7 +52,8 @@ def measure(prior: Any, task: dict, name: str, batch: int, device: torch.device,
 
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, device: torch.device) -> str:
     lines = [f"Device: {device_name(device)}; torch {torch.__version__}; prior: "
-             f"{args.model or args.arch + ' (random weights)'}, {args.precision}; task {args.task} (preset settings).",
+             f"{args.model or args.arch + ' (random weights)'}, {args.precision} autocast, channels_last, not compiled; "
+             f"task {args.task} (preset settings).",
              "", "| sampler | batch | full steps | timed steps | s / image | peak GB (batch) |", "|---|---|---|---|---|---|"]
     for r in rows:
         label = r["sampler"] + (f" ({r['solver']})" if "solver" in r else "")

@@ -63,7 +63,7 @@ def reference_path(prior: VPDenoiser, operator, y: torch.Tensor, x: torch.Tensor
 
 
 def timed(fn, device: torch.device) -> tuple[float, float]:
-    """(seconds, peak memory in GB or NaN on CPU) of fn()."""
+    """(seconds, peak GPU memory in GB of the whole call, weights included; NaN on the CPU) of fn()."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -114,12 +114,12 @@ def main() -> None:
         try:
             run_fast(1)  # warm-up (and compilation)
             t_fast, mem_fast = timed(lambda: run_fast(args.measure_steps), device)
-            row.update(fast_s_per_image=t_fast * scale / batch, fast_peak_gb_per_image=mem_fast / batch)
+            row.update(fast_s_per_image=t_fast * scale / batch, fast_peak_gb=mem_fast)
             if not args.skip_reference:
                 reference_path(reference, op, y, x_start, 1, args.inner_steps, 7.0)
                 t_ref, mem_ref = timed(lambda: reference_path(reference, op, y, x_start, args.measure_steps,
                                                               args.inner_steps, 7.0), device)
-                row.update(ref_s_per_image=t_ref * scale / batch, ref_peak_gb_per_image=mem_ref / batch,
+                row.update(ref_s_per_image=t_ref * scale / batch, ref_peak_gb=mem_ref,
                            speedup=t_ref / t_fast)
         except torch.cuda.OutOfMemoryError:  # the rows measured so far still count
             torch.cuda.empty_cache()
@@ -148,12 +148,12 @@ def _markdown(rows: list[dict], args: argparse.Namespace) -> str:
     head = (f"SPGD {args.steps} x {args.inner_steps} steps, {rows[0]['size']}x{rows[0]['size']}, "
             f"{rows[0]['device']}, torch {rows[0]['torch']}, fast path: {args.precision}, channels_last, "
             f"compile={args.compile}\n\n"
-            "| batch | reference s/img | fast s/img | speed-up | reference GB/img | fast GB/img |\n"
+            "| batch | reference s/img | fast s/img | speed-up | reference peak GB | fast peak GB |\n"
             "|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         cells = [_fmt(r.get("ref_s_per_image")), _fmt(r.get("fast_s_per_image")), _fmt(r.get("speedup"), "{:.2f}x"),
-                 _fmt(r.get("ref_peak_gb_per_image"), "{:.3f}"), _fmt(r.get("fast_peak_gb_per_image"), "{:.3f}")]
+                 _fmt(r.get("ref_peak_gb"), "{:.2f}"), _fmt(r.get("fast_peak_gb"), "{:.2f}")]
         lines.append(f"| {r['batch']} | " + " | ".join(cells) + " |" + (f" {r['error']}" if "error" in r else ""))
     return "\n".join(lines)
 

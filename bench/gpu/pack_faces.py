@@ -5,10 +5,11 @@ read ../shared. UTKFace at 64x64 is 260 MiB raw and 160 MiB as PNG, so the train
 as JPEG (quality 90, no chroma subsampling: 54 MiB in a stored zip, 39.7 dB PSNR against the 64x64
 originals, measured on 494 of the faces); the evaluation images travel losslessly as PNG:
 
-    .data/gpu_train/utkface64_train.zip  the first N - holdout UTKFace files by name, 64x64 JPEG
+    .data/gpu_train/utkface64_train.zip  the first N - holdout - tune UTKFace files by name, 64x64 JPEG
     .data/gpu_eval/utkface64_val.zip     the last `holdout` files by name (never trained on), 64x64 PNG
-    .data/gpu_eval/utkface64_tune.zip    the last 100 training files, 64x64 PNG: for choosing sampler
-                                         settings (the box-inpainting lr) without touching the validation split
+    .data/gpu_eval/utkface64_tune.zip    the `tune` (100) files before them, 64x64 PNG, not trained on
+                                         either: for choosing sampler settings (the box-inpainting lr)
+                                         on faces the prior has not seen, without touching the validation split
     .data/gpu_eval/ffhq64.zip            ffhq-demo resized to 64x64, PNG
     .data/gpu_eval/cache/                the AlexNet LPIPS weights, if `spgd weights fetch` cached them
                                          (the GPU machine cannot fetch; point SPGD_CACHE here)
@@ -71,7 +72,8 @@ def main() -> None:
     p.add_argument("--ffhq", type=Path, help="ffhq-demo folder (optional)")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--holdout", type=int, default=500, help="last N files by name: the validation split")
-    p.add_argument("--tune", type=int, default=100, help="last N training files: the tuning set")
+    p.add_argument("--tune", type=int, default=100, help="N files before the validation split, held out of "
+                                                          "training too: the tuning set")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality of the training split")
     p.add_argument("--out", type=Path, default=Path(".data"), help="parent of gpu_train/ and gpu_eval/")
     args = p.parse_args()
@@ -79,14 +81,15 @@ def main() -> None:
     faces = list_images([args.utkface])
     if len(faces) <= args.holdout:
         raise SystemExit(f"{args.utkface}: {len(faces)} images, cannot hold out {args.holdout}")
-    train, val = faces[: len(faces) - args.holdout], faces[len(faces) - args.holdout:]
-    if not 0 < args.tune <= len(train):
-        raise SystemExit(f"--tune must be between 1 and the {len(train)} training images, got {args.tune}")
+    if not 0 < args.tune < len(faces) - args.holdout:
+        raise SystemExit(f"--tune must be between 1 and {len(faces) - args.holdout - 1}, got {args.tune}")
+    split = len(faces) - args.holdout - args.tune
+    train, tune, val = faces[:split], faces[split: split + args.tune], faces[split + args.tune:]
     train_dir, eval_dir = args.out / "gpu_train", args.out / "gpu_eval"
     folders = {train_dir: [write_zip(train, train_dir / f"utkface{args.size}_train.zip", args.size, "JPEG",
                                      args.quality)],
                eval_dir: [write_zip(val, eval_dir / f"utkface{args.size}_val.zip", args.size, "PNG"),
-                          write_zip(train[-args.tune:], eval_dir / f"utkface{args.size}_tune.zip", args.size, "PNG")]}
+                          write_zip(tune, eval_dir / f"utkface{args.size}_tune.zip", args.size, "PNG")]}
     if args.ffhq:
         folders[eval_dir].append(write_zip(list_images([args.ffhq]), eval_dir / f"ffhq{args.size}.zip",
                                            args.size, "PNG"))
@@ -98,7 +101,7 @@ def main() -> None:
         print(f"no {lpips_weights}: run `spgd weights fetch` first to score LPIPS on the GPU machine")
     for folder, entries in folders.items():
         total = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-        manifest = {"size": args.size, "holdout": args.holdout, "jpeg_quality": args.quality,
+        manifest = {"size": args.size, "holdout": args.holdout, "tune": args.tune, "jpeg_quality": args.quality,
                     "first_val_file": val[0].name, "archives": entries, "folder_bytes": total}
         atomic_write_bytes(folder / "manifest.json", json.dumps(manifest, indent=2).encode())
         for e in entries:

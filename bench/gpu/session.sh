@@ -23,6 +23,7 @@ OUT=${OUT:-outputs/gpu}
 RUN=${RUN:-runs/faces64}
 DEVICE=${DEVICE:-cuda}
 DEADLINE=${DEADLINE:-560}
+DEADLINE=${DEADLINE%.*}  # whole seconds
 mkdir -p "$OUT" "$RUN"
 OUT=$(cd "$OUT" && pwd)
 # the weights: this machine's latest export, else the copy carried in .data/gpu_weights/
@@ -45,9 +46,14 @@ with zipfile.ZipFile(sys.argv[2], "w", zipfile.ZIP_DEFLATED) as archive:
 EOF
 }
 
-on_exit() {  # progress bars and tracebacks go to $RUN/stderr.log; its end comes back with the tables
-  [ ! -f "$RUN/stderr.log" ] || tail -c 6000 "$RUN/stderr.log" > "$OUT/stderr_tail.txt"
-  case "$STAGE" in evaluate|compare) pack_results ;; esac
+# progress bars and tracebacks go to $RUN/stderr.log; the end of this call's part comes back
+LOG_START=$(stat -c %s "$RUN/stderr.log" 2>/dev/null || echo 0)
+on_exit() {
+  [ ! -f "$RUN/stderr.log" ] || tail -c +$((LOG_START + 1)) "$RUN/stderr.log" | tail -c 6000 > "$OUT/stderr_tail.txt"
+  case "$STAGE" in
+    evaluate|compare) pack_results ;;
+    speed) cp "$RUN"/speed.md "$RUN"/sampler_speed.md "$OUT/" 2>/dev/null || true ;;
+  esac
 }
 trap on_exit EXIT
 
@@ -55,9 +61,19 @@ trap on_exit EXIT
 # steps stop (SIGINT) at DEADLINE seconds after the start instead; finished images stay in $RUN and
 # running the stage again resumes.
 bounded() {
-  local left=$((DEADLINE - SECONDS))
+  local left=$((DEADLINE - SECONDS)) rc=0
   if [ $left -le 10 ]; then echo "out of time before: $1 $2 ...; run the stage again (it resumes)"; return 1; fi
-  timeout --signal=INT --kill-after=20 $left "$@" || { echo "stopped or failed: $1 $2 ... (run the stage again: it resumes)"; return 1; }
+  timeout --signal=INT --kill-after=20 $left "$@" || rc=$?
+  case $rc in
+    0) ;;
+    124|137) echo "stopped at DEADLINE: $1 $2 ...; run the stage again (it resumes)"; return 1 ;;
+    *) echo "failed (exit $rc): $1 $2 ...; see stderr_tail.txt (running again will not help)"; return 1 ;;
+  esac
+}
+
+need_weights() {
+  [ -f "$WEIGHTS" ] || { echo "no weights: carry .data/gpu_weights (faces64.safetensors from the train call)"; exit 4; }
+  sha256sum "$WEIGHTS" | cut -c1-16 | sed "s|^|weights $WEIGHTS sha256 |"
 }
 
 environment() {
@@ -69,7 +85,7 @@ case "$STAGE" in
   train)
     seconds=${2:?train needs SECONDS}
     shift 2
-    if [ -n "${CONTINUE:-}" ] && ! ls "$RUN"/checkpoints/ckpt_*.pt >/dev/null 2>&1; then
+    if [ "${CONTINUE:-0}" = 1 ] && ! ls "$RUN"/checkpoints/ckpt_*.pt >/dev/null 2>&1; then
       echo "no checkpoint in $RUN: the machine was given back since the last call; not starting afresh" >&2
       exit 3
     fi
@@ -88,6 +104,8 @@ case "$STAGE" in
       train --time-limit $left "$@"
     fi
     python3 -m spgd export "$RUN" "$WEIGHTS" | tee -a "$OUT/train.log"
+    # results of earlier weights must not be resumed into those of these
+    rm -rf "$RUN"/samples "$RUN"/samples.zip "$RUN"/sweep "$RUN"/quality "$RUN"/quality_box "$RUN"/compare_*.md
     cp "$WEIGHTS" "$OUT/"
     [ ! -f "$RUN/loss.csv" ] || cp "$RUN/loss.csv" "$OUT/"
     last_grid=$(ls "$RUN"/samples/step_*.png 2>/dev/null | tail -1) || true
@@ -97,6 +115,7 @@ case "$STAGE" in
     export SPGD_CACHE=.data/gpu_eval/cache
     for name in utkface64_val utkface64_tune ffhq64; do unpack gpu_eval $name; done
     environment | tee "$OUT/evaluate.log"
+    need_weights | tee -a "$OUT/evaluate.log"
     if [ -n "${QUICK:-}" ]; then  # the pipeline in seconds, for checking it on the CPU
       n=8; limit=(--limit 2); tune=(--limit 2); sets=(steps=2 inner_steps=1); lrs=(1 2.5)
     else
@@ -116,13 +135,14 @@ case "$STAGE" in
       --set "${sets[@]}" --out "$RUN/sweep" 2>>"$RUN/stderr.log" | tail -4 | tee -a "$OUT/evaluate.log"
     box_lr=$(python3 -c "import json; print(json.load(open('$RUN/sweep/sweep.json'))['results']['utkface64_tune']['inpainting_box']['best_lr'])")
     box_set=()
-    if [ "$box_lr" != None ]; then box_set=(lr="$box_lr"); else echo "every swept lr failed: the preset's lr stays"; fi
+    if [ "$box_lr" != None ]; then box_set=(lr="$box_lr"); else echo "every swept lr failed: the preset's lr stays" | tee -a "$OUT/evaluate.log"; fi
     # SPGD against the classical baselines on the validation split and ffhq-demo (Richardson-Lucy, at
     # 8 s per image, is left to the CPU afterwards: Wiener is the deconvolution baseline here)
     quality() {
       bounded python3 bench/quality.py --model "$WEIGHTS" --data .data/utkface64_val .data/ffhq64 --precision bf16 \
         --batch-size 256 --workers 12 --baselines bicubic biharmonic wiener --device "$DEVICE" "${limit[@]}" "$@" \
         2>>"$RUN/stderr.log" | tail -12 | tee -a "$OUT/evaluate.log"
+      pack_results  # also now: should the tool kill the call, the tables so far are under $OUT
     }
     quality --tasks super_resolution inpainting_random gaussian_blur --out "$RUN/quality" --set "${sets[@]}"
     quality --tasks inpainting_box --out "$RUN/quality_box" --set "${sets[@]}" "${box_set[@]}"
@@ -131,6 +151,7 @@ case "$STAGE" in
     export SPGD_CACHE=.data/gpu_eval/cache
     unpack gpu_eval utkface64_val
     environment | tee "$OUT/compare.log"
+    need_weights | tee -a "$OUT/compare.log"
     if [ -n "${QUICK:-}" ]; then
       few=(--limit 2 --set spgd.steps=2 spgd.inner_steps=1 dps.steps=4 daps.steps=2 daps.ode_steps=1
            daps.langevin_steps=2 reddiff.steps=4 deqir.steps=4)
@@ -142,6 +163,7 @@ case "$STAGE" in
       [ ! -f "$RUN/compare_$task.md" ] || continue  # done by an earlier call
       bounded python3 bench/compare_samplers.py --model "$WEIGHTS" --data .data/utkface64_val --size 64 --batch-size 50 \
         --precision bf16 --task "$task" --device "$DEVICE" --out "$RUN/compare_$task.md" "${few[@]}" 2>>"$RUN/stderr.log" | tail -12
+      pack_results
     done | tee -a "$OUT/compare.log"
     ;;
   speed)
@@ -151,13 +173,18 @@ case "$STAGE" in
     else
       net=(--arch ffhq256); batches=(1 8 32); spgd_steps=()
     fi
-    # SPGD: the published way of computing against the fast path, same run (issue 5); rows are
-    # printed (into speed.log) as each batch size finishes
-    bounded python3 bench/speed.py "${net[@]}" --device "$DEVICE" --batch-sizes "${batches[@]}" --precision bf16 \
-      --compile "${spgd_steps[@]}" --out "$OUT/speed.md" 2>>"$RUN/stderr.log" | tee -a "$OUT/speed.log" || true
+    # SPGD: the published way of computing against the fast path, same run (issue 5); compiled, or
+    # uncompiled should compilation fail; each table is kept in $RUN, so a later call skips it
+    if [ ! -f "$RUN/speed.md" ]; then
+      speed() {
+        bounded python3 bench/speed.py "${net[@]}" --device "$DEVICE" --batch-sizes "${batches[@]}" --precision bf16 \
+          "${spgd_steps[@]}" --out "$RUN/speed.md" "$@" 2>>"$RUN/stderr.log" | tee -a "$OUT/speed.log"
+      }
+      speed --compile || speed || true
+    fi
     # every sampler's wall clock and peak memory at its published settings; DeqIR parallel vs sequential (issue 6)
-    bounded python3 bench/sampler_speed.py "${net[@]}" --device "$DEVICE" --batch-sizes "${batches[@]:0:2}" \
-      --out "$OUT/sampler_speed.md" 2>>"$RUN/stderr.log" | tee -a "$OUT/speed.log"
+    [ -f "$RUN/sampler_speed.md" ] || bounded python3 bench/sampler_speed.py "${net[@]}" --device "$DEVICE" \
+      --batch-sizes "${batches[@]:0:2}" --out "$RUN/sampler_speed.md" 2>>"$RUN/stderr.log" | tee -a "$OUT/speed.log"
     ;;
   *)
     echo "usage: bash bench/gpu/session.sh train SECONDS [ARGS] | evaluate | compare | speed" >&2
