@@ -11,6 +11,7 @@ wall-clock of DeqIR's parallel (Anderson) solve against the same chain walked se
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -88,6 +89,36 @@ def lpips_or_none(x: Tensor, clean: Tensor) -> float | None:
         return None
 
 
+def compare_one(clean: Tensor, task: dict, prior: Any, name: str, seeds: list[int], params: dict,
+                batch_size: int) -> dict[str, Any]:
+    """One sampler's table row (and DeqIR's wall clock and NFE per solver, both solvers run)."""
+    x, seconds, nfe = timed_restore(clean, task, prior, name, seeds, params, batch_size, warmup=WARMUP.get(name, {}))
+    score = lpips_or_none(x, clean)
+    result: dict[str, Any] = {
+        "row": f"| {name} | {float(psnr(x, clean).mean()):.2f} | {float(ssim(x, clean).mean()):.3f} | "
+               f"{'n/a' if score is None else f'{score:.3f}'} | {nfe:.0f} | {seconds:.1f} |"}
+    if name == "deqir":
+        solver = params.get("solver", "anderson")
+        other = "sequential" if solver == "anderson" else "anderson"
+        _, other_seconds, other_nfe = timed_restore(clean, task, prior, name, seeds, {**params, "solver": other},
+                                                    batch_size)
+        result["deqir"] = {solver: [seconds, nfe], other: [other_seconds, other_nfe]}
+    return result
+
+
+def part_path(out: Path, name: str) -> Path:
+    """Where one sampler's finished result is kept, beside the report, so a stopped run resumes."""
+    return out.with_name(out.stem + "_parts") / f"{name}.json"
+
+
+def cached_result(out: Path | None, name: str, key: dict[str, Any]) -> dict[str, Any] | None:
+    """A sampler's kept result if it was computed with exactly these settings, else None."""
+    if out is None or not part_path(out, name).is_file():
+        return None
+    kept = json.loads(part_path(out, name).read_text())
+    return kept if kept.get("key") == json.loads(json.dumps(key)) else None
+
+
 def run(args: argparse.Namespace) -> str:
     device = torch.device(args.device)
     prior = spgd.load_prior(args.model, device=device)
@@ -102,17 +133,16 @@ def run(args: argparse.Namespace) -> str:
     for name in args.samplers.split(","):
         params = {**sampler_settings(task, name), **overrides.get(name, {})}
         settings.append(f"- {name}: {params}")
-        x, seconds, nfe = timed_restore(clean, task, prior, name, seeds, params, args.batch_size,
-                                        warmup=WARMUP.get(name, {}))
-        score = lpips_or_none(x, clean)
-        rows.append(f"| {name} | {float(psnr(x, clean).mean()):.2f} | {float(ssim(x, clean).mean()):.3f} | "
-                    f"{'n/a' if score is None else f'{score:.3f}'} | {nfe:.0f} | {seconds:.1f} |")
-        if name == "deqir":
-            deqir_times[params.get("solver", "anderson")] = (seconds, nfe)
-            other = "sequential" if params.get("solver", "anderson") == "anderson" else "anderson"
-            _, seconds, nfe = timed_restore(clean, task, prior, name, seeds, {**params, "solver": other},
-                                            args.batch_size)
-            deqir_times[other] = (seconds, nfe)
+        key = {"model": str(args.model), "precision": args.precision, "data": str(args.data), "size": args.size,
+               "images": len(paths), "task": args.task, "seed": args.seed, "batch_size": args.batch_size,
+               "device": str(device), "params": params}
+        result = cached_result(args.out, name, key)
+        if result is None:
+            result = compare_one(clean, task, prior, name, seeds, params, args.batch_size)
+            if args.out is not None:
+                io.save_json({"key": key, **result}, part_path(args.out, name))
+        rows.append(result["row"])
+        deqir_times.update({solver: tuple(value) for solver, value in result.get("deqir", {}).items()})
     lines = [
         f"# Sampler comparison: {args.task}, {len(paths)} image(s) of {args.data} at {args.size}x{args.size}",
         "",

@@ -14,6 +14,8 @@ originals, measured on 494 of the faces); the evaluation images travel losslessl
     .data/gpu_eval/cache/                the AlexNet LPIPS weights, if `spgd weights fetch` cached them
                                          (the GPU machine cannot fetch; point SPGD_CACHE here)
     .data/gpu_*/manifest.json            counts, sizes, sha256 of each archive and the settings
+    .data/utkface64_train_fid/           every 22nd training file (1,005 faces, all ages), 64x64 PNG:
+                                         the reference of a second FID, here on the CPU (not carried)
 
 Every image is centre-cropped and resized (Lanczos) exactly as `spgd train` and `spgd bench --resize`
 do, so a 64x64 file passes through them unchanged. `.data/` is ignored by git. The two folders are
@@ -93,6 +95,10 @@ def main() -> None:
     if args.ffhq:
         folders[eval_dir].append(write_zip(list_images([args.ffhq]), eval_dir / f"ffhq{args.size}.zip",
                                            args.size, "PNG"))
+    fid_dir = args.out / f"utkface{args.size}_train_fid"
+    fid_dir.mkdir(parents=True, exist_ok=True)
+    for path in train[::22]:
+        atomic_write_bytes(fid_dir / (Path(path.name).stem + ".png"), encode(path, args.size, "PNG", 0))
     lpips_weights = cache_dir() / "lpips_alex.safetensors"
     if lpips_weights.is_file():
         (eval_dir / "cache").mkdir(exist_ok=True)

@@ -105,7 +105,7 @@ case "$STAGE" in
     fi
     python3 -m spgd export "$RUN" "$WEIGHTS" | tee -a "$OUT/train.log"
     # results of earlier weights must not be resumed into those of these
-    rm -rf "$RUN"/samples "$RUN"/samples.zip "$RUN"/sweep "$RUN"/quality "$RUN"/quality_box "$RUN"/compare_*.md
+    rm -rf "$RUN"/samples "$RUN"/samples.zip "$RUN"/sweep "$RUN"/quality "$RUN"/quality_box "$RUN"/compare_*
     cp "$WEIGHTS" "$OUT/"
     [ ! -f "$RUN/loss.csv" ] || cp "$RUN/loss.csv" "$OUT/"
     last_grid=$(ls "$RUN"/samples/step_*.png 2>/dev/null | tail -1) || true
