@@ -93,7 +93,7 @@ case "$STAGE" in
     unpack gpu_train utkface64_train
     train() {  # progress-bar redraws go to the log; the reply's tail gets every 300th and all other lines
       python3 -m spgd train --data .data/utkface64_train --out "$RUN" --size 64 --batch-size 256 --lr 2e-4 \
-        --warmup 500 --steps 200000 --grid-every 2000 --ckpt-every 2000 --workers 16 --resume --device "$DEVICE" \
+        --warmup 500 --steps 200000 --grid-every 2000 --ckpt-every 2000 --workers 0 --resume --device "$DEVICE" \
         "$@" 2>&1 | tr '\r' '\n' | tee -a "$OUT/train.log" | awk '!/(it\/s|s\/it)[^]]*\] *$/ || NR % 300 == 0'
     }
     # torch.compile first; should it fail on this machine's torch, train uncompiled for what is left
