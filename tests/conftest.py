@@ -1,7 +1,10 @@
 """Shared fixtures: the reference data in ../shared (tests skip with the reason when it is absent)."""
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -9,6 +12,7 @@ import torch
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REFERENCE = SHARED / "reference"
 DATASETS = SHARED / "datasets"
+BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 def need(path: Path) -> Path:
@@ -46,3 +50,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def bench_script(name: str) -> ModuleType:
+    """A script of bench/ imported as a module (bench/ goes on sys.path: scripts import their neighbours)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,22 +1,17 @@
 """bench/compare_samplers.py: one table for all samplers on the same images and seeds, resumable per sampler."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "compare_samplers.py"
+from .conftest import bench_script
+
 FEW = ["--set", "spgd.steps=2", "spgd.inner_steps=1", "dps.steps=4"]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def compare():
-    spec = importlib.util.spec_from_file_location("compare_samplers_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_script("compare_samplers")
 
 
 def test_table_rows_are_kept_per_sampler_and_reused_only_for_the_same_settings(compare, tiny_prior_path, ffhq_demo,

@@ -1,9 +1,7 @@
 """The fast path computes the same restoration: agreement with the plain fp32 path on a trained prior."""
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import torch
 
@@ -12,6 +10,7 @@ from spgd.priors.fast import FastDenoiser
 from spgd.samplers.spgd import spgd as spgd_sampler
 from spgd.tasks import load_task
 
+from .conftest import bench_script
 from .test_spgd import golden_operator
 
 
@@ -41,10 +40,7 @@ def test_fp32_fast_path_equals_plain_denoiser(golden, tiny_prior_path):
 
 def test_speed_bench_reference_path_is_the_published_computation(golden, tiny_prior):
     """bench/speed.py's reference path (backward through trainable weights) gives spgd's reference mode."""
-    path = Path(__file__).resolve().parents[1] / "bench" / "speed.py"
-    spec = importlib.util.spec_from_file_location("speed_bench", path)
-    speed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(speed)
+    speed = bench_script("speed")
     op = spgd.make_operator("super_resolution", scale=4, noise_sigma=0.0)
     y = torch.rand(1, 3, 16, 16) * 2 - 1
     x_start = 100 * torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -57,11 +53,7 @@ def test_speed_bench_reference_path_is_the_published_computation(golden, tiny_pr
 
 def test_sampler_speed_bench_scales_a_few_timed_steps_to_the_preset(tiny_prior, monkeypatch):
     """bench/sampler_speed.py times a few steps of a sampler with its preset settings and scales them."""
-    bench = Path(__file__).resolve().parents[1] / "bench"
-    monkeypatch.syspath_prepend(str(bench))  # the script imports its neighbour speed.py
-    spec = importlib.util.spec_from_file_location("sampler_speed_bench", bench / "sampler_speed.py")
-    sampler_speed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sampler_speed)
+    sampler_speed = bench_script("sampler_speed")
     task = load_task("super_resolution")
     row = sampler_speed.measure(tiny_prior, task, "dps", 2, torch.device("cpu"), steps_timed=2)
     assert (row["steps"], row["steps_timed"], row["batch"]) == (1000, 2, 2)

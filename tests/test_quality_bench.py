@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -17,19 +16,17 @@ from spgd.bench import BenchJob
 from spgd.metrics import image_scores
 from spgd.tasks import load_task
 
+from .conftest import bench_script
+
 pytest.importorskip("skimage")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "quality.py"
 FAST = ["--set", "steps=2", "inner_steps=1", "sigma_max=5.0"]
 
 
 @pytest.fixture(scope="module")
 def quality():
-    spec = importlib.util.spec_from_file_location("quality_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_script("quality")
 
 
 def scores(psnr: float) -> dict[str, float]:
