@@ -11,7 +11,6 @@ wall-clock of DeqIR's parallel (Anderson) solve against the same chain walked se
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -113,10 +112,7 @@ def part_path(out: Path, name: str) -> Path:
 
 def cached_result(out: Path | None, name: str, key: dict[str, Any]) -> dict[str, Any] | None:
     """A sampler's kept result if it was computed with exactly these settings, else None."""
-    if out is None or not part_path(out, name).is_file():
-        return None
-    kept = json.loads(part_path(out, name).read_text())
-    return kept if kept.get("key") == json.loads(json.dumps(key)) else None
+    return None if out is None else io.load_keyed_json(part_path(out, name), key)
 
 
 def run(args: argparse.Namespace) -> str:

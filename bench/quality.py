@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
@@ -86,20 +85,16 @@ def baseline_plan(job: BenchJob, methods: Sequence[str]) -> dict[str, dict[str, 
 
 
 def baseline_key(job: BenchJob, item: Item, plan: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """Everything that determines the baseline scores of `item` (as read back from JSON): a cached file is
-    used only if it records this key, so a run folder can never serve scores of other settings."""
-    key = {"image": item.path.name, "seed": job.seed + item.index, "size": job.prior.image_size,
-           "resize": job.resize, "task": job.task_name, "operator": job.task["operator"], "methods": plan}
-    return json.loads(json.dumps(key))
+    """Everything that determines the baseline scores of `item`: a cached file is used only if it records
+    this key (`spgd.io.load_keyed_json`), so a run folder can never serve scores of other settings."""
+    return {"image": item.path.name, "seed": job.seed + item.index, "size": job.prior.image_size,
+            "resize": job.resize, "task": job.task_name, "operator": job.task["operator"], "methods": plan}
 
 
 def cached_scores(path: Path, key: dict[str, Any]) -> dict[str, dict[str, float]] | None:
     """The scores cached in `path` if it was written for `key`, else None (missing, unreadable or stale)."""
-    try:
-        cached = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return cached["scores"] if cached.get("key") == key else None
+    cached = io.load_keyed_json(path, key)
+    return cached["scores"] if cached is not None else None
 
 
 def score_baselines(y: Tensor, operator: Operator, clean: Tensor, methods: Sequence[str]

@@ -107,6 +107,18 @@ def save_json(obj: Any, path: str | Path) -> None:
     atomic_write_bytes(path, (text + "\n").encode())
 
 
+def load_keyed_json(path: str | Path, key: Any) -> dict[str, Any] | None:
+    """The JSON object in `path` if its "key" equals `key` (compared as saved by `save_json`), else None
+    (missing, unreadable or written for another key): a cached result serves only the settings it was
+    computed with, and a stale one is recomputed, never used."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    wanted = json.loads(json.dumps(_jsonable(key), allow_nan=False))
+    return data if isinstance(data, dict) and data.get("key") == wanted else None
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
