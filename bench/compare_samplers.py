@@ -22,7 +22,7 @@ import spgd
 from spgd import io
 from spgd.metrics import lpips, psnr, ssim
 from spgd.priors.fast import PRECISIONS, FastDenoiser
-from spgd.tasks import load_task, parse_key_values, sampler_settings
+from spgd.tasks import load_task, parse_key_values, resolve_settings
 from spgd.weights import MissingWeightsError
 
 
@@ -38,9 +38,8 @@ class CountingPrior:
     def __init__(self, prior: Any) -> None:
         self.prior, self.images = prior, 0
 
-    @property
-    def image_size(self) -> int:
-        return self.prior.image_size
+    def __getattr__(self, name: str) -> Any:  # the prior's ladder, noise range and sizes
+        return getattr(self.prior, name)
 
     def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         self.images += x.shape[0]
@@ -127,7 +126,7 @@ def run(args: argparse.Namespace) -> str:
     overrides = parse_overrides(args.set)
     rows, settings, deqir_times = [], [], {}
     for name in args.samplers.split(","):
-        params = {**sampler_settings(task, name), **overrides.get(name, {})}
+        params = resolve_settings(name, task, overrides.get(name, {}))
         settings.append(f"- {name}: {params}")
         key = {"model": str(args.model), "precision": args.precision, "data": str(args.data), "size": args.size,
                "images": len(paths), "task": args.task, "seed": args.seed, "batch_size": args.batch_size,
@@ -159,7 +158,7 @@ def run(args: argparse.Namespace) -> str:
         (par, par_nfe), (seq, seq_nfe) = deqir_times["anderson"], deqir_times["sequential"]
         lines += [f"DeqIR, same chain: parallel (Anderson) {par:.1f} s for {par_nfe:.0f} NFE per image, sequential "
                   f"{seq:.1f} s for {seq_nfe:.0f} NFE; parallel / sequential wall-clock = {par / seq:.2f}.", ""]
-    lines += ["Sampler settings (task preset, then --set overrides):", *settings, ""]
+    lines += ["Sampler settings (resolved: defaults, task preset, --set overrides):", *settings, ""]
     return "\n".join(lines)
 
 

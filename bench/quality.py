@@ -49,11 +49,12 @@ from spgd.baselines import (
     richardson_lucy_iterations,
     wiener_balance,
 )
-from spgd.bench import BenchJob, Item, list_items, load_clean, run_bench, simulate_items
+from spgd.bench import BenchJob, Item, clean_image, item_seeds, list_items, run_bench
 from spgd.metrics import image_scores
 from spgd.operators import Operator, make_operator
 from spgd.priors.fast import PRECISIONS, FastDenoiser
-from spgd.tasks import load_task, parse_key_values
+from spgd.run import RunSpec
+from spgd.tasks import load_task, parse_key_values, resolve_settings
 
 TASKS = ("super_resolution", "inpainting_random", "gaussian_blur", "inpainting_box")
 SWEEP_TASK = "inpainting_box"
@@ -78,7 +79,7 @@ def data_names(folders: Sequence[Path]) -> dict[str, Path]:
 def baseline_plan(job: BenchJob, methods: Sequence[str]) -> dict[str, dict[str, float]]:
     """{method: its noise-dependent settings} of the chosen `methods` that apply to the job's task, in
     `spgd.baselines.METHODS` order (empty when none applies)."""
-    operator = make_operator(**job.task["operator"])
+    operator = make_operator(**job.spec.operator)
     settings = {"wiener": {"balance": wiener_balance(operator.noise_sigma)},
                 "richardson_lucy": {"num_iter": richardson_lucy_iterations(operator.noise_sigma)}}
     return {method: settings.get(method, {}) for method in baseline_methods(operator) if method in methods}
@@ -87,8 +88,8 @@ def baseline_plan(job: BenchJob, methods: Sequence[str]) -> dict[str, dict[str, 
 def baseline_key(job: BenchJob, item: Item, plan: dict[str, dict[str, float]]) -> dict[str, Any]:
     """Everything that determines the baseline scores of `item`: a cached file is used only if it records
     this key (`spgd.io.load_keyed_json`), so a run folder can never serve scores of other settings."""
-    return {"image": item.path.name, "seed": job.seed + item.index, "size": job.prior.image_size,
-            "resize": job.resize, "task": job.task_name, "operator": job.task["operator"], "methods": plan}
+    return {"image": item.path.name, "seed": job.seed + item.index, "size": job.spec.prior.image_size,
+            "resize": job.resize, "task": job.task_name, "operator": job.spec.operator, "methods": plan}
 
 
 def cached_scores(path: Path, key: dict[str, Any]) -> dict[str, dict[str, float]] | None:
@@ -126,10 +127,11 @@ def start_baselines(job: BenchJob, methods: Sequence[str], pool: Executor) -> li
         if cached_scores(path, key) is not None:
             continue
         try:
-            clean = load_clean(job, item)
+            clean = clean_image(job, item)
         except io.ImageError:
             continue
-        operator, y, _ = simulate_items(job, [item], clean[None])
+        operator = job.spec.make_operator()
+        y = spgd.simulate(clean[None].to(job.spec.device), operator, item_seeds(job, [item]))
         futures.append(pool.submit(save_baselines, path, key, y.cpu(), operator.cpu(), clean))
     return futures
 
@@ -259,10 +261,12 @@ def _stats(metrics: dict[str, Any], key: str) -> dict[str, float] | None:
 def spgd_job(args: argparse.Namespace, prior: Any, data: Path, task: str, out: Path,
              params: dict[str, Any]) -> BenchJob:
     """The `spgd bench` run of SPGD with `params` over the task preset's settings, into `out`."""
-    return BenchJob(data=data, out=out, prior=prior, task=load_task(task), task_name=task,
-                    model_name=f"{args.model} ({args.precision})",
-                    sampler="spgd", sampler_params=params, seed=args.seed, batch_size=args.batch_size,
-                    limit=args.limit, resize=args.resize, device=args.device)
+    preset = load_task(task)
+    spec = RunSpec(prior=prior, operator=preset["operator"], sampler="spgd",
+                   settings=resolve_settings("spgd", preset, params), device=args.device,
+                   model_name=f"{args.model} ({args.precision})")
+    return BenchJob(data=data, out=out, spec=spec, task_name=task, seed=args.seed, batch_size=args.batch_size,
+                    limit=args.limit, resize=args.resize)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -328,7 +332,7 @@ def compare_all(jobs: dict[tuple[str, str], BenchJob], methods: Sequence[str], w
         pool.shutdown(cancel_futures=True)
     results: dict[str, dict[str, Any]] = {name: {} for name, _ in jobs}
     for (name, task), job in jobs.items():
-        results[name][task] = {"spgd_params": metrics[name, task]["settings"]["sampler_params"],
+        results[name][task] = {"spgd_params": metrics[name, task]["settings"]["sampler_settings"],
                                "baselines": baseline_plan(job, methods),
                                **compare(metrics[name, task]["images"], read_baselines(job, methods))}
     return results

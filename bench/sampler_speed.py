@@ -24,7 +24,7 @@ import torch
 
 import spgd
 from spgd.priors.fast import PRECISIONS, FastDenoiser
-from spgd.tasks import load_task, sampler_settings
+from spgd.tasks import load_task, preset_settings, resolve_settings
 from speed import device_name, random_prior, timed
 
 SAMPLERS = ("spgd", "dps", "daps", "reddiff", "deqir")
@@ -37,12 +37,12 @@ def measure(prior: Any, task: dict, name: str, batch: int, device: torch.device,
     size = prior.image_size
     op = spgd.make_operator(**task["operator"]).to(device)
     y = spgd.simulate(torch.rand(batch, 3, size, size, device=device), op, seed=list(range(batch)))
-    params = sampler_settings(task, name)
+    params = resolve_settings(name, task)
     full = params["steps"]
     timed_params = {**params, "steps": steps_timed or full}
 
     def run(settings: dict[str, Any]) -> None:
-        spgd.restore(y, op, prior, sampler=name, seed=list(range(batch)), progress=False, check_every=50, **settings)
+        spgd.restore(y, op, prior, sampler=name, seed=list(range(batch)), progress=False, **{**settings, "check_every": 50})
 
     run({**timed_params, "steps": min(2, timed_params["steps"])} if name != "deqir" else {**params, "steps": 10})
     seconds, peak_gb = timed(lambda: run(timed_params), device)
@@ -87,7 +87,7 @@ def main() -> None:
     for batch in args.batch_sizes:
         for name, solver in runs:
             label = {"solver": solver} if solver else {}
-            run_task = {**task, name: {**sampler_settings(task, name), **label}}
+            run_task = {**task, name: {**preset_settings(task, name), **label}}
             try:
                 rows.append({**measure(prior, run_task, name, batch, device, STEPS_TIMED.get(name)), **label})
             except torch.cuda.OutOfMemoryError:

@@ -24,7 +24,7 @@ import torch
 import spgd
 from spgd.priors import VPDenoiser, build_network
 from spgd.priors.fast import FastDenoiser
-from spgd.samplers.schedule import lr_schedule, sigma_schedule, step_sizes
+from spgd.schedule import lr_schedule, sigma_schedule, step_sizes
 from spgd.samplers.spgd import spgd as spgd_sampler
 
 

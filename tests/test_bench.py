@@ -18,7 +18,8 @@ from PIL import Image
 
 from spgd.bench import BenchJob, run_bench
 from spgd.cli import main
-from spgd.tasks import load_task
+from spgd.run import RunSpec
+from spgd.tasks import load_task, resolve_settings
 
 FAST = ["--steps", "2", "--inner-steps", "1", "--set", "sigma_max=5.0"]
 
@@ -131,7 +132,7 @@ def test_bad_images_are_skipped_with_reasons(tmp_path, tiny_prior_path, capsys):
     skipped = result["skipped"]
     assert set(skipped) == {"b.png", "c.png", "d.png", "e.png"}
     assert "not a readable image" in skipped["b.png"] and "not a readable image" in skipped["c.png"]
-    assert "image is 80x80, the model needs 64x64" in skipped["d.png"]
+    assert "image is 80x80 (WxH), the model needs 64x64" in skipped["d.png"]
     assert "same name as e.jpg" in skipped["e.png"]
     assert result["counts"] == {"images": 6, "restored": 2, "failed": 0, "skipped": 4}
     assert "warning: skipped b.png" in err and "warning: skipped d.png" in err
@@ -143,7 +144,9 @@ class DivergingPrior:
 
     def __init__(self, prior, image: int, after: int) -> None:
         self.prior, self.image, self.after, self.calls = prior, image, after, 0
-        self.image_size = prior.image_size
+
+    def __getattr__(self, name):  # the tiny prior's sizes, ladder and noise range
+        return getattr(self.prior, name)
 
     def denoise(self, x, sigma):
         out = self.prior.denoise(x, sigma)
@@ -159,9 +162,10 @@ def test_diverging_image_is_recorded_as_failed_and_the_others_go_on(tmp_path, ti
     data.mkdir()
     for i in range(2):
         write_image(data / f"img{i}.png", seed=i)
-    job = BenchJob(data=data, out=tmp_path / "run", prior=DivergingPrior(tiny_prior, image=1, after=1),
-                   task=load_task("hdr"), task_name="hdr", batch_size=2,
-                   sampler_params={"steps": 3, "inner_steps": 1, "sigma_max": 5.0, "progress": False})
+    task = load_task("hdr")
+    spec = RunSpec(prior=DivergingPrior(tiny_prior, image=1, after=1), operator=task["operator"], sampler="spgd",
+                   settings=resolve_settings("spgd", task, {"steps": 3, "inner_steps": 1, "sigma_max": 5.0}))
+    job = BenchJob(data=data, out=tmp_path / "run", spec=spec, task_name="hdr", batch_size=2)
     result = run_bench(job)["metrics"]
     assert result["images"]["img1.png"]["failed"] and result["images"]["img1.png"]["failed_step"] == 1
     assert "psnr" not in result["images"]["img1.png"]
@@ -169,7 +173,8 @@ def test_diverging_image_is_recorded_as_failed_and_the_others_go_on(tmp_path, ti
     assert result["failed"] == {"img1.png": 1}
     assert result["counts"] == {"images": 2, "restored": 1, "failed": 1, "skipped": 0}
     assert result["summary"]["psnr"]["mean"] == result["images"]["img0.png"]["psnr"]
-    assert (tmp_path / "run/restored/img1.png").is_file()
+    assert not (tmp_path / "run/restored/img1.png").exists()  # a failed image leaves no result picture
+    assert (tmp_path / "run/restored/img0.png").is_file()
     assert "failed at step 1" in (tmp_path / "run/metrics.md").read_text()
 
 

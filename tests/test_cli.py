@@ -10,7 +10,7 @@ from PIL import Image
 
 import spgd
 from spgd.cli import main
-from spgd.tasks import load_task, task_names
+from spgd.tasks import load_task, preset_settings, task_names
 
 FAST = ["--steps", "2", "--inner-steps", "1", "--set", "sigma_max=5.0"]
 
@@ -22,6 +22,12 @@ def write_face_like(path, size=64, seed=0):
     img = torch.nn.functional.interpolate(low, size=(size, size), mode="bicubic", align_corners=False)[0]
     Image.fromarray((img.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path, monkeypatch):
+    """Runs without -o write to ./outputs/restore: keep that inside the test's own folder."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture
@@ -53,7 +59,7 @@ def test_every_task_through_api(task, tiny_prior):
     op = spgd.make_operator(**preset["operator"])
     x = torch.rand(1, 3, 64, 64)
     y = spgd.simulate(x, op, seed=3)
-    params = {**preset["spgd"], "steps": 2, "inner_steps": 1, "sigma_max": 5.0, "progress": False}
+    params = {**preset_settings(preset, "spgd"), "steps": 2, "inner_steps": 1, "sigma_max": 5.0, "progress": False}
     out = spgd.restore(y, op, tiny_prior, seed=3, **params)
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
 
@@ -123,15 +129,15 @@ def test_bad_inputs_give_clear_errors(tmp_path, tiny_prior_path, capsys):
         ["restore", "-i", str(broken), "-t", "hdr", *model, "--simulate", *FAST], capsys)
     big = write_face_like(tmp_path / "big.png", size=80)
     err = run_error(["restore", "-i", str(big), "-t", "hdr", *model, "--simulate", *FAST], capsys)
-    assert "big.png: image is 80x80, the model needs 64x64; pass --resize" in err
+    assert "big.png: image is 80x80 (WxH), the model needs 64x64; pass --resize" in err
     assert main(["restore", "-i", str(big), "-t", "hdr", *model, "--simulate", "--resize", "-o",
                  str(tmp_path / "resized"), *FAST]) == 0
     img = write_face_like(tmp_path / "ok.png")
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "small_mask.png")
     assert "small_mask.png is 32x32 pixels, expected 64x64" in run_error(
         ["restore", "-i", str(img), "-t", "inpainting_box", *model, "--mask", str(tmp_path / "small_mask.png")], capsys)
-    assert "needs --mask" in run_error(["restore", "-i", str(img), "-t", "inpainting_random", *model], capsys)
-    assert "needs --kernel" in run_error(["restore", "-i", str(img), "-t", "motion_blur", *model], capsys)
+    assert "needs its mask (--mask)" in run_error(["restore", "-i", str(img), "-t", "inpainting_random", *model], capsys)
+    assert "needs its kernel (--kernel)" in run_error(["restore", "-i", str(img), "-t", "motion_blur", *model], capsys)
     assert "unknown task 'deblurr'" in run_error(["restore", "-i", str(img), "-t", "deblurr", *model], capsys)
     assert "checkpoint not found" in run_error(["restore", "-i", str(img), "-t", "hdr", "-m", "nope.pt"], capsys)
     assert "no such file or folder" in run_error(["restore", "-i", "missing.png", "-t", "hdr", *model], capsys)
@@ -141,10 +147,15 @@ def test_bad_inputs_give_clear_errors(tmp_path, tiny_prior_path, capsys):
                                     "--kernel", str(tmp_path / "even.npy")], capsys)
 
 
-def test_divergence_error_names_step_and_suggests_smaller_lr(clean_dir, tmp_path, tiny_prior_path, capsys):
-    err = run_error(["restore", "-i", str(clean_dir / "img0.png"), "-t", "hdr", "-m", str(tiny_prior_path),
-                     "--simulate", "--lr", "1e30", "-o", str(tmp_path / "o"), *FAST], capsys)
-    assert "diverged" in err and "step" in err and "smaller lr" in err
+def test_divergence_fails_the_image_naming_the_step_and_a_smaller_lr(clean_dir, tmp_path, tiny_prior_path, capsys):
+    out = tmp_path / "o"
+    assert main(["restore", "-i", str(clean_dir / "img0.png"), "-t", "hdr", "-m", str(tiny_prior_path),
+                 "--simulate", "--lr", "1e30", "-o", str(out), *FAST]) == 1
+    err = capsys.readouterr().err
+    assert "1 image(s) failed: img0.png (step" in err and "smaller learning rate" in err
+    assert not (out / "img0.png").exists()  # no result file for a failed image
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["failed"] == ["img0.png"] and metrics["images"]["img0.png"]["failed"] is True
 
 
 def test_key_value_overrides_read_numbers_booleans_and_text():

@@ -248,7 +248,7 @@ def test_make_operator_errors():
     assert {"super_resolution", "down_sampling", "hdr", "nonlinear_blur"} <= set(operator_names())
     with pytest.raises(ValueError, match="known operators: .*super_resolution"):
         make_operator("deblur_everything")
-    with pytest.raises(TypeError, match="'scale_factor'"):
+    with pytest.raises(ValueError, match="'scale_factor'"):
         make_operator("super_resolution", scale_factor=4)
 
 

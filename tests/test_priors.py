@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from spgd.priors import CheckpointError, build_network, load_prior
-from spgd.priors.vp import sigma_to_t, t_to_sigma
+from spgd.schedule import vp_sigma_to_t as sigma_to_t, vp_t_to_sigma as t_to_sigma
 
 from .conftest import REFERENCE, need
 
@@ -100,7 +100,7 @@ def test_wrong_preset_for_file_is_named(tmp_path):
 
 
 def test_unknown_preset_and_builtin():
-    with pytest.raises(ValueError, match="unknown network preset"):
+    with pytest.raises(ValueError, match="unknown architecture 'ffhq1024'"):
         build_network("ffhq1024")
     with pytest.raises(CheckpointError, match="no such built-in prior"):
         load_prior("builtin:nope")

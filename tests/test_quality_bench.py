@@ -13,6 +13,7 @@ import pytest
 from spgd import io
 from spgd.baselines import METHODS
 from spgd.bench import BenchJob
+from spgd.run import RunSpec
 from spgd.metrics import image_scores
 from spgd.tasks import load_task
 
@@ -50,8 +51,9 @@ def test_compare_uses_common_images_and_the_best_classical_baseline(quality):
 
 def baseline_job(data: Path, out: Path, task: str, seed: int = 0) -> BenchJob:
     """A bench run of two images whose baselines alone are computed (the prior is only asked its size)."""
-    return BenchJob(data=data, out=out, prior=SimpleNamespace(image_size=64), task=load_task(task), task_name=task,
-                    seed=seed, limit=2, resize=True)
+    spec = RunSpec(prior=SimpleNamespace(image_size=64, image_channels=3), operator=load_task(task)["operator"],
+                   sampler="spgd", settings={})
+    return BenchJob(data=data, out=out, spec=spec, task_name=task, seed=seed, limit=2, resize=True)
 
 
 def test_cached_baselines_are_used_only_for_the_settings_they_were_computed_with(quality, ffhq_demo, tmp_path):

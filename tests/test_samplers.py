@@ -8,7 +8,6 @@ rms(posterior std), spread = rms(std of outputs) / rms(posterior std).
 """
 from __future__ import annotations
 
-import inspect
 import json
 
 import pytest
@@ -19,10 +18,11 @@ from spgd.cli import main
 from spgd.operators import make_operator
 from spgd.priors.gaussian import GaussianPrior
 from spgd.samplers import SAMPLERS, DivergenceError, Trace
-from spgd.samplers.daps import DAPS_1K, DAPS_100
-from spgd.samplers.nullspace import null_space, transfer_function
+from spgd.operators.blur import transfer_function
+from spgd.samplers import sampler_settings
+from spgd.samplers.daps import DAPS_1K
 from spgd.seeding import make_generators
-from spgd.tasks import load_task, sampler_settings, task_names
+from spgd.tasks import load_task, preset_settings, resolve_settings, task_names
 
 from .test_cli import write_face_like
 
@@ -162,16 +162,15 @@ def test_fft_pseudo_inverse_of_a_blur():
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="circular")
     direct = torch.nn.functional.conv2d(padded.reshape(1, 6, 16, 16), kernel.double().expand(6, 1, 5, 5), groups=6)
     assert torch.allclose(circular, direct.reshape(x.shape), atol=1e-12)  # correlation, not convolution
-    op = make_operator("blur", kernel=kernel)
-    space = null_space(op, 3e-2)
-    assert torch.allclose(space.null(space.null(x)), space.null(x), atol=1e-12)
-    assert space.null(space.pinv(circular)).abs().max() < 1e-12
+    op = make_operator("blur", kernel=kernel, pinv_cutoff=3e-2)
+    assert torch.allclose(op.null(op.null(x)), op.null(x), atol=1e-12)
+    assert op.null(op.A_pinv(circular)).abs().max() < 1e-12
     # the operator pads by reflection: the circular model agrees away from the border
     assert torch.allclose(op.A(x)[..., 2:-2, 2:-2], circular[..., 2:-2, 2:-2], atol=1e-12)
     # DeqIR on a blur: the output's range part is A^+ y (DDNM consistency through the FFT pseudo-inverse)
     y = op.A(x.float())
     out = SAMPLERS["deqir"](GaussianPrior(12, channels=3), op, y, steps=5, solver="sequential", progress=False)
-    assert torch.allclose(out - space.null(out), space.pinv(y), atol=1e-4)
+    assert torch.allclose(out - op.null(out), op.A_pinv(y), atol=1e-4)
 
 
 def gaussian_batch(fail: int | None = None):
@@ -219,7 +218,7 @@ def test_divergent_image_is_marked_while_the_others_finish(name):
 def test_unsupported_operator_is_a_clear_error(name, task):
     prior = GaussianPrior(8, channels=3)
     op = make_operator(**task)
-    with pytest.raises(ValueError, match=r"deqir needs a linear operator with a pseudo-inverse .* not " + task["name"]):
+    with pytest.raises(ValueError, match=r"deqir needs an operator with a pseudo-inverse; " + task["name"] + " has none"):
         SAMPLERS[name](prior, op, torch.zeros(1, 3, 8, 8), progress=False)
 
 
@@ -235,15 +234,21 @@ def test_invalid_settings_are_clear_errors(name, bad):
 
 
 @pytest.mark.parametrize("task", task_names())
-def test_presets_name_real_settings(task):
+def test_presets_hold_only_real_task_specific_settings(task):
     preset = load_task(task)
-    for name, sampler in SAMPLERS.items():
-        assert set(sampler_settings(preset, name)) <= set(inspect.signature(sampler).parameters), (task, name)
-    if "daps" in preset:  # DAPS-1K: 200 annealing levels x 5 ODE steps
-        assert {k: preset["daps"][k] for k in DAPS_1K} == DAPS_1K
-    linear = {"super_resolution", "inpainting_random", "inpainting_box", "gaussian_blur", "motion_blur"}
-    assert ("deqir" in preset) == (task in linear)
-    assert DAPS_100["steps"] * DAPS_100["ode_steps"] == 100
+    assert set(preset) <= {"description", "operator", *SAMPLERS}, task
+    for name in SAMPLERS:
+        defaults = sampler_settings(name)
+        for key, value in preset_settings(preset, name).items():
+            assert key in defaults, (task, name, key)
+            assert value != defaults[key], f"{task}: {name}.{key} = {value} restates the default"
+
+
+def test_sampler_defaults_are_the_published_general_settings():
+    assert {k: sampler_settings("daps")[k] for k in DAPS_1K} == DAPS_1K  # DAPS-1K: 200 levels x 5 ODE steps
+    assert {k: sampler_settings("spgd")[k] for k in ("steps", "inner_steps", "sigma_max", "beta")} == \
+        {"steps": 200, "inner_steps": 5, "sigma_max": 100.0, "beta": 0.9}
+    assert sampler_settings("dps")["steps"] == sampler_settings("reddiff")["steps"] == 1000
 
 
 @pytest.mark.parametrize("name", sorted(ADM))
@@ -265,5 +270,7 @@ def test_cli_runs_dps_with_its_task_preset(tmp_path, tiny_prior_path, capsys):
                  "--sampler", "dps", "--steps", "2", "-o", str(out)])
     assert code == 0, capsys.readouterr().err
     config = yaml.safe_load((out / "config.yaml").read_text())
-    assert config["sampler"] == "dps" and config["sampler_params"] == {"steps": 2, "zeta": 0.3}
+    resolved = resolve_settings("dps", load_task("super_resolution"), {"steps": 2})
+    assert config["sampler"] == "dps" and config["sampler_settings"] == resolved
+    assert resolved == {**sampler_settings("dps"), "steps": 2}
     assert json.loads((out / "metrics.json").read_text())["images"]["face.png"]["failed"] is False

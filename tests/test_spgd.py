@@ -7,7 +7,7 @@ import torch
 import spgd
 from spgd.operators import make_operator
 from spgd.samplers import DivergenceError, Trace
-from spgd.samplers.schedule import lr_schedule, sigma_schedule, step_sizes
+from spgd.schedule import lr_schedule, sigma_schedule, step_sizes
 from spgd.samplers.spgd import directional_agreement
 from spgd.samplers.spgd import spgd as spgd_sampler
 

@@ -16,8 +16,9 @@ from spgd.priors import build_network
 from spgd.priors.adm_unet import ADMConfig, ADMUNet
 from spgd.priors.vp import VPDenoiser
 from spgd.sample import sample
-from spgd.train import (MAX_EXPORT_BYTES, TRAIN_PRESETS, TrainConfig, export_weights, holdout_list_path,
-                        latest_checkpoint, model_config, prepare_dataset, train)
+from spgd.priors.presets import ARCHITECTURES
+from spgd.train import (MAX_EXPORT_BYTES, TrainConfig, export_weights, holdout_list_path, latest_checkpoint,
+                        model_config, prepare_dataset, train)
 
 TINY = dict(num_channels=32, channel_mult="1,2", num_res_blocks=1, attention_resolutions="",
             num_head_channels=32, dropout=0.0)
@@ -168,7 +169,7 @@ def test_adm64_preset_is_about_8m_parameters_and_fits_16_mib():
     network = build_network(model_config("adm64", 64), "meta")
     count = sum(p.numel() for p in network.parameters())
     assert 7.5e6 < count < 8.4e6 and 2 * count < MAX_EXPORT_BYTES - 2 ** 17
-    assert TRAIN_PRESETS["adm64"]["learn_sigma"] is False
+    assert ARCHITECTURES["adm64"]["learn_sigma"] is False
 
 
 def _pngs(folder):

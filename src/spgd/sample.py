@@ -15,35 +15,34 @@ from tqdm.auto import tqdm
 
 from .api import to_image_range
 from .io import image_grid
-from .priors.vp import discrete_sigmas
-from .samplers.schedule import sigma_schedule
+from .protocols import Denoiser
+from .schedule import clamp_range, sigma_schedule
 from .seeding import make_generators, randn_per_image
 
 SOLVERS = ("heun", "euler", "ancestral")
-_VP_SIGMAS = discrete_sigmas()
-VP_SIGMA_MIN = float(_VP_SIGMAS[0])   # ~0.01: the smallest noise a DDPM network was trained on (t = 0)
-VP_SIGMA_MAX = float(_VP_SIGMAS[-1])  # ~157: the largest (t = 999)
 
 
 @torch.no_grad()
-def sample(prior: torch.nn.Module, n: int, seed: int | Sequence[int] = 0, steps: int = 18, sigma_max: float = 80.0,
+def sample(prior: Denoiser, n: int, seed: int | Sequence[int] = 0, steps: int = 18, sigma_max: float = 80.0,
            sigma_min: float = 0.002, solver: str = "heun", schedule: str = "poly-7",
-           progress: bool = False) -> Tensor:
-    """n unconditional samples as an Nx3xHxW tensor in [0, 1], on the prior's device.
+           progress: bool = False, size: int | None = None) -> Tensor:
+    """n unconditional samples as an NxCxHxW tensor in [0, 1], on the prior's device.
 
-    sigma_max and sigma_min are clipped to the noise range of the VP training schedule
-    (~0.01 .. ~157). `solver`: "heun" (2nd order, 2 steps - 1 network calls), "euler" (1st order)
+    sigma_max and sigma_min are clamped to the prior's noise range (a linear-VP checkpoint:
+    ~0.01 .. ~157). `size` is needed for a prior without a native image size. `solver`: "heun" (2nd order, 2 steps - 1 network calls), "euler" (1st order)
     or "ancestral" (stochastic: each step goes below the next level and adds fresh noise back).
     """
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; solvers: {SOLVERS}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    sigma_max = min(sigma_max, VP_SIGMA_MAX)
-    sigma_min = min(max(sigma_min, VP_SIGMA_MIN), sigma_max)
+    sigma_max, sigma_min = clamp_range(sigma_max, sigma_min, (prior.sigma_min, prior.sigma_max))
     sigmas = sigma_schedule(steps, sigma_max, sigma_min, schedule).tolist()
-    device = next(prior.parameters()).device
-    shape = (prior.image_channels, prior.image_size, prior.image_size)
+    device = getattr(prior, "device", torch.device("cpu"))
+    size = size or prior.image_size
+    if size is None:
+        raise ValueError("this prior has no native image size: pass size=")
+    shape = (prior.image_channels, size, size)
     generators = make_generators(seed, n, "sampler")
     x = sigmas[0] * randn_per_image(shape, generators, device)
     for s, s_next in tqdm(list(zip(sigmas[:-1], sigmas[1:])), desc="sample", disable=not progress, leave=False):

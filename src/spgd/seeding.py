@@ -38,3 +38,23 @@ def randn_per_image(shape: Sequence[int], generators: Sequence[torch.Generator |
     """A batch of standard normal tensors of `shape` (per image), image i drawn from generators[i]."""
     noise = [torch.randn(tuple(shape), generator=g, dtype=torch.float32) for g in generators]
     return torch.stack(noise).to(device=device, dtype=dtype)
+
+
+class StepNoise:
+    """Fresh standard normal noise at each call, image i drawn from its own generator on the images' device.
+
+    On the CPU the generators are exactly `make_generators(seed, batch, stream)`; on an accelerator
+    they are device generators with the same per-image seeds, so no draw passes through the host
+    and a batch of three still equals three runs of one (CPU and GPU draws differ from each other).
+    """
+
+    def __init__(self, seed: int | Sequence[int], batch: int, stream: str, device: torch.device | str) -> None:
+        self.device = torch.device(device)
+        if self.device.type == "cpu":
+            self.generators = make_generators(seed, batch, stream)
+        else:
+            self.generators = [torch.Generator(device=self.device).manual_seed(stream_seed(s, stream))
+                               for s in image_seeds(seed, batch)]
+
+    def __call__(self, shape: Sequence[int]) -> torch.Tensor:
+        return torch.stack([torch.randn(tuple(shape), generator=g, device=self.device) for g in self.generators])

@@ -1,12 +1,20 @@
-"""Task presets (YAML in spgd/configs): operator parameters and per-sampler published settings."""
+"""Task presets (YAML in spgd/configs): the operator and only the sampler settings a task changes.
+
+A run's settings resolve in layers, each over the one before: the sampler's defaults (its
+signature), the task preset's section for that sampler, the prior's recommended settings (a small
+prior may need others), then the user's overrides. `resolve_settings` returns the whole resolved
+set, which every run writes to its config.yaml.
+"""
 from __future__ import annotations
 
 import copy
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import yaml
+
+from .samplers import check_settings, sampler_settings
 
 
 def task_names() -> list[str]:
@@ -26,21 +34,36 @@ def load_task(name_or_path: str | Path) -> dict[str, Any]:
             raise ValueError(f"unknown task {name_or_path!r}; tasks: {', '.join(task_names())} (or a .yaml file)")
         text = resources.files("spgd.configs").joinpath(f"{name_or_path}.yaml").read_text()
     task = yaml.safe_load(text)
-    if not isinstance(task, dict) or "operator" not in task:
-        raise ValueError(f"task {name_or_path}: a task preset needs an 'operator' section")
+    if not isinstance(task, dict) or not isinstance(task.get("operator"), dict) or "name" not in task["operator"]:
+        raise ValueError(f"task {name_or_path}: a task preset needs an 'operator' section with a 'name'")
     return task
 
 
-def sampler_settings(task: dict[str, Any], sampler: str) -> dict[str, Any]:
-    """The preset's settings for `sampler` (empty when the preset gives none: the sampler's defaults apply)."""
-    return copy.deepcopy(task.get(sampler, {}))
+def preset_settings(task: Mapping[str, Any], sampler: str) -> dict[str, Any]:
+    """The preset's settings for `sampler` (empty when the task changes none of its defaults)."""
+    return copy.deepcopy(dict(task.get(sampler) or {}))
+
+
+def resolve_settings(sampler: str, task: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
+                     recommended: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every setting of `sampler` for this run: defaults < task preset < prior's recommended < overrides.
+
+    Keys a sampler does not have are a ValueError that lists the ones it has.
+    """
+    layers = [("the task preset", preset_settings(task, sampler)), ("the prior's recommended settings",
+              dict(recommended or {})), ("the overrides", dict(overrides or {}))]
+    settings = sampler_settings(sampler)
+    for source, layer in layers:
+        check_settings(sampler, layer, source)
+        settings.update(layer)
+    return settings
 
 
 def parse_key_values(items: Sequence[str], flag: str = "--set") -> dict[str, Any]:
     """Command-line overrides ["lr=3.0", "inner-steps=2"] -> {"lr": 3.0, "inner_steps": 2}; values are
     read as YAML (numbers, booleans, lists), and numbers YAML leaves as text ("1e-4") as floats;
-    anything else stays a string."""
-    out = {}
+    anything else stays a string. A key given twice is an error."""
+    out: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
@@ -51,5 +74,8 @@ def parse_key_values(items: Sequence[str], flag: str = "--set") -> dict[str, Any
                 value = float(value)
             except ValueError:
                 pass
-        out[key.strip().replace("-", "_")] = value
+        key = key.strip().replace("-", "_")
+        if key in out:
+            raise ValueError(f"{flag}: {key} is given twice ({out[key]!r} and {value!r})")
+        out[key] = value
     return out

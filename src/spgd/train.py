@@ -1,8 +1,12 @@
-"""Training an ADM prior with the DDPM epsilon objective, and exporting it for `load_prior`.
+"""Training an ADM prior, and exporting it for `load_prior`.
 
-The objective is guided-diffusion's: the linear beta schedule (1e-4 .. 0.02, 1000 steps),
-x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, loss = |F(x_t, t) - eps|^2. A network trained this
-way is exactly what `VPDenoiser` preconditions, so a checkpoint works as a prior unchanged.
+Two objectives:
+- "eps", guided-diffusion's: the linear beta schedule (1e-4 .. 0.02, 1000 steps),
+  x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, loss = |F(x_t, t) - eps|^2, uniform t. A network
+  trained this way is exactly what `VPDenoiser` preconditions (the public checkpoints' objective).
+- "edm", Karras et al. 2022: ln sigma ~ N(p_mean, p_std^2), x = x0 + sigma n, the preconditioned
+  denoiser of `EDMDenoiser` fitted to x0 with weight 1/c_out^2 (unit-variance targets at every
+  sigma). It learns faster per step and stays stable at high noise: the built-in prior's objective.
 
 The whole dataset is prepared once (centre-crop, resize) into a uint8 NCHW array (.npy) and held
 on the training device; batches, flips, timesteps and noise are drawn there from one seeded
@@ -27,21 +31,14 @@ from tqdm.auto import tqdm
 
 from .io import atomic_write_bytes, list_images, load_image, save_image, save_json
 from .priors.adm_unet import ADMConfig, ADMUNet
-from .priors.loaders import CheckpointError
-from .priors.presets import PRESETS
-from .priors.vp import NUM_TIMESTEPS, VPDenoiser, alpha_bars
+from .priors.edm import edm_coefficients
+from .priors.loaders import OBJECTIVES, CheckpointError, denoiser_for
+from .priors.presets import ARCHITECTURES
 from .sample import sample, square_grid
+from .schedule import NUM_TIMESTEPS, linear_ladder
 
 MAX_EXPORT_BYTES = 16 * 2 ** 20  # size limit of a weight file shipped as a built-in prior
 WARM_STEPS = 20  # steps of a call left out of its steps/s: compilation, cuDNN autotuning
-
-# ~8.0M parameters, 15.3 MiB in fp16: 64x64 faces (the suggested "1,2,2,2" with resblock up/down
-# has 11.1M parameters, 21.1 MiB, over the 16 MiB limit)
-TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    "adm64": dict(image_size=64, num_channels=64, channel_mult="1,1,2,2", num_res_blocks=2,
-                  attention_resolutions="16,8", num_head_channels=32, learn_sigma=False,
-                  use_scale_shift_norm=True, resblock_updown=False, dropout=0.1),
-}
 
 
 @dataclass
@@ -52,6 +49,10 @@ class TrainConfig:
     out: str
     size: int = 64
     holdout: int = 0
+    exclude: tuple[str, ...] = ()  # text files listing image names (one per line) never to train on
+    objective: str = "eps"  # "eps" (DDPM, uniform t) or "edm" (EDM preconditioning, log-normal sigma)
+    p_mean: float = -1.2  # "edm": mean of ln sigma
+    p_std: float = 1.2  # "edm": standard deviation of ln sigma
     model: str | dict[str, Any] = "adm64"
     batch_size: int = 128
     lr: float = 2e-4
@@ -92,14 +93,25 @@ def holdout_list_path(out_npy: str | Path) -> Path:
     return out_npy.with_name(out_npy.stem + "_holdout.txt")
 
 
+def read_name_lists(lists: tuple[str, ...] | list[str]) -> set[str]:
+    """The image names listed (one per line) in the given text files."""
+    names: set[str] = set()
+    for path in map(Path, lists):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such list of images to exclude")
+        names.update(line.strip() for line in path.read_text().splitlines() if line.strip())
+    return names
+
+
 def prepare_dataset(folder: str | Path, size: int, out_npy: str | Path, exclude_last: int = 0,
-                    workers: int = 0) -> np.ndarray:
+                    workers: int = 0, exclude: set[str] = frozenset()) -> np.ndarray:
     """Centre-crop and resize every image of `folder` to size x size into a uint8 Nx3xSxS .npy.
 
-    The last `exclude_last` files (sorted by name) are held out: not stored, but listed in
-    `<out>_holdout.txt`; `<out>.json` records the source files and size.
+    Files named in `exclude` are left out; of the rest, the last `exclude_last` (sorted by name)
+    are held out: not stored, but listed in `<out>_holdout.txt`; `<out>.json` records the source
+    files and size.
     """
-    files = list_images([folder])
+    files = [p for p in list_images([folder]) if p.name not in exclude]
     if not files:
         raise ValueError(f"{folder}: no images found")
     if not 0 <= exclude_last < len(files):
@@ -129,16 +141,18 @@ def _dataset(cfg: TrainConfig) -> np.ndarray:
                              f"got {array.dtype} {array.shape}")
         return array
     cache = Path(cfg.out) / f"data_{cfg.size}.npy"
-    wanted = {"size": cfg.size, "exclude_last": cfg.holdout, "files": [p.name for p in list_images([data])]}
+    exclude = read_name_lists(cfg.exclude)
+    wanted = {"size": cfg.size, "exclude_last": cfg.holdout,
+              "files": [p.name for p in list_images([data]) if p.name not in exclude]}
     manifest = cache.with_suffix(".json")
     if cache.is_file() and manifest.is_file() and json.loads(manifest.read_text()) == wanted:
         return np.load(cache)
-    return prepare_dataset(data, cfg.size, cache, cfg.holdout, cfg.workers)
+    return prepare_dataset(data, cfg.size, cache, cfg.holdout, cfg.workers, exclude)
 
 
 def parse_model_config(text: str) -> str | dict[str, Any]:
     """`--config`: a preset name, a JSON/YAML file, or inline JSON -> preset name or argument dict."""
-    if text in TRAIN_PRESETS or text in PRESETS:
+    if text in ARCHITECTURES:
         return text
     path = Path(text)
     if path.suffix in (".json", ".yaml", ".yml"):
@@ -146,7 +160,7 @@ def parse_model_config(text: str) -> str | dict[str, Any]:
             raise FileNotFoundError(f"{path}: no such config file")
         text = path.read_text()
     elif not text.lstrip().startswith("{"):
-        raise ValueError(f"--config {text!r}: not a preset ({', '.join([*TRAIN_PRESETS, *PRESETS])}), "
+        raise ValueError(f"--config {text!r}: not an architecture ({', '.join(ARCHITECTURES)}), "
                          "a .json/.yaml file or inline JSON")
     value = yaml.safe_load(text)
     if not isinstance(value, dict):
@@ -157,10 +171,9 @@ def parse_model_config(text: str) -> str | dict[str, Any]:
 def model_config(model: str | Mapping[str, Any], size: int) -> dict[str, Any]:
     """guided-diffusion arguments of a preset name or dict, at image size `size` (validated)."""
     if isinstance(model, str):
-        presets = {**PRESETS, **TRAIN_PRESETS}
-        if model not in presets:
-            raise ValueError(f"unknown model preset {model!r}; presets: {sorted(presets)}")
-        model = presets[model]
+        if model not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {model!r}; architectures: {sorted(ARCHITECTURES)}")
+        model = ARCHITECTURES[model]
     config = {**dict(model), "image_size": size}
     ADMConfig.from_dict(config).resolved_channel_mult()  # unknown names or sizes fail here
     return config
@@ -200,9 +213,24 @@ def epsilon_loss(model: torch.nn.Module, x0: Tensor, alpha_bar: Tensor, gen: tor
     return (eps[:, : x0.shape[1]].float() - noise).pow(2).mean()
 
 
+def edm_loss(model: torch.nn.Module, x0: Tensor, gen: torch.Generator, p_mean: float, p_std: float) -> Tensor:
+    """The EDM loss: mean |F(c_in x, c_noise) - (x0 - c_skip x) / c_out|^2, ln sigma ~ N(p_mean, p_std^2).
+
+    Equal to the x0 error of the preconditioned denoiser weighted by 1/c_out^2.
+    """
+    sigma = (p_mean + p_std * torch.randn(x0.shape[0], generator=gen, device=x0.device)).exp()
+    noise = torch.randn(x0.shape, generator=gen, device=x0.device)
+    c_skip, c_out, c_in, c_noise = edm_coefficients(sigma)
+    c_skip, c_out, c_in = (c.reshape(-1, 1, 1, 1) for c in (c_skip, c_out, c_in))
+    x = x0 + sigma.reshape(-1, 1, 1, 1) * noise
+    with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=x0.device.type == "cuda"):
+        out = model(c_in * x, c_noise)
+    return (out[:, : x0.shape[1]].float() - (x0 - c_skip * x) / c_out).pow(2).mean()
+
+
 def _save_grid(ema: ADMUNet, cfg: TrainConfig, step: int) -> None:
     """A grid of EMA samples (seed 0, so grids of successive steps compare) in OUT/samples/."""
-    images = sample(VPDenoiser(ema), cfg.grid_n, seed=0, steps=cfg.grid_steps)
+    images = sample(denoiser_for(ema, cfg.objective), cfg.grid_n, seed=0, steps=cfg.grid_steps)
     save_image(square_grid(images), Path(cfg.out) / "samples" / f"step_{step:07d}.png")
 
 
@@ -255,9 +283,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     """
     if cfg.time_limit < 0:
         raise ValueError(f"--time-limit must be >= 0 seconds (0: no limit), got {cfg.time_limit:g}")
+    if cfg.objective not in OBJECTIVES:
+        raise ValueError(f"unknown training objective {cfg.objective!r}; objectives: {OBJECTIVES}")
     device = _device(cfg.device)
     last = latest_checkpoint(cfg.out) if resume else None
     state = torch.load(last, map_location="cpu", weights_only=True) if last else None
+    if state and state.get("train", {}).get("objective", "eps") != cfg.objective:
+        raise ValueError(f"{last}: trained with objective {state['train'].get('objective', 'eps')!r}, "
+                         f"not {cfg.objective!r}; resume with the same --objective")
     arch = state["config"] if state else model_config(cfg.model, cfg.size)
     if arch["image_size"] != cfg.size:
         raise ValueError(f"the checkpoint's model is {arch['image_size']}x{arch['image_size']}, --size is {cfg.size}")
@@ -271,7 +304,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     data = torch.from_numpy(_dataset(cfg)).to(device)
-    alpha_bar = alpha_bars().float().to(device)
+    alpha_bar = (1 / (1 + linear_ladder() ** 2)).float().to(device)
     atomic_write_bytes(Path(cfg.out) / "config.yaml",
                        yaml.safe_dump({"train": asdict(cfg), "model": arch}, sort_keys=False).encode())
 
@@ -291,7 +324,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     while step < cfg.steps and not (cfg.time_limit and time.perf_counter() - start > cfg.time_limit):
         for group in opt.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
-        loss = epsilon_loss(network, _batch(data, cfg.batch_size, gen), alpha_bar, gen)
+        x0 = _batch(data, cfg.batch_size, gen)
+        loss = (edm_loss(network, x0, gen, cfg.p_mean, cfg.p_std) if cfg.objective == "edm"
+                else epsilon_loss(network, x0, alpha_bar, gen))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -340,6 +375,8 @@ def export_weights(checkpoint: str | Path, out: str | Path, dtype: torch.dtype =
     if not isinstance(state, dict) or "ema" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not a checkpoint written by `spgd train` (no 'ema' and 'config')")
     tensors = {k: v.to(dtype).contiguous() for k, v in state["ema"].items()}
-    blob = save(tensors, metadata={"config": json.dumps(state["config"]), "step": str(state["step"])})
+    objective = state.get("train", {}).get("objective", "eps")
+    blob = save(tensors, metadata={"config": json.dumps(state["config"]), "step": str(state["step"]),
+                                   "objective": objective})
     atomic_write_bytes(out, blob)
     return len(blob)

@@ -52,7 +52,7 @@ def make_operator(name: str, **params: Any) -> Operator:
     if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
         unknown = sorted(set(params) - set(accepted))
         if unknown:
-            raise TypeError(
+            raise ValueError(
                 f"operator {key!r} got unknown parameter(s) {', '.join(map(repr, unknown))}; "
                 f"accepted: {', '.join(accepted)}"
             )

@@ -34,16 +34,22 @@ def randn_like_per_image(x: Tensor, generators: Sequence[torch.Generator | None]
     return randn_per_image(x.shape[1:], generators, x.device, x.dtype)
 
 
+CAPABILITIES = ("adjoint", "pinv", "svd")
+
+
 class Operator(torch.nn.Module):
-    """Base class of all forward models.
+    """Base class of all forward models: each answers the questions samplers and apps ask of it.
 
     Subclasses implement `A`; linear ones also `A_adjoint` (exact adjoint, so <Ax, y> = <x, A^T y>)
-    and may implement `A_pinv`. Random parameters are drawn in `draw(x, generators)`; `measure`
-    calls it first, then adds Gaussian noise of `noise_sigma` from the same per-image generators.
+    and may implement `A_pinv` (then `null` follows) and an SVD; `supports` tells which. Random
+    parameters are drawn in `draw(x, generators)`; `measure` calls it first, then adds Gaussian
+    noise of `noise_sigma` from the same per-image generators. `image_measurement` says whether a
+    measurement is an image a person can bring as a file (`as_measurement` makes it one y).
     """
 
     name: str = "operator"
     linear: bool = False
+    image_measurement: bool = False
 
     def __init__(self, noise_sigma: float = 0.0) -> None:
         super().__init__()
@@ -57,9 +63,42 @@ class Operator(torch.nn.Module):
     def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
         raise NotImplementedError(f"{self.name} is not linear: it has no adjoint")
 
+    def A_pinv(self, y: Tensor) -> Tensor:  # noqa: N802
+        """The pseudo-inverse A^+ y (see `supports("pinv")`)."""
+        raise NotImplementedError(f"{self.name} has no pseudo-inverse")
+
+    def null(self, x: Tensor) -> Tensor:
+        """The part of x that A does not see: (I - A^+ A) x."""
+        return x - self.A_pinv(self.A(x))
+
+    def supports(self, capability: str) -> bool:
+        """Whether this operator answers "adjoint", "pinv" (A_pinv and null) or "svd"."""
+        if capability not in CAPABILITIES:
+            raise ValueError(f"unknown operator capability {capability!r}; known: {CAPABILITIES}")
+        if capability == "svd":
+            return callable(getattr(self, "svd", None))
+        method = {"adjoint": "A_adjoint", "pinv": "A_pinv"}[capability]
+        return getattr(type(self), method) is not getattr(Operator, method)
+
     def input_shape(self, y: Tensor) -> tuple[int, ...]:
         """Shape of the image batch x that produced measurement y (samplers start from it)."""
         return tuple(y.shape)
+
+    def measurement_shape(self, image_shape: Sequence[int]) -> tuple[int, ...]:
+        """Shape of the measurement of images of `image_shape` (the inverse of `input_shape`)."""
+        return tuple(image_shape)
+
+    def preview(self, y: Tensor) -> Tensor:
+        """What a person sees of a measurement, as [0, 1] images (the measurement itself by default)."""
+        return ((y + 1) / 2).clamp(0, 1)
+
+    def as_measurement(self, image: Tensor) -> Tensor:
+        """A measured image file (in [-1, 1]) as the measurement y this operator produces."""
+        return image
+
+    def unset_parameters(self) -> list[str]:
+        """Parameters drawn at random when simulating that a real measurement must come with (unset now)."""
+        return []
 
     def forward(self, x: Tensor) -> Tensor:
         return self.A(x)

@@ -5,6 +5,12 @@ cross-correlation) per channel, so the output has the input's size. The kernel i
 shared by the batch, or one kernel per image (B x k x k), e.g. motion kernels drawn per image.
 The adjoint is exact: a transposed convolution followed by the adjoint of reflection padding
 (folding the padded border back onto the pixels it was copied from).
+
+The pseudo-inverse comes through the FFT under the circular-boundary approximation: the operator
+pads by reflection, the pseudo-inverse assumes the image wraps around, so it is exact for the
+circular blur and approximate within half a kernel of the border. Frequencies whose transfer-function
+magnitude is below `pinv_cutoff` count as null space (the threshold DDRM/DDNM use for their SVD blur
+operators is 3e-2); `null` removes exactly the other frequencies.
 """
 from __future__ import annotations
 
@@ -50,15 +56,33 @@ def _reflect_pad_adjoint(g: Tensor, pad: int, dim: int) -> Tensor:
     return core.index_add(dim, torch.arange(n - 1 - pad, n - 1, device=g.device), after)
 
 
+def transfer_function(kernel: Tensor, height: int, width: int) -> Tensor:
+    """Complex Bx1xHxW (or 1x1xHxW) FFT multiplier of circular per-channel correlation with `kernel`."""
+    kernel = kernel.double().cpu().reshape(-1, *kernel.shape[-2:])
+    size = kernel.shape[-1]
+    offsets = torch.arange(size) - size // 2
+    rows = (offsets[:, None] % height).expand(size, size).reshape(-1)
+    cols = (offsets[None, :] % width).expand(size, size).reshape(-1)
+    placed = torch.zeros(kernel.shape[0], height * width, dtype=torch.float64)
+    placed.index_add_(1, rows * width + cols, kernel.reshape(kernel.shape[0], -1))
+    # correlation y[i] = sum_u k[u] x[i + u]: its multiplier is the conjugate of the placed kernel's FFT
+    return torch.fft.fft2(placed.reshape(-1, 1, height, width)).conj()
+
+
 class Blur(Operator):
     """y = reflect-pad(x) correlated per channel with `kernel` (shared 2-D or one per image)."""
 
     name = "blur"
     linear = True
+    image_measurement = True
 
-    def __init__(self, kernel: Tensor | None = None, noise_sigma: float = 0.0) -> None:
+    def __init__(self, kernel: Tensor | None = None, noise_sigma: float = 0.0, pinv_cutoff: float = 3e-2) -> None:
         super().__init__(noise_sigma)
+        if not 0 < pinv_cutoff < 1:
+            raise ValueError(f"pinv_cutoff must be in (0, 1), got {pinv_cutoff}")
+        self.pinv_cutoff = float(pinv_cutoff)
         self.register_buffer("kernel", None if kernel is None else _check_kernel(kernel))
+        self._transfer: tuple | None = None  # (kernel, its version, height, width, device, transfer function)
 
     def _weights(self, x: Tensor) -> Tensor:
         """Grouped-conv weights (B*C x 1 x k x k) for the batch `x`."""
@@ -91,30 +115,62 @@ class Blur(Operator):
         g = _reflect_pad_adjoint(_reflect_pad_adjoint(g, pad, -2), pad, -1)
         return g.reshape(y.shape)
 
+    def _transfer_function(self, x: Tensor) -> Tensor:
+        """The circular blur's FFT multiplier at x's size, computed once per kernel and size."""
+        if self.kernel is None:
+            raise RuntimeError(f"{self.name}: no kernel set; call measure()/draw() first or pass kernel=")
+        key = (self.kernel, self.kernel._version, x.shape[-2], x.shape[-1], x.device)
+        if self._transfer is None or self._transfer[0] is not key[0] or self._transfer[1:5] != key[1:]:
+            self._transfer = (*key, transfer_function(self.kernel, x.shape[-2], x.shape[-1]).to(x.device))
+        return self._transfer[5]
+
+    def A_pinv(self, y: Tensor) -> Tensor:  # noqa: N802
+        """Truncated pseudo-inverse of the circular version of the blur (see the module docstring)."""
+        k = self._transfer_function(y)
+        kept = k.abs() > self.pinv_cutoff
+        inverse = torch.where(kept, 1 / torch.where(kept, k, torch.ones_like(k)), torch.zeros_like(k))
+        return torch.fft.ifft2(torch.fft.fft2(y.double()) * inverse).real.to(y.dtype)
+
+    def null(self, x: Tensor) -> Tensor:
+        """The frequencies the truncated pseudo-inverse drops."""
+        dropped = (self._transfer_function(x).abs() <= self.pinv_cutoff).to(torch.complex128)
+        return torch.fft.ifft2(torch.fft.fft2(x.double()) * dropped).real.to(x.dtype)
+
+    def unset_parameters(self) -> list[str]:
+        return ["kernel"] if self.kernel is None else []
+
     def params(self) -> dict[str, Any]:
-        return {**super().params(), "kernel": self.kernel}
+        return {**super().params(), "kernel": self.kernel, "pinv_cutoff": self.pinv_cutoff}
 
 
 class GaussianBlur(Blur):
-    """Blur with the published Gaussian kernel (size `kernel_size`, standard deviation `std`)."""
+    """Blur with the published Gaussian kernel (size `kernel_size`, standard deviation `std`).
+
+    A measured `kernel` (e.g. estimated from the blurry photo) replaces the Gaussian one.
+    """
 
     name = "gaussian_blur"
 
-    def __init__(self, kernel_size: int = 61, std: float = 3.0, noise_sigma: float = 0.0) -> None:
-        super().__init__(gaussian_kernel(kernel_size, std), noise_sigma)
+    def __init__(self, kernel_size: int = 61, std: float = 3.0, noise_sigma: float = 0.0,
+                 pinv_cutoff: float = 3e-2, kernel: Tensor | None = None) -> None:
+        super().__init__(gaussian_kernel(kernel_size, std) if kernel is None else kernel, noise_sigma, pinv_cutoff)
         self.kernel_size = int(kernel_size)
         self.std = float(std)
+        self.measured = kernel is not None
 
     def update(self, **params: Any) -> Operator:
         """Change kernel_size/std/noise_sigma; the kernel follows (it cannot be set directly)."""
         if "kernel" in params:
-            raise TypeError("gaussian_blur: set kernel_size/std instead of kernel (or use Blur(kernel))")
+            raise ValueError("gaussian_blur: set kernel_size/std instead of kernel (or use Blur(kernel))")
         super().update(**params)
         self.kernel = gaussian_kernel(self.kernel_size, self.std).to(self.kernel.device)
+        self.measured = False
         return self
 
     def params(self) -> dict[str, Any]:
-        return {**Operator.params(self), "kernel_size": self.kernel_size, "std": self.std}
+        params = {**Operator.params(self), "kernel_size": self.kernel_size, "std": self.std,
+                  "pinv_cutoff": self.pinv_cutoff}
+        return {**params, "kernel": self.kernel} if self.measured else params
 
 
 class MotionBlur(Blur):
@@ -128,8 +184,9 @@ class MotionBlur(Blur):
         intensity: float = 0.5,
         noise_sigma: float = 0.0,
         kernel: Tensor | None = None,
+        pinv_cutoff: float = 3e-2,
     ) -> None:
-        super().__init__(kernel, noise_sigma)
+        super().__init__(kernel, noise_sigma, pinv_cutoff)
         self.kernel_size = int(kernel_size)
         self.intensity = float(intensity)
 

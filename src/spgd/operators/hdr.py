@@ -12,6 +12,7 @@ class HighDynamicRange(Operator):
     """y = clip(scale * x, -1, 1): bright and dark regions saturate."""
 
     name = "hdr"
+    image_measurement = True
 
     def __init__(self, scale: float = 2.0, noise_sigma: float = 0.0) -> None:
         super().__init__(noise_sigma)

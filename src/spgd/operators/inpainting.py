@@ -66,6 +66,7 @@ class Inpainting(Operator):
 
     name = "inpainting"
     linear = True
+    image_measurement = True
 
     def __init__(
         self,
@@ -146,6 +147,13 @@ class Inpainting(Operator):
 
     def A_pinv(self, y: Tensor) -> Tensor:  # noqa: N802
         return self.A(y)
+
+    def as_measurement(self, image: Tensor) -> Tensor:
+        """A damaged photo becomes y by zeroing its unknown pixels, as `A` does."""
+        return self.A(image)
+
+    def unset_parameters(self) -> list[str]:
+        return ["mask"] if self.mask is None else []
 
     def params(self) -> dict[str, Any]:
         return {

@@ -5,7 +5,7 @@ their own size), then y = |fftshift(FFT2(x'))| with the orthonormal FFT. Non-lin
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,16 @@ class PhaseRetrieval(Operator):
 
     def input_shape(self, y: Tensor) -> tuple[int, ...]:
         return (*y.shape[:-2], self._unpadded(y.shape[-2]), self._unpadded(y.shape[-1]))
+
+    def measurement_shape(self, image_shape: Sequence[int]) -> tuple[int, ...]:
+        height, width = image_shape[-2:]
+        return (*image_shape[:-2], height + 2 * int(self.oversample / 8 * height),
+                width + 2 * int(self.oversample / 8 * width))
+
+    def preview(self, y: Tensor) -> Tensor:
+        """Log-magnitudes, scaled to [0, 1] per image (the raw magnitudes are mostly near zero)."""
+        magnitude = torch.log1p(y.clamp_min(0))
+        return magnitude / magnitude.flatten(1).amax(dim=1).clamp_min(1e-12).reshape(-1, 1, 1, 1)
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "oversample": self.oversample}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
@@ -61,6 +61,7 @@ class SuperResolution(Operator):
 
     name = "super_resolution"
     linear = True
+    image_measurement = True
 
     def __init__(self, scale: int = 4, noise_sigma: float = 0.0) -> None:
         super().__init__(noise_sigma)
@@ -92,6 +93,13 @@ class SuperResolution(Operator):
 
     def input_shape(self, y: Tensor) -> tuple[int, ...]:
         return (*y.shape[:-2], y.shape[-2] * self.scale, y.shape[-1] * self.scale)
+
+    def measurement_shape(self, image_shape: Sequence[int]) -> tuple[int, ...]:
+        height, width = image_shape[-2:]
+        if height % self.scale or width % self.scale:
+            raise ValueError(f"super_resolution: image size {width}x{height} (WxH) is not divisible "
+                             f"by the scale {self.scale}")
+        return (*image_shape[:-2], height // self.scale, width // self.scale)
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "scale": self.scale}

@@ -8,8 +8,8 @@ from .loaders import (
            load_network,
            load_prior,
 )
-from .presets import PRESETS
+from .presets import ARCHITECTURES
 from .vp import VPDenoiser
 
-__all__ = ["ADMConfig", "ADMUNet", "CheckpointError", "FastDenoiser", "PRESETS", "VPDenoiser",
+__all__ = ["ADMConfig", "ADMUNet", "CheckpointError", "FastDenoiser", "ARCHITECTURES", "VPDenoiser",
            "build_network", "builtin_priors", "load_network", "load_prior"]

@@ -9,20 +9,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .vp import VPDenoiser
+from .base import NetworkDenoiser
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class FastDenoiser(nn.Module):
-    """Wraps a VPDenoiser: network under autocast in `precision`, channels_last memory, optional compile.
+    """Wraps a network denoiser: network under autocast in `precision`, channels_last memory, optional compile.
 
     `compile_mode` is passed to torch.compile ("max-autotune-no-cudagraphs", or "reduce-overhead"
     for CUDA graphs when shapes are static). Parameters stay frozen: only inputs get gradients.
     The wrapped prior is changed in place (memory format, compiled network): it belongs to the wrapper.
     """
 
-    def __init__(self, prior: VPDenoiser, precision: str = "bf16", channels_last: bool = True,
+    def __init__(self, prior: NetworkDenoiser, precision: str = "bf16", channels_last: bool = True,
                  compile: bool = False, compile_mode: str | None = None) -> None:
         super().__init__()
         if precision not in PRECISIONS:
@@ -36,12 +36,28 @@ class FastDenoiser(nn.Module):
             prior.network = torch.compile(prior.network, mode=compile_mode, dynamic=False)
 
     @property
-    def image_size(self) -> int:
+    def image_size(self) -> int | None:
         return self.prior.image_size
 
     @property
     def image_channels(self) -> int:
         return self.prior.image_channels
+
+    @property
+    def sigma_min(self) -> float:
+        return self.prior.sigma_min
+
+    @property
+    def sigma_max(self) -> float:
+        return self.prior.sigma_max
+
+    @property
+    def ladder(self) -> Tensor:
+        return self.prior.ladder
+
+    @property
+    def device(self) -> torch.device:
+        return self.prior.device
 
     def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         return self.denoise(x, sigma)

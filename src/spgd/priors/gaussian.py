@@ -17,6 +17,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from ..schedule import linear_ladder
+
 
 def dct_matrix(n: int, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> Tensor:
     """The orthonormal n x n DCT-II matrix (rows are frequencies)."""
@@ -28,11 +30,21 @@ def dct_matrix(n: int, dtype: torch.dtype = torch.float64, device: torch.device 
 
 
 class GaussianPrior:
-    """N(mean, Sigma) on channels x image_size x image_size images; `denoise` is exact (see the module docstring)."""
+    """N(mean, Sigma) on channels x image_size x image_size images; `denoise` is exact (see the module docstring).
+
+    Exact at every sigma; `ladder` (the levels DDPM-chain samplers walk) is the standard linear one
+    unless another is given, e.g. to check that samplers follow the prior's ladder.
+    """
+
+    sigma_min = 0.0
 
     def __init__(self, image_size: int, channels: int = 1, pixel_std: float = 0.4, corner: float = 2.0,
-                 power: float = 2.0, mean: float | Tensor = 0.0) -> None:
+                 power: float = 2.0, mean: float | Tensor = 0.0, ladder: Tensor | None = None) -> None:
         self.image_size, self.channels = int(image_size), int(channels)
+        self.image_channels = self.channels
+        self.ladder = (linear_ladder() if ladder is None else ladder).double()
+        self.sigma_max = float(self.ladder[-1])
+        self.device = torch.device("cpu")
         u = torch.arange(self.image_size, dtype=torch.float64)
         profile = (1 + (u[:, None] ** 2 + u[None, :] ** 2) / corner ** 2) ** (-power)
         self.variances = profile * pixel_std ** 2 / profile.mean()

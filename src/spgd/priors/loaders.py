@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from .adm_unet import ADMConfig, ADMUNet
-from .presets import PRESETS, WHERE_TO_GET
+from .edm import EDMDenoiser
+from .presets import ARCHITECTURES, PUBLIC, WHERE_TO_GET
 from .vp import VPDenoiser
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"  # packaged weight files: <name>.safetensors
@@ -29,9 +30,9 @@ def resolve_config(config: str | Mapping[str, Any] | ADMConfig) -> ADMConfig:
     if isinstance(config, ADMConfig):
         return config
     if isinstance(config, str):
-        if config not in PRESETS:
-            raise ValueError(f"unknown network preset {config!r}; presets: {sorted(PRESETS)}")
-        return ADMConfig.from_dict(PRESETS[config])
+        if config not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {config!r}; architectures: {', '.join(ARCHITECTURES)}")
+        return ADMConfig.from_dict(ARCHITECTURES[config])
     return ADMConfig.from_dict(dict(config))
 
 
@@ -44,8 +45,8 @@ def build_network(config: str | Mapping[str, Any] | ADMConfig, device: str | tor
         return ADMUNet(resolve_config(config))
 
 
-def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """(state_dict, config or None) from a torch-saved file or a safetensors file."""
+def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, str]:
+    """(state_dict, config or None, training objective) from a torch-saved file or a safetensors file."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
@@ -59,21 +60,23 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
         except Exception as exc:  # safetensors raises several types for corrupt files
             raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
         config = json.loads(meta["config"]) if "config" in meta else None
-        return state, config
+        return state, config, meta.get("objective", "eps")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from exc
-    config = None
+    config, objective = None, "eps"
     if isinstance(obj, dict):
         for wrapper in ("state_dict", "ema", "model"):
             if isinstance(obj.get(wrapper), dict):
                 config = obj.get("config") if isinstance(obj.get("config"), dict) else None
+                if isinstance(obj.get("train"), dict):  # a checkpoint of `spgd train`
+                    objective = obj["train"].get("objective", "eps")
                 obj = obj[wrapper]
                 break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: does not hold a state dict (a mapping of parameter names to tensors)")
-    return obj, config
+    return obj, config, objective
 
 
 def _mismatch(network: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
@@ -92,7 +95,7 @@ def _mismatch(network: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str
 
 
 def _matching_preset(state: Mapping[str, torch.Tensor]) -> str | None:
-    for name in PRESETS:
+    for name in PUBLIC:
         if not _mismatch(build_network(name, "meta"), state):
             return name
     return None
@@ -100,14 +103,19 @@ def _matching_preset(state: Mapping[str, torch.Tensor]) -> str | None:
 
 def load_network(path: str | Path, config: str | Mapping[str, Any] | None = None) -> ADMUNet:
     """An ADM UNet with the weights of `path` (strict: every key and shape must match)."""
+    return _load_network(path, config)[0]
+
+
+def _load_network(path: str | Path, config: str | Mapping[str, Any] | None) -> tuple[ADMUNet, str]:
+    """`load_network`, and the objective the network was trained with ("eps" unless the file says)."""
     path = Path(path)
-    state, file_config = _read_checkpoint(path)
+    state, file_config, objective = _read_checkpoint(path)
     if config is None:
         config = file_config if file_config is not None else _matching_preset(state)
         if config is None:
             raise CheckpointError(
                 f"{path}: no network config stored in the file and it matches no preset "
-                f"({', '.join(PRESETS)}); pass config= a preset name or a dict of guided-diffusion arguments")
+                f"({', '.join(PUBLIC)}); give its architecture (--arch, or arch= in Python)")
     network = build_network(config, "meta")
     problems = _mismatch(network, state)
     if problems:
@@ -118,11 +126,21 @@ def load_network(path: str | Path, config: str | Mapping[str, Any] | None = None
         raise CheckpointError(f"{path}: weights do not fit the network {config!r}:\n  "
                               + "\n  ".join(problems) + hint)
     network.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
-    return network
+    return network, objective
+
+
+OBJECTIVES = ("eps", "edm")
+
+
+def denoiser_for(network: nn.Module, objective: str) -> VPDenoiser | EDMDenoiser:
+    """The denoiser D(x, sigma) of a network trained with `objective` ("eps": VP, "edm": EDM)."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown training objective {objective!r}; objectives: {OBJECTIVES}")
+    return EDMDenoiser(network) if objective == "edm" else VPDenoiser(network)
 
 
 def load_prior(path_or_name: str | Path, config: str | Mapping[str, Any] | None = None,
-               device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> VPDenoiser:
+               device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> VPDenoiser | EDMDenoiser:
     """A frozen VP denoiser D(x, sigma) from a checkpoint file or a built-in name ("builtin:<name>").
 
     `config` is a preset name (`ffhq256`, `imagenet256`) or a dict of guided-diffusion arguments;
@@ -137,8 +155,8 @@ def load_prior(path_or_name: str | Path, config: str | Mapping[str, Any] | None 
                 f"{sorted(shipped) or 'none yet'}); pass a checkpoint file instead, e.g. "
                 f"{WHERE_TO_GET['ffhq256']}")
         path_or_name = shipped[name]
-    network = load_network(path_or_name, config)
+    network, objective = _load_network(path_or_name, config)
     for module in network.modules():  # normalisation layers stay float32, as in guided-diffusion's fp16 mode
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
             module.to(dtype)
-    return VPDenoiser(network).to(device=device)
+    return denoiser_for(network, objective).to(device=device)

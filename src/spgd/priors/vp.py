@@ -1,70 +1,62 @@
-"""VP (DDPM) preconditioning: turns an epsilon-predicting network into an EDM-style denoiser D(x, sigma).
+"""VP (DDPM) preconditioning: a network trained on a discrete DDPM ladder as an EDM-style denoiser D(x, sigma).
 
-With the linear beta schedule (beta_min 0.1, beta_d 19.9 in continuous time, M = 1000 steps):
-c_in = 1/sqrt(sigma^2 + 1), t(sigma) = (sqrt(beta_min^2 + 2 beta_d ln(1 + sigma^2)) - beta_min) / beta_d,
-c_noise = (M - 1) t(sigma), and D(x, sigma) = x - sigma * F(c_in x, c_noise)[:, :3].
+A VP state x_vp = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps is x_vp = c_in x in EDM variables
+(x = x0 + sigma eps, c_in = 1 / sqrt(sigma^2 + 1), alpha_bar = c_in^2). The network gets c_in x and a
+timestep for sigma, and predicts
+- "epsilon":      D = x - sigma F,
+- "v_prediction": D = x / (1 + sigma^2) - sigma c_in F  (v = sqrt(abar) eps - sqrt(1 - abar) x0),
+- "sample":       D = F.
+Timesteps between the ladder's steps (every sigma a continuous sampler asks for):
+- "vp-linear": (M - 1) t(sigma) of the continuous linear VP schedule, t(sigma) =
+  (sqrt(beta_min^2 + 2 beta_d ln(1 + sigma^2)) - beta_min) / beta_d (beta_min 0.1, beta_d 19.9):
+  what the published SPGD/DAPS code does with the linear-schedule checkpoints;
+- "interpolate": the fractional ladder index, linear in log sigma between two steps (the continuous
+  inverse of any discrete alpha_bar), clamped to the ends;
+- "nearest": the index of the nearest step in log sigma.
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
-BETA_MIN = 0.1
-BETA_D = 19.9
-NUM_TIMESTEPS = 1000
+from ..schedule import NUM_TIMESTEPS, ladder_position, linear_alpha_bars, sigmas_from_alpha_bars, vp_sigma_to_t
+from .base import NetworkDenoiser
+
+PREDICTIONS = ("epsilon", "v_prediction", "sample")
+TIMESTEPS = ("vp-linear", "interpolate", "nearest")
 
 
-def sigma_to_t(sigma: Tensor) -> Tensor:
-    """Continuous VP time in [0, 1] at which the marginal noise level (in x / alpha units) is sigma."""
-    return ((BETA_MIN ** 2 + 2 * BETA_D * torch.log1p(sigma ** 2)).sqrt() - BETA_MIN) / BETA_D
+class VPDenoiser(NetworkDenoiser):
+    """D(x, sigma) for a network F(x_vp, t) trained on the DDPM ladder of `alpha_bars` (linear by default)."""
 
+    def __init__(self, network: nn.Module, alpha_bars: Tensor | None = None, prediction: str = "epsilon",
+                 timestep: str = "vp-linear") -> None:
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction type {prediction!r}; known: {PREDICTIONS}")
+        if timestep not in TIMESTEPS:
+            raise ValueError(f"unknown timestep map {timestep!r}; known: {TIMESTEPS}")
+        alpha_bars = linear_alpha_bars() if alpha_bars is None else alpha_bars.double()
+        ladder = sigmas_from_alpha_bars(alpha_bars)
+        config = getattr(network, "config", None)
+        super().__init__(network, ladder, float(ladder[0]), float(ladder[-1]),
+                         int(getattr(config, "in_channels", 3)), getattr(config, "image_size", None))
+        self.prediction, self.timestep = prediction, timestep
 
-def t_to_sigma(t: Tensor) -> Tensor:
-    """Inverse of `sigma_to_t`."""
-    return (torch.exp(0.5 * BETA_D * t ** 2 + BETA_MIN * t) - 1).sqrt()
-
-
-def discrete_sigmas(num_timesteps: int = NUM_TIMESTEPS) -> Tensor:
-    """sigma_k = sqrt((1 - alpha_bar_k) / alpha_bar_k) of the discrete linear schedule (1e-4 .. 0.02)."""
-    betas = torch.linspace(1e-4, 0.02, num_timesteps, dtype=torch.float64)
-    alpha_bar = torch.cumprod(1 - betas, dim=0)
-    return ((1 - alpha_bar) / alpha_bar).sqrt()
-
-
-def alpha_bars(num_timesteps: int = NUM_TIMESTEPS) -> Tensor:
-    """alpha_bar_t = 1 / (1 + sigma_t^2) of the discrete linear schedule, t = 0..999 (float64)."""
-    return 1 / (1 + discrete_sigmas(num_timesteps) ** 2)
-
-
-class VPDenoiser(nn.Module):
-    """D(x, sigma) for a network trained with the DDPM epsilon objective.
-
-    Only the input can carry gradients: the network's parameters are frozen at construction.
-    """
-
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network = network.eval().requires_grad_(False)
-        self.image_channels = int(network.config.in_channels)
-
-    @property
-    def image_size(self) -> int:
-        return int(self.network.config.image_size)
-
-    def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
-        return self.denoise(x, sigma)
+    def timesteps(self, sigma: Tensor) -> Tensor:
+        """The network's timestep input for noise levels `sigma` (see the module docstring)."""
+        if self.timestep == "vp-linear":
+            return (NUM_TIMESTEPS - 1) * vp_sigma_to_t(sigma)
+        position = ladder_position(sigma, self.ladder)
+        return position.round() if self.timestep == "nearest" else position
 
     def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         """Denoised estimate of x at noise level sigma (a float or one value per image)."""
-        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
-        if sigma.numel() == 1:
-            sigma = sigma.expand(x.shape[0])
-        elif sigma.numel() != x.shape[0]:
-            raise ValueError(f"got {sigma.numel()} sigmas for a batch of {x.shape[0]} images")
+        sigma = self.per_image(x, sigma)
         s = sigma.reshape(-1, 1, 1, 1)
         c_in = 1 / (s ** 2 + 1).sqrt()
-        c_noise = (NUM_TIMESTEPS - 1) * sigma_to_t(sigma)
-        net_dtype = next(self.network.parameters()).dtype
-        eps = self.network((c_in * x).to(net_dtype), c_noise)[:, : self.image_channels]
-        return x - s * eps.to(x.dtype)
-
+        out = self.network((c_in * x).to(self.network_dtype), self.timesteps(sigma))
+        out = out[:, : self.image_channels].to(x.dtype)
+        if self.prediction == "epsilon":
+            return x - s * out
+        if self.prediction == "v_prediction":
+            return x / (1 + s ** 2) - s * c_in * out
+        return out

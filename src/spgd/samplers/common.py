@@ -8,6 +8,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from ..protocols import Operator
 from ..seeding import make_generators, randn_per_image
 
 
@@ -17,6 +18,15 @@ class DivergenceError(FloatingPointError):
     def __init__(self, sampler: str, step: int, images: Sequence[int], hint: str) -> None:
         self.step, self.images = step, list(images)
         super().__init__(f"{sampler} diverged (NaN/inf) at step {step} for image(s) {self.images}; {hint}")
+
+
+def require(operator: Operator, capability: str, sampler: str) -> None:
+    """A clear error when `operator` lacks what `sampler` needs ("pinv", "svd", "adjoint")."""
+    if not operator.supports(capability):
+        what = {"pinv": "a pseudo-inverse", "svd": "a singular value decomposition", "adjoint": "an adjoint"}
+        raise ValueError(f"{sampler} needs an operator with {what.get(capability, capability)}; "
+                         f"{operator.name} has none (dps, daps, reddiff and spgd handle every task, "
+                         "non-linear ones included)")
 
 
 def check_start(x_start: Tensor, shape: Sequence[int]) -> None:

@@ -24,27 +24,32 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..protocols import Denoiser, Operator
+from ..schedule import clamp_range, lr_schedule, sigma_schedule
+from ..seeding import StepNoise
 from .common import FiniteGuard, Trace, start_noise
-from .ddpm import StepNoise
-from .schedule import lr_schedule, sigma_schedule
 
 PUBLISHED_TAU = 0.01 / math.sqrt(2)
 DAPS_1K = {"steps": 200, "ode_steps": 5}
 DAPS_100 = {"steps": 50, "ode_steps": 2}
 
 
-def daps(prior, operator, y: Tensor, x_start: Tensor | None = None, seed: int | Sequence[int] = 0, *,
+def daps(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None = None, seed: int | Sequence[int] = 0, *,
          steps: int = 200, ode_steps: int = 5, langevin_steps: int = 100, lr: float = 1e-4,
          lr_min_ratio: float = 0.01, tau: float = PUBLISHED_TAU, sigma_max: float = 100.0, sigma_min: float = 0.1,
          ode_sigma_min: float = 0.01, schedule: str = "poly-7", shape: Sequence[int] | None = None,
          on_nan: str = "raise", check_every: int = 1, trace: Trace | None = None, progress: bool = True) -> Tensor:
-    """Restore x from y = A(x) + noise with DAPS; `x_start` is the state at sigma_max (sigma_max-scaled noise)."""
+    """Restore x from y = A(x) + noise with DAPS; `x_start` is the state at sigma_max (sigma_max-scaled noise).
+
+    sigma_max and sigma_min (the annealing levels) are clamped to the prior's noise range.
+    """
     if steps < 1 or ode_steps < 1 or langevin_steps < 0:
         raise ValueError(f"need steps >= 1, ode_steps >= 1 and langevin_steps >= 0, "
                          f"got {steps}, {ode_steps} and {langevin_steps}")
     if not 0 < ode_sigma_min <= sigma_min:
         raise ValueError(f"need 0 < ode_sigma_min <= sigma_min, got {ode_sigma_min} and {sigma_min}")
     shape = tuple(shape) if shape is not None else operator.input_shape(y)
+    sigma_max, sigma_min = clamp_range(sigma_max, sigma_min, (prior.sigma_min, prior.sigma_max))
     levels = sigma_schedule(steps + 1, sigma_max, sigma_min, schedule)[:steps].tolist() + [0.0]
     lrs = lr_schedule(lr, steps + 1, lr_min_ratio)[:steps]
     x = start_noise(shape, sigma_max, seed, y.device, x_start)
@@ -64,7 +69,7 @@ def daps(prior, operator, y: Tensor, x_start: Tensor | None = None, seed: int | 
     return x.detach()
 
 
-def probability_flow(prior, x: Tensor, sigma: float, sigma_end: float, steps: int, schedule: str = "poly-7") -> Tensor:
+def probability_flow(prior: Denoiser, x: Tensor, sigma: float, sigma_end: float, steps: int, schedule: str = "poly-7") -> Tensor:
     """Euler solve of dx/dsigma = (x - D(x, sigma)) / sigma from sigma to sigma_end over a `schedule` grid."""
     grid = sigma_schedule(steps + 1, sigma, sigma_end, schedule)[:-1].tolist()
     for s, s_next in zip(grid[:-1], grid[1:]):
@@ -72,7 +77,7 @@ def probability_flow(prior, x: Tensor, sigma: float, sigma_end: float, steps: in
     return x
 
 
-def _langevin(operator, y: Tensor, x0hat: Tensor, sigma: float, lr: float, tau: float, steps: int,
+def _langevin(operator: Operator, y: Tensor, x0hat: Tensor, sigma: float, lr: float, tau: float, steps: int,
               noise: StepNoise) -> tuple[Tensor, Tensor]:
     """Langevin samples of p(x0 | x0hat, y) (see the module docstring) and the last data-fit loss per image."""
     x = x0hat.detach()

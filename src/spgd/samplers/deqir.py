@@ -15,8 +15,9 @@ batched), by Anderson acceleration (history 5, regulariser 1e-3, at most 15 eval
 map, stop at relative residual 1e-3, as released; see `anderson` for one difference).
 `solver="sequential"` walks the same chain step by step (T evaluations in sequence), the
 reference for the parallel solve's wall-clock advantage. States are kept in VP units (x_T ~ N(0, I)),
-as in the released code; measurement noise is not modelled (plain DDNM). Linear operators with a
-pseudo-inverse only (see `nullspace`).
+as in the released code; measurement noise is not modelled (plain DDNM). Operators with a
+pseudo-inverse only: A^+ is `operator.A_pinv`, N is `operator.null` (for blurs the operator's
+truncated FFT pseudo-inverse under the circular-boundary approximation).
 """
 from __future__ import annotations
 
@@ -27,28 +28,27 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..priors.vp import alpha_bars
-from .common import FiniteGuard, Trace, start_noise
-from .ddpm import strided_timesteps
-from .nullspace import NullSpace, null_space
+from ..protocols import Denoiser, Operator
+from .common import FiniteGuard, Trace, require, start_noise
+from .ddpm import chain_alpha_bars
 
 SOLVERS = ("anderson", "sequential")
 
 
-def deqir(prior, operator, y: Tensor, x_start: Tensor | None = None, seed: int | Sequence[int] = 0, *,
-          steps: int = 100, solver: str = "anderson", history: int = 5, max_iter: int = 15, tol: float = 1e-3,
-          anderson_lam: float = 1e-3, anderson_beta: float = 1.0, blur_cutoff: float = 3e-2,
+def deqir(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None = None,
+          seed: int | Sequence[int] = 0, *, steps: int = 100, solver: str = "anderson", history: int = 5,
+          max_iter: int = 15, tol: float = 1e-3, anderson_lam: float = 1e-3, anderson_beta: float = 1.0,
           shape: Sequence[int] | None = None, on_nan: str = "raise", check_every: int = 1,
           trace: Trace | None = None, progress: bool = True) -> Tensor:
     """Restore x from y = A(x) + noise with DeqIR; `x_start` is x_T in VP units (standard normal)."""
-    space = null_space(operator, blur_cutoff, "deqir")
+    require(operator, "pinv", "deqir")
     if solver not in SOLVERS:
         raise ValueError(f"unknown DeqIR solver {solver!r}; solvers: {SOLVERS}")
     if history < 2 or max_iter < 3:
         raise ValueError(f"need history >= 2 and max_iter >= 3, got {history} and {max_iter}")
     shape = tuple(shape) if shape is not None else operator.input_shape(y)
     x_T = start_noise(shape, 1.0, seed, y.device, x_start)
-    chain = DDNMChain(prior, space, y, x_T, steps)
+    chain = DDNMChain(prior, operator, y, x_T, steps)
     guard = FiniteGuard("DeqIR", shape[0], on_nan, check_every, "check the measurement and the operator", trace)
 
     def report(step: int, x: Tensor, sigma: float, last: bool) -> Tensor:
@@ -70,26 +70,24 @@ def deqir(prior, operator, y: Tensor, x_start: Tensor | None = None, seed: int |
 class DDNMChain:
     """The deterministic DDIM + DDNM chain from x_T, one step at a time or as the joint map of all outputs."""
 
-    def __init__(self, prior, space: NullSpace, y: Tensor, x_T: Tensor, steps: int) -> None:
-        abar = alpha_bars()
-        times = strided_timesteps(steps)[::-1]
-        ab_in = [float(abar[t]) for t in times]
+    def __init__(self, prior: Denoiser, operator: Operator, y: Tensor, x_T: Tensor, steps: int) -> None:
+        ab_in = chain_alpha_bars(prior, steps, "strided")
         ab_out = ab_in[1:] + [1.0]
-        self.prior, self.space, self.x_T = prior, space, x_T
+        self.prior, self.operator, self.x_T = prior, operator, x_T
         self.scale_in = [math.sqrt(a) for a in ab_in]
         self.scale_out = [math.sqrt(a) for a in ab_out]
         self.sigma_in = [math.sqrt((1 - a) / a) for a in ab_in]
         self.sigma_out = [math.sqrt((1 - a) / a) for a in ab_out]
         with torch.no_grad():
-            self.b = space.pinv(y)
-            self.base = self.b + space.null(x_T / self.scale_in[0])
+            self.b = operator.A_pinv(y)
+            self.base = self.b + operator.null(x_T / self.scale_in[0])
 
     @torch.no_grad()
     def step(self, m: int, x: Tensor) -> Tensor:
         """x_{m+1} from x_m (VP units): x0' + sigma'_m eps_m."""
         x = x / self.scale_in[m]
         eps = (x - self.prior.denoise(x, self.sigma_in[m])) / self.sigma_in[m]
-        out = self.b + self.space.null(x - self.sigma_in[m] * eps) + self.sigma_out[m] * eps
+        out = self.b + self.operator.null(x - self.sigma_in[m] * eps) + self.sigma_out[m] * eps
         return out * self.scale_out[m]
 
     @torch.no_grad()
@@ -102,7 +100,7 @@ class DDNMChain:
         x = (inputs / scale_in).flatten(0, 1)
         sigmas = sigma_in.repeat_interleave(batch)
         eps = ((x - self.prior.denoise(x, sigmas)) / sigmas.reshape(-1, 1, 1, 1)).unflatten(0, (steps, batch))
-        null_eps = torch.stack([self.space.null(e) for e in eps])
+        null_eps = torch.stack([self.operator.null(e) for e in eps])
         sigma_out = torch.tensor(self.sigma_out, device=z.device).reshape(-1, 1, 1, 1, 1)
         drift = ((sigma_out - sigma_in.reshape(-1, 1, 1, 1, 1)) * null_eps).cumsum(dim=0)
         out = self.base + drift + sigma_out * (eps - null_eps)

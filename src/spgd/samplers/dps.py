@@ -1,6 +1,6 @@
 """DPS: Diffusion Posterior Sampling (Chung et al., ICLR 2023).
 
-Ancestral DDPM sampling over the discrete linear schedule (VP variables, x_T ~ N(0, I)). At each step
+Ancestral DDPM sampling over the prior's discrete ladder (VP variables, x_T ~ N(0, I)). At each step
 x0hat = D(x_t) is (optionally) clipped to [-1, 1], the exact DDPM posterior q(x_s | x_t, x0hat)
 is sampled (variance beta~_t: the released code uses the network's learned variance, which a
 denoiser D(x, sigma) does not expose), and then
@@ -21,25 +21,25 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..priors.vp import alpha_bars
+from ..protocols import Denoiser, Operator
+from ..seeding import StepNoise
 from .common import FiniteGuard, Trace, start_noise
-from .ddpm import StepNoise, respaced_timesteps
+from .ddpm import chain_alpha_bars
 
 
-def dps(prior, operator, y: Tensor, x_start: Tensor | None = None, seed: int | Sequence[int] = 0, *,
+def dps(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None = None, seed: int | Sequence[int] = 0, *,
         steps: int = 1000, zeta: float = 0.3, clip_denoised: bool = True, shape: Sequence[int] | None = None,
         on_nan: str = "raise", check_every: int = 1, trace: Trace | None = None, progress: bool = True) -> Tensor:
     """Restore x from y = A(x) + noise with DPS; `x_start` is x_T in VP units (standard normal)."""
     shape = tuple(shape) if shape is not None else operator.input_shape(y)
     x = start_noise(shape, 1.0, seed, y.device, x_start)
     noise = StepNoise(seed, shape[0], "dps", y.device)
-    abar = alpha_bars()
-    times = respaced_timesteps(steps)[::-1]
+    abar = chain_alpha_bars(prior, steps, "respaced")
     guard = FiniteGuard("DPS", shape[0], on_nan, check_every, f"try a smaller zeta (now {zeta})", trace)
-    bar = tqdm(range(len(times)), desc="DPS", disable=not progress, leave=False)
+    bar = tqdm(range(len(abar)), desc="DPS", disable=not progress, leave=False)
     for i in bar:
-        ab_t = float(abar[times[i]])
-        ab_s = float(abar[times[i + 1]]) if i + 1 < len(times) else 1.0
+        ab_t = abar[i]
+        ab_s = abar[i + 1] if i + 1 < len(abar) else 1.0
         sigma_t = math.sqrt((1 - ab_t) / ab_t)
         with torch.enable_grad():
             x_in = x.detach().requires_grad_(True)
@@ -51,9 +51,9 @@ def dps(prior, operator, y: Tensor, x_start: Tensor | None = None, seed: int | S
         x0hat = x0hat.detach()
         beta = 1 - ab_t / ab_s
         mean = (math.sqrt(ab_s) * beta * x0hat + math.sqrt(1 - beta) * (1 - ab_s) * x) / (1 - ab_t)
-        if i + 1 < len(times):
+        if i + 1 < len(abar):
             mean = mean + math.sqrt(beta * (1 - ab_s) / (1 - ab_t)) * noise(shape[1:])
-        x = guard.check(i, mean - zeta * grad, force=i == len(times) - 1)
+        x = guard.check(i, mean - zeta * grad, force=i == len(abar) - 1)
         if trace is not None and trace.curves:
             trace.record(sigma_t, norm, x0hat, x)
         guard.show_loss(bar, i, norm)

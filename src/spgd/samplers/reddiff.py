@@ -1,8 +1,8 @@
 """RED-diff: variational posterior sampling with a denoising-diffusion regulariser (Mardani et al., 2023).
 
 One image mu is optimised with Adam (betas 0.9, 0.99), starting from the measurement's pseudo-inverse
-(`A_pinv` if the operator has one, else `A_adjoint(y)`, else zeros). Over timesteps t descending
-(the strided DDPM chain, 1000 by default), with fresh noise eps and x_t = mu + sigma_t * eps (EDM
+(`A_pinv` if the operator has one, else zeros). Over the prior's ladder descending (the strided
+DDPM chain, 1000 levels by default), with fresh noise eps and x_t = mu + sigma_t * eps (EDM
 variables; eps_hat = (x_t - D(x_t, sigma_t)) / sigma_t is the network's noise prediction), one Adam
 step on
 
@@ -21,12 +21,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..priors.vp import alpha_bars
+from ..protocols import Denoiser, Operator
+from ..seeding import StepNoise
 from .common import FiniteGuard, Trace, check_start
-from .ddpm import StepNoise, strided_timesteps
+from .ddpm import chain_alpha_bars
 
 
-def reddiff(prior, operator, y: Tensor, x_start: Tensor | None = None, seed: int | Sequence[int] = 0, *,
+def reddiff(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None = None, seed: int | Sequence[int] = 0, *,
             steps: int = 1000, lr: float = 0.1, lam: float = 0.25, betas: Sequence[float] = (0.9, 0.99),
             shape: Sequence[int] | None = None, on_nan: str = "raise", check_every: int = 1,
             trace: Trace | None = None, progress: bool = True) -> Tensor:
@@ -38,12 +39,11 @@ def reddiff(prior, operator, y: Tensor, x_start: Tensor | None = None, seed: int
     mu = start.detach().to(device=y.device, dtype=torch.float32).clone().requires_grad_(True)
     optimizer = torch.optim.Adam([mu], lr=lr, betas=tuple(betas))
     noise = StepNoise(seed, shape[0], "reddiff", y.device)
-    abar = alpha_bars()
-    times = strided_timesteps(steps)[::-1]
+    abar = chain_alpha_bars(prior, steps, "strided")
     guard = FiniteGuard("RED-diff", shape[0], on_nan, check_every, f"try a smaller lr (now {lr})", trace)
-    bar = tqdm(range(len(times)), desc="RED-diff", disable=not progress, leave=False)
+    bar = tqdm(range(len(abar)), desc="RED-diff", disable=not progress, leave=False)
     for i in bar:
-        ab = float(abar[times[i]])
+        ab = abar[i]
         sigma = math.sqrt((1 - ab) / ab)
         eps = noise(shape[1:])
         with torch.no_grad():
@@ -56,19 +56,14 @@ def reddiff(prior, operator, y: Tensor, x_start: Tensor | None = None, seed: int
             (fit + lam * sigma * regulariser).sum().backward()
         optimizer.step()
         with torch.no_grad():
-            mu.copy_(guard.check(i, mu, force=i == len(times) - 1))
+            mu.copy_(guard.check(i, mu, force=i == len(abar) - 1))
         if trace is not None and trace.curves:
             trace.record(sigma, fit, None, mu.detach().clone())
         guard.show_loss(bar, i, fit)
     return mu.detach()
 
 
-def pseudo_inverse_start(operator, y: Tensor, shape: Sequence[int]) -> Tensor:
-    """A_pinv(y) if the operator has it, else A_adjoint(y), else zeros (non-linear operators)."""
+def pseudo_inverse_start(operator: Operator, y: Tensor, shape: Sequence[int]) -> Tensor:
+    """A_pinv(y) if the operator has a pseudo-inverse, else zeros (the non-linear operators)."""
     with torch.no_grad():
-        if hasattr(operator, "A_pinv"):
-            return operator.A_pinv(y)
-        try:
-            return operator.A_adjoint(y)
-        except NotImplementedError:
-            return torch.zeros(shape, device=y.device)
+        return operator.A_pinv(y) if operator.supports("pinv") else torch.zeros(shape, device=y.device)

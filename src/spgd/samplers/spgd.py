@@ -13,8 +13,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..protocols import Denoiser, Operator
+from ..schedule import clamp_range, lr_schedule, sigma_schedule, step_sizes
 from .common import FiniteGuard, Trace, degrees, flat_cosine, start_noise
-from .schedule import lr_schedule, sigma_schedule, step_sizes
 
 MODES = ("paper", "reference")
 
@@ -25,7 +26,7 @@ def directional_agreement(g: Tensor, m: Tensor) -> Tensor:
     return ((cos.flatten(1).mean(dim=1) + 1) / 2).reshape(-1, 1, 1, 1)
 
 
-def spgd(prior, operator, y: Tensor, x_start: Tensor | None = None, seed: int | Sequence[int] = 0, *,
+def spgd(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None = None, seed: int | Sequence[int] = 0, *,
          steps: int = 200, inner_steps: int = 5, lr: float = 1.0, lr_min_ratio: float = 0.01,
          beta: float = 0.9, sigma_max: float = 100.0, sigma_min: float = 0.1, schedule: str = "poly-7",
          mode: str = "paper", shape: Sequence[int] | None = None, on_nan: str = "raise",
@@ -33,6 +34,7 @@ def spgd(prior, operator, y: Tensor, x_start: Tensor | None = None, seed: int | 
     """Restore x from y = A(x) + noise with SPGD; returns the batch of restored images in [-1, 1]-ish units.
 
     `prior.denoise(x, sigma)` is the only use of the prior; `operator.A` the only use of the operator.
+    sigma_max and sigma_min are clamped to the prior's noise range.
     Images that diverge raise `DivergenceError` (on_nan="raise") or come back as NaN ("mark").
     """
     if mode not in MODES:
@@ -40,6 +42,7 @@ def spgd(prior, operator, y: Tensor, x_start: Tensor | None = None, seed: int | 
     if inner_steps < 1:
         raise ValueError(f"inner_steps must be >= 1, got {inner_steps}")
     shape = tuple(shape) if shape is not None else operator.input_shape(y)
+    sigma_max, sigma_min = clamp_range(sigma_max, sigma_min, (prior.sigma_min, prior.sigma_max))
     x = start_noise(shape, sigma_max, seed, y.device, x_start)
     sigmas = sigma_schedule(steps, sigma_max, sigma_min, schedule)
     f = step_sizes(sigmas)

@@ -1,0 +1,64 @@
+"""The two contracts the rooms meet at: a prior is a `Denoiser`, a forward model an `Operator`.
+
+Samplers are written against these alone (they import neither `priors` nor `operators`), so any
+object with these attributes works: a network of any checkpoint format behind `priors`, a closed-form
+Gaussian prior in the tests, a forward model of the user's own.
+"""
+from __future__ import annotations
+
+from typing import Protocol, Sequence, runtime_checkable
+
+import torch
+from torch import Tensor
+
+
+@runtime_checkable
+class Denoiser(Protocol):
+    """D(x, sigma) ~ E[x0 | x0 + sigma n = x] for images in [-1, 1], and the noise levels it knows.
+
+    `sigma_min`/`sigma_max`: the range continuous samplers clamp their levels to. `ladder`: the
+    ascending discrete levels (float64) DDPM-chain samplers walk: the training ladder of a discrete
+    prior, a standard 1,000-level one for a continuous prior.
+    """
+
+    image_channels: int
+    sigma_min: float
+    sigma_max: float
+
+    @property
+    def image_size(self) -> int | None: ...
+
+    @property
+    def ladder(self) -> Tensor: ...
+
+    def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class Operator(Protocol):
+    """A forward model y = A(x) + noise that answers its own questions.
+
+    `supports(name)` says which optional answers it has: "adjoint" (A_adjoint), "pinv" (A_pinv and
+    `null`), "svd". `input_shape(y)` is the image batch shape behind a measurement, `preview(y)` the
+    [0, 1] picture a person sees of it.
+    """
+
+    name: str
+    linear: bool
+    noise_sigma: float
+
+    def A(self, x: Tensor) -> Tensor: ...  # noqa: N802 - the field's notation
+
+    def A_adjoint(self, y: Tensor) -> Tensor: ...  # noqa: N802
+
+    def A_pinv(self, y: Tensor) -> Tensor: ...  # noqa: N802
+
+    def null(self, x: Tensor) -> Tensor: ...
+
+    def supports(self, capability: str) -> bool: ...
+
+    def input_shape(self, y: Tensor) -> tuple[int, ...]: ...
+
+    def preview(self, y: Tensor) -> Tensor: ...
+
+    def measure(self, x: Tensor, generator: Sequence[torch.Generator] | torch.Generator | None = None) -> Tensor: ...
