@@ -25,7 +25,6 @@ from spgd.priors.fast import PRECISIONS, FastDenoiser
 from spgd.tasks import load_task, parse_key_values, resolve_settings
 from spgd.weights import MissingWeightsError
 
-
 # Minimal settings for one untimed warm-up run per sampler, so one-off start-up costs (lazy imports,
 # first allocations) do not count against whichever sampler happens to run first.
 WARMUP = {"spgd": {"steps": 1, "inner_steps": 1}, "dps": {"steps": 1}, "reddiff": {"steps": 1},

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from speed import device_name, random_prior, timed
 
 import spgd
 from spgd.priors.fast import PRECISIONS, FastDenoiser
 from spgd.tasks import load_task, preset_settings, resolve_settings
-from speed import device_name, random_prior, timed
 
 SAMPLERS = ("spgd", "dps", "daps", "reddiff", "deqir")
 STEPS_TIMED = {"spgd": 4, "dps": 20, "daps": 4, "reddiff": 20}  # DeqIR runs whole

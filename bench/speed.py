@@ -24,8 +24,8 @@ import torch
 import spgd
 from spgd.priors import VPDenoiser, build_network
 from spgd.priors.fast import FastDenoiser
-from spgd.schedule import lr_schedule, sigma_schedule, step_sizes
 from spgd.samplers.spgd import spgd as spgd_sampler
+from spgd.schedule import lr_schedule, sigma_schedule, step_sizes
 
 
 def random_prior(arch: str, seed: int = 0) -> VPDenoiser:

@@ -1,4 +1,10 @@
-"""Shared fixtures: the reference data in ../shared (tests skip with the reason when it is absent)."""
+"""Shared fixtures and the rule for ../shared.
+
+Tests that read the project's ../shared folder (reference outputs, key lists, the tiny model, demo
+images) are marked `shared`: they skip with the reason when the folder is absent, and fail when it
+is present but a file is missing. If ../shared is present and no shared test passed, the session
+fails: a run that silently skipped them all must not look green.
+"""
 from __future__ import annotations
 
 import importlib.util
@@ -15,9 +21,48 @@ DATASETS = SHARED / "datasets"
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
+SHARED_FIXTURES = {"tiny_prior_path", "tiny_prior", "golden", "ffhq_demo", "cases"}
+
+
 def need(path: Path) -> Path:
-    if not path.exists():
+    """`path` inside ../shared: skip without the folder, fail if the folder lacks it."""
+    if not SHARED.is_dir():
         pytest.skip(f"reference data not found at {path} (the project's ../shared folder is absent)")
+    if not path.exists():
+        pytest.fail(f"{path} is missing from the project's ../shared folder")
+    return path
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if SHARED_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.shared)
+
+
+_shared_passed: list[str] = []
+
+
+def pytest_runtest_logreport(report) -> None:
+    if report.when == "call" and report.passed and "shared" in report.keywords:
+        _shared_passed.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    shared_tests = [i for i in session.items if i.get_closest_marker("shared")]
+    if SHARED.is_dir() and shared_tests and not _shared_passed and exitstatus == 0:
+        session.config.get_terminal_writer().line(
+            f"error: ../shared is present but none of the {len(shared_tests)} tests that need it passed", red=True)
+        session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def kernel_wizard_weights(tmp_path_factory) -> Path:
+    """A randomly initialised KernelWizard saved like the released GOPRO_wVAE.pth (same keys and shapes)."""
+    from spgd.operators.nonlinear_blur import KernelWizard
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("kernel_wizard") / "GOPRO_wVAE.pth"
+    torch.save(KernelWizard().state_dict(), path)
     return path
 
 

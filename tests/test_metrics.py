@@ -19,7 +19,14 @@ from PIL import Image
 
 from spgd.cli import main
 from spgd.metrics import (
-    LPIPS, feature_statistics, fid_from_folders, frechet_distance, inception_features, lpips, psnr, ssim,
+    LPIPS,
+    feature_statistics,
+    fid_from_folders,
+    frechet_distance,
+    inception_features,
+    lpips,
+    psnr,
+    ssim,
 )
 from spgd.weights import MissingWeightsError, WeightsFetchError, fetch_weights, load_numpy_pickle, weights_path
 

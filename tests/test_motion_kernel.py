@@ -69,7 +69,8 @@ def test_zero_intensity_is_a_straight_line():
     assert long_ones >= 10
 
 
-@pytest.mark.parametrize("size, intensity", [(0, 0.5), (2.5, 0.5), (9, -0.1), (9, 1.5)])
-def test_rejects_bad_arguments(size, intensity):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("size, intensity, message", [
+    (0, 0.5, "size"), (2.5, 0.5, "size"), (9, -0.1, "intensity"), (9, 1.5, "intensity")])
+def test_rejects_bad_arguments(size, intensity, message):
+    with pytest.raises(ValueError, match=message):
         motion_kernel(size, intensity)

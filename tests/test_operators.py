@@ -1,8 +1,6 @@
 """Operators: golden values of the published code, exact adjoints, reproducible per-image draws."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -22,15 +20,14 @@ from spgd.operators import (
     operator_names,
 )
 
-CASES = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "spgd_cases.pt"
+from .conftest import REFERENCE, need
+
 TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
 def cases() -> dict:
-    if not CASES.exists():
-        pytest.skip(f"reference data not found at {CASES}")
-    return torch.load(CASES, weights_only=False)["cases"]
+    return torch.load(need(REFERENCE / "spgd_cases.pt"), weights_only=False)["cases"]
 
 
 def generators(*seeds: int) -> list[torch.Generator]:

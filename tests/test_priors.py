@@ -6,7 +6,8 @@ import torch
 from safetensors.torch import save_file
 
 from spgd.priors import CheckpointError, build_network, load_prior
-from spgd.schedule import vp_sigma_to_t as sigma_to_t, vp_t_to_sigma as t_to_sigma
+from spgd.schedule import vp_sigma_to_t as sigma_to_t
+from spgd.schedule import vp_t_to_sigma as t_to_sigma
 
 from .conftest import REFERENCE, need
 

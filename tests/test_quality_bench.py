@@ -13,8 +13,8 @@ import pytest
 from spgd import io
 from spgd.baselines import METHODS
 from spgd.bench import BenchJob
-from spgd.run import RunSpec
 from spgd.metrics import image_scores
+from spgd.run import RunSpec
 from spgd.tasks import load_task
 
 from .conftest import bench_script
@@ -152,7 +152,7 @@ def test_quality_runs_only_the_chosen_baselines(quality, ffhq_demo, tiny_prior_p
     blur = json.loads((out / "quality.json").read_text())["results"]["ffhq-demo"]["gaussian_blur"]
     assert list(blur["methods"]) == ["spgd", "measurement"] and "best_baseline" not in blur
     capsys.readouterr()
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="2"):  # argparse's usage error
         quality.main([*args, "--baselines", "wiener", "lucy"])
     error = capsys.readouterr().err
     assert "invalid choice: 'lucy'" in error and all(method in error for method in METHODS)

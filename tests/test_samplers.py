@@ -16,10 +16,9 @@ import yaml
 
 from spgd.cli import main
 from spgd.operators import make_operator
-from spgd.priors.gaussian import GaussianPrior
-from spgd.samplers import SAMPLERS, DivergenceError, Trace
 from spgd.operators.blur import transfer_function
-from spgd.samplers import sampler_settings
+from spgd.priors.gaussian import GaussianPrior
+from spgd.samplers import SAMPLERS, DivergenceError, Trace, sampler_settings
 from spgd.samplers.daps import DAPS_1K
 from spgd.seeding import make_generators
 from spgd.tasks import load_task, preset_settings, resolve_settings, task_names
@@ -222,14 +221,15 @@ def test_unsupported_operator_is_a_clear_error(name, task):
         SAMPLERS[name](prior, op, torch.zeros(1, 3, 8, 8), progress=False)
 
 
-@pytest.mark.parametrize("name, bad", [
-    ("dps", dict(steps=1001)), ("daps", dict(ode_sigma_min=0.5)), ("reddiff", dict(steps=0)),
-    ("deqir", dict(solver="picard")), ("spgd", dict(mode="magic")),
-    ("reddiff", dict(steps=600)), ("deqir", dict(steps=300)),  # a strided chain must reach t = 999
+@pytest.mark.parametrize("name, bad, message", [
+    ("dps", dict(steps=1001), "steps must be in 1..1000"), ("daps", dict(ode_sigma_min=0.5), "ode_sigma_min"),
+    ("reddiff", dict(steps=0), "steps must be in 1..1000"), ("deqir", dict(solver="picard"), "unknown DeqIR solver"),
+    ("spgd", dict(mode="magic"), "unknown SPGD mode"),
+    ("reddiff", dict(steps=600), "steps must divide"), ("deqir", dict(steps=300), "steps must divide"),  # reach the top
 ])
-def test_invalid_settings_are_clear_errors(name, bad):
+def test_invalid_settings_are_clear_errors(name, bad, message):
     prior, op, _, y = gaussian_batch()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         SAMPLERS[name](prior, op, y, progress=False, **{**FAST[name], **bad})
 
 

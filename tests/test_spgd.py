@@ -7,9 +7,9 @@ import torch
 import spgd
 from spgd.operators import make_operator
 from spgd.samplers import DivergenceError, Trace
-from spgd.schedule import lr_schedule, sigma_schedule, step_sizes
 from spgd.samplers.spgd import directional_agreement
 from spgd.samplers.spgd import spgd as spgd_sampler
+from spgd.schedule import lr_schedule, sigma_schedule, step_sizes
 
 CASES = ["down_sampling", "gaussian_blur", "motion_blur", "inpainting_random", "phase_retrieval", "hdr"]
 

@@ -14,11 +14,19 @@ from spgd.cli import main
 from spgd.io import center_crop_resize
 from spgd.priors import build_network
 from spgd.priors.adm_unet import ADMConfig, ADMUNet
+from spgd.priors.presets import ARCHITECTURES
 from spgd.priors.vp import VPDenoiser
 from spgd.sample import sample
-from spgd.priors.presets import ARCHITECTURES
-from spgd.train import (MAX_EXPORT_BYTES, TrainConfig, export_weights, holdout_list_path, latest_checkpoint,
-                        model_config, prepare_dataset, train)
+from spgd.train import (
+    MAX_EXPORT_BYTES,
+    TrainConfig,
+    export_weights,
+    holdout_list_path,
+    latest_checkpoint,
+    model_config,
+    prepare_dataset,
+    train,
+)
 
 TINY = dict(num_channels=32, channel_mult="1,2", num_res_blocks=1, attention_resolutions="",
             num_head_channels=32, dropout=0.0)

@@ -1,0 +1,159 @@
+"""The contracts, checked for every registered operator and every sampler: a new one is tested here.
+
+Operators: the adjoint is the adjoint (dot products, float64) and equals autograd's vector-Jacobian
+product; A(A_pinv(y)) = y on the range and `null` is a projection that removes A_pinv's range; shapes
+map both ways; a batch of three equals three runs of one; `params()` rebuilds the operator exactly;
+`supports()` tells the truth. Samplers: each runs with a prior whose ladder is not the linear DDPM
+one, and the DDPM-chain samplers walk exactly that prior's ladder.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spgd.operators import _ALIASES as OPERATOR_ALIASES
+from spgd.operators import make_operator, operator_names
+from spgd.operators.blur import transfer_function
+from spgd.priors.gaussian import GaussianPrior
+from spgd.samplers import SAMPLERS
+from spgd.schedule import cosine_alpha_bars, respaced_indices, sigmas_from_alpha_bars, strided_indices
+from spgd.seeding import make_generators
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# one small example per registered operator: (parameters, image shape)
+EXAMPLES = {
+    "super_resolution": (dict(scale=2, noise_sigma=0.1), (3, 8, 12)),
+    "inpainting": (dict(kind="random", fraction=0.5, noise_sigma=0.1), (3, 8, 8)),
+    "blur": (dict(kernel=torch.tensor([[0.0, 0.1, 0.0], [0.1, 0.6, 0.1], [0.0, 0.1, 0.0]]), noise_sigma=0.1),
+             (3, 10, 10)),
+    "gaussian_blur": (dict(kernel_size=5, std=1.0, noise_sigma=0.1), (3, 10, 10)),
+    "motion_blur": (dict(kernel_size=5, intensity=0.5, noise_sigma=0.1), (3, 10, 10)),
+    "phase_retrieval": (dict(noise_sigma=0.1), (1, 8, 8)),
+    "hdr": (dict(noise_sigma=0.1), (3, 8, 8)),
+    "nonlinear_blur": (dict(noise_sigma=0.1), (3, 128, 128)),
+}
+REGISTERED = sorted(set(operator_names()) - set(OPERATOR_ALIASES))
+
+
+def build(name: str, request) -> tuple:
+    params, shape = EXAMPLES[name]
+    if name == "nonlinear_blur":
+        params = {**params, "weights": request.getfixturevalue("kernel_wizard_weights")}
+    return make_operator(name, **params), shape
+
+
+def images(shape, batch=3, seed=0, dtype=torch.float32) -> torch.Tensor:
+    return (torch.rand(batch, *shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2 - 1).to(dtype)
+
+
+def measured(name, request, batch=3, seed=0):
+    """An operator with its random parameters drawn for a batch, the images and their measurement."""
+    op, shape = build(name, request)
+    x = images(shape, batch, seed)
+    y = op.measure(x, make_generators(list(range(seed, seed + batch)), batch, "measure"))
+    return op, x, y
+
+
+def test_every_registered_operator_has_an_example():
+    assert sorted(EXAMPLES) == REGISTERED
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_capabilities_are_what_the_operator_answers(name, request):
+    op, x, y = measured(name, request)
+    assert op.supports("adjoint") == op.linear
+    if op.supports("pinv"):
+        assert op.A_pinv(y).shape == x.shape and op.null(x).shape == x.shape
+    else:
+        with pytest.raises(NotImplementedError, match="no pseudo-inverse"):
+            op.A_pinv(y)
+    with pytest.raises(ValueError, match="unknown operator capability 'magic'"):
+        op.supports("magic")
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_shapes_map_both_ways_and_previews_are_images(name, request):
+    op, x, y = measured(name, request)
+    assert op.measurement_shape(tuple(x.shape)) == tuple(y.shape)
+    assert op.input_shape(y) == tuple(x.shape)
+    preview = op.preview(y)
+    assert preview.shape[0] == 3 and preview.min() >= 0 and preview.max() <= 1
+
+
+@pytest.mark.parametrize("name", [n for n in REGISTERED if EXAMPLES[n][1][1] < 128])
+def test_linear_operators_have_exact_adjoints_equal_to_autograd(name, request):
+    op, x, y = measured(name, request)
+    if not op.linear:
+        pytest.skip(f"{name} is not linear")
+    op = op.double()
+    x, v = images(x.shape[1:], dtype=torch.float64), torch.randn(y.shape, dtype=torch.float64,
+                                                                   generator=torch.Generator().manual_seed(5))
+    lhs, rhs = (op.A(x) * v).sum(), (x * op.A_adjoint(v)).sum()
+    assert abs(float(lhs - rhs)) < 1e-10 * max(1.0, abs(float(lhs)))
+    x_in = x.clone().requires_grad_(True)
+    vjp, = torch.autograd.grad((op.A(x_in) * v).sum(), x_in)
+    torch.testing.assert_close(vjp, op.A_adjoint(v), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", [n for n in REGISTERED if EXAMPLES[n][1][1] < 128])
+def test_pseudo_inverse_inverts_on_the_range_and_null_is_its_complement(name, request):
+    op, x, _ = measured(name, request)
+    if not op.supports("pinv"):
+        pytest.skip(f"{name} has no pseudo-inverse")
+    op = op.double()
+    x = images(x.shape[1:], dtype=torch.float64)
+    torch.testing.assert_close(op.null(op.null(x)), op.null(x), rtol=0, atol=1e-10)
+    if op.name.endswith("blur"):  # the pseudo-inverse of the circular blur (see operators/blur.py)
+        y = torch.fft.ifft2(torch.fft.fft2(x) * transfer_function(op.kernel, *x.shape[-2:])).real
+        torch.testing.assert_close(op.A_pinv(y), x - op.null(x), rtol=0, atol=1e-8)
+    else:
+        y = op.A(x)
+        torch.testing.assert_close(op.A(op.A_pinv(y)), y, rtol=0, atol=1e-10)
+        torch.testing.assert_close(op.A_pinv(y), x - op.null(x), rtol=0, atol=1e-10)
+    assert op.null(op.A_pinv(y)).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_batch_of_three_equals_three_of_one_and_params_rebuild_it(name, request):
+    op, x, y = measured(name, request, seed=10)
+    rebuilt = make_operator(**op.params())
+    torch.testing.assert_close(rebuilt.A(x), op.A(x), rtol=0, atol=0)
+    for i in range(3):
+        single, _ = build(name, request)
+        y_i = single.measure(x[i:i + 1], make_generators([10 + i], 1, "measure"))
+        torch.testing.assert_close(y_i[0], y[i], rtol=1e-4, atol=1e-4)
+
+
+def counting(prior):
+    """`prior`, recording every sigma its denoiser is asked for."""
+    asked: list[float] = []
+    original = prior.denoise
+
+    def denoise(x, sigma):
+        asked.append(float(torch.as_tensor(sigma).reshape(-1)[0]))
+        return original(x, sigma)
+
+    prior.denoise = denoise
+    return prior, asked
+
+
+COSINE = sigmas_from_alpha_bars(cosine_alpha_bars(200))  # 200 levels, a cosine schedule: not the linear 1000
+SETTINGS = {"dps": dict(steps=8), "reddiff": dict(steps=8), "deqir": dict(steps=8, solver="sequential"),
+            "spgd": dict(steps=4, inner_steps=1, lr=0.5), "daps": dict(steps=3, ode_steps=2, langevin_steps=2, lr=1e-3)}
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_every_sampler_runs_on_a_prior_with_another_ladder(name):
+    assert sorted(SETTINGS) == sorted(SAMPLERS)
+    prior, asked = counting(GaussianPrior(8, channels=3, ladder=COSINE))
+    op = make_operator("super_resolution", scale=2, noise_sigma=0.05)
+    x = prior.sample(make_generators([1, 2], 2, "truth"))
+    y = op.measure(x, make_generators([1, 2], 2, "measure"))
+    out = SAMPLERS[name](prior, op, y, seed=[1, 2], progress=False, **SETTINGS[name])
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    assert max(asked) <= prior.sigma_max * (1 + 1e-6)
+    if name in ("dps", "reddiff", "deqir"):  # the DDPM chains walk the prior's own ladder, top first
+        pick = respaced_indices if name == "dps" else strided_indices
+        chain = [float(COSINE[k]) for k in pick(len(COSINE), 8)[::-1]]
+        assert asked == pytest.approx(chain, rel=1e-6)
