@@ -152,7 +152,8 @@ def test_divergence_fails_the_image_naming_the_step_and_a_smaller_lr(clean_dir, 
     assert main(["restore", "-i", str(clean_dir / "img0.png"), "-t", "hdr", "-m", str(tiny_prior_path),
                  "--simulate", "--lr", "1e30", "-o", str(out), *FAST]) == 1
     err = capsys.readouterr().err
-    assert "1 image(s) failed: img0.png (step" in err and "smaller learning rate" in err
+    assert "img0.png: SPGD diverged at step" in err and "try a smaller lr (now 1e+30)" in err
+    assert "1 image(s) failed" in err
     assert not (out / "img0.png").exists()  # no result file for a failed image
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["failed"] == ["img0.png"] and metrics["images"]["img0.png"]["failed"] is True

@@ -217,7 +217,8 @@ def _restore_batch(job: BenchJob, batch: list[tuple[Item, Tensor]], group: Group
             _save_trace(trace, k, result_path(job.out, TRACES, stem))
         failed_step = result.failed_steps[k]
         record = {"name": item.path.name, "index": item.index, "seed": seeds[k],
-                  "failed": failed_step is not None, "failed_step": failed_step}
+                  "failed": failed_step is not None, "failed_step": failed_step,
+                  "reason": result.failed_reasons[k]}
         if not record["failed"]:
             record.update(image_scores(result.restored[k], clean[k], job.lpips))
         io.save_json(record, result_path(job.out, RECORDS, stem))

@@ -89,35 +89,24 @@ FLAG_SETTINGS = {"steps": "--steps", "lr": "--lr", "inner_steps": "--inner-steps
 
 
 def _run_spec(args: argparse.Namespace, prior: Any, model_name: str, device: str) -> Any:
-    """The resolved run: operator parameters (task < --op < flags) and sampler settings (defaults < task <
-    prior's recommended < --set < flags), each checked against what the operator/sampler accepts."""
-    from .run import RunSpec
+    """The resolved run of the command line (see `spgd.run.make_spec`); the sampler flags are checked
+    against the sampler's settings, so `--inner-steps` with DPS names the flag."""
+    from .run import make_spec
     from .samplers import check_settings
-    from .tasks import load_task, parse_key_values, resolve_settings
+    from .tasks import parse_key_values
 
-    task = load_task(args.task)
-    operator = {**task["operator"], **parse_key_values(args.op, "--op")}
+    operator = parse_key_values(args.op, "--op")
     if args.noise_sigma is not None:
         operator["noise_sigma"] = args.noise_sigma
     if args.op_weights:
         operator["weights"] = args.op_weights
-    if getattr(args, "mask", None) is not None:
-        from .operators import load_mask
-
-        operator["mask"] = load_mask(args.mask, prior.image_size)
-    if getattr(args, "kernel", None) is not None:
-        from .restore_job import load_kernel
-
-        operator["kernel"] = load_kernel(args.kernel)
-    overrides = parse_key_values(args.set, "--set")
+    settings = parse_key_values(args.set, "--set")
     for key, flag in FLAG_SETTINGS.items():
         if getattr(args, key) is not None:
-            check_settings(args.sampler, {key: None}, flag)
-            overrides[key] = getattr(args, key)
-    recommended = getattr(prior, "recommended", lambda *_: {})(Path(str(args.task)).stem, args.sampler)
-    settings = resolve_settings(args.sampler, task, overrides, recommended)
-    return RunSpec(prior=prior, operator=operator, sampler=args.sampler, settings=settings, device=device,
-                   model_name=model_name)
+            check_settings(args.sampler, {key: getattr(args, key)}, flag)
+            settings[key] = getattr(args, key)
+    return make_spec(prior, args.task, args.sampler, operator, settings, mask=getattr(args, "mask", None),
+                     kernel=getattr(args, "kernel", None), device=device, model_name=model_name)
 
 
 def _restore(args: argparse.Namespace) -> int:
@@ -137,9 +126,10 @@ def _restore(args: argparse.Namespace) -> int:
     done = len(inputs) - len(result["failed"])
     print(f"restored {done} image(s) -> {args.output}/  {scores}".rstrip())
     if result["failed"]:
-        steps = ", ".join(f"{name} (step {result['images'][name]['failed_step']})" for name in result["failed"])
-        print(f"spgd restore: error: {len(result['failed'])} image(s) failed: {steps}; no image was written "
-              "for them (see metrics.json); try a smaller learning rate or more steps", file=sys.stderr)
+        for name in result["failed"]:
+            print(f"spgd restore: error: {name}: {result['images'][name]['reason']}", file=sys.stderr)
+        print(f"spgd restore: error: {len(result['failed'])} image(s) failed; no image was written for them "
+              "(see metrics.json)", file=sys.stderr)
         return 1
     return 0
 

@@ -64,6 +64,27 @@ def load_image(path: str | Path, size: int | tuple[int, int] | None = None, resi
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
+def load_kernel(path: Path) -> Tensor:
+    """A blur kernel from .npy, .pt or an image file, normalised to sum 1."""
+    try:
+        if path.suffix == ".npy":
+            kernel = torch.from_numpy(np.load(path)).float()
+        elif path.suffix in (".pt", ".pth"):
+            kernel = torch.as_tensor(torch.load(path, map_location="cpu", weights_only=True)).float()
+        else:
+            kernel = load_image(path).mean(dim=0)
+    except ImageError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot read the kernel ({type(exc).__name__})") from None
+    kernel = kernel.squeeze()
+    if kernel.dim() != 2 or kernel.shape[0] != kernel.shape[1] or kernel.shape[0] % 2 == 0:
+        raise ValueError(f"{path}: a blur kernel must be a square 2-D array of odd size, got {tuple(kernel.shape)}")
+    if not torch.isfinite(kernel).all() or kernel.min() < 0 or kernel.sum() <= 0:
+        raise ValueError(f"{path}: kernel values must be finite, non-negative and not all zero")
+    return kernel / kernel.sum()
+
+
 def center_crop_resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     """Centre-crop `img` to the aspect ratio of size (H, W), then resize with Lanczos."""
     h, w = size

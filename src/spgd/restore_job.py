@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
-from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import io
@@ -38,27 +36,6 @@ class RestoreJob:
     simulate: bool = False
     resize: bool = False
     overwrite: bool = False
-
-
-def load_kernel(path: Path) -> Tensor:
-    """A blur kernel from .npy, .pt or an image file, normalised to sum 1."""
-    try:
-        if path.suffix == ".npy":
-            kernel = torch.from_numpy(np.load(path)).float()
-        elif path.suffix in (".pt", ".pth"):
-            kernel = torch.as_tensor(torch.load(path, map_location="cpu", weights_only=True)).float()
-        else:
-            kernel = io.load_image(path).mean(dim=0)
-    except io.ImageError:
-        raise
-    except Exception as exc:
-        raise ValueError(f"{path}: cannot read the kernel ({type(exc).__name__})") from None
-    kernel = kernel.squeeze()
-    if kernel.dim() != 2 or kernel.shape[0] != kernel.shape[1] or kernel.shape[0] % 2 == 0:
-        raise ValueError(f"{path}: a blur kernel must be a square 2-D array of odd size, got {tuple(kernel.shape)}")
-    if not torch.isfinite(kernel).all() or kernel.min() < 0 or kernel.sum() <= 0:
-        raise ValueError(f"{path}: kernel values must be finite, non-negative and not all zero")
-    return kernel / kernel.sum()
 
 
 def check_outputs(job: RestoreJob) -> None:
@@ -105,7 +82,7 @@ def run_restore(job: RestoreJob) -> dict[str, Any]:
             entry: dict[str, Any] = {"failed": step is not None}
             io.save_image(result.preview[k], job.output / f"{path.stem}_measurement.png")
             if step is not None:
-                entry["failed_step"] = step
+                entry["failed_step"], entry["reason"] = step, result.failed_reasons[k]
             else:
                 io.save_image(result.restored[k], job.output / f"{path.stem}.png")
                 if clean is not None:

@@ -13,9 +13,10 @@ from torch import Tensor
 
 from . import io
 from .api import restore, simulate, to_model_range
-from .operators import Operator, make_operator
+from .operators import Operator, load_mask, make_operator
 from .protocols import Denoiser
 from .samplers import Trace
+from .tasks import load_task, resolve_settings
 
 
 @dataclass
@@ -47,15 +48,34 @@ class RunSpec:
                 "sampler_settings": dict(self.settings)}
 
 
+def make_spec(prior: Denoiser, task: str | Path, sampler: str = "spgd", operator: dict[str, Any] | None = None,
+              settings: dict[str, Any] | None = None, *, mask: Path | None = None, kernel: Path | None = None,
+              device: str = "cpu", model_name: str = "") -> RunSpec:
+    """The resolved run of a task preset (name or YAML file): operator parameters (preset < `operator` <
+    a mask or kernel file) and sampler settings (defaults < preset < the prior's recommended <
+    `settings`), each checked against what the operator or sampler accepts."""
+    preset = load_task(task)
+    params = {**preset["operator"], **(operator or {})}
+    if mask is not None:
+        params["mask"] = load_mask(mask, prior.image_size)
+    if kernel is not None:
+        params["kernel"] = io.load_kernel(kernel)
+    recommended = getattr(prior, "recommended", lambda *_: {})(Path(str(task)).stem, sampler)
+    resolved = resolve_settings(sampler, preset, settings, recommended)
+    return RunSpec(prior=prior, operator=params, sampler=sampler, settings=resolved, device=device,
+                   model_name=model_name)
+
+
 @dataclass
 class BatchResult:
     """One batch restored: measurements, restored images and previews ([0, 1], on the CPU), and per image
-    the step at which it failed (None if it did not)."""
+    the step at which it failed (None if it did not) and why."""
 
     y: Tensor
     restored: Tensor
     preview: Tensor
     failed_steps: list[int | None] = field(default_factory=list)
+    failed_reasons: list[str | None] = field(default_factory=list)
 
 
 def load_clean(spec: RunSpec, paths: Sequence[Path], resize: bool) -> Tensor:
@@ -93,4 +113,5 @@ def restore_batch(spec: RunSpec, seeds: list[int], clean: Tensor | None = None, 
                        **{**spec.settings, "on_nan": "mark", "trace": trace, "progress": progress}).cpu()
     failed = [trace.failed.get(k, -1 if bool(torch.isnan(restored[k]).any()) else None)
               for k in range(len(seeds))]
-    return BatchResult(y, restored, operator.preview(y).cpu(), failed)
+    reasons = [trace.reasons.get(k, "NaN result") if step is not None else None for k, step in enumerate(failed)]
+    return BatchResult(y, restored, operator.preview(y).cpu(), failed, reasons)

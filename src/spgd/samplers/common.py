@@ -13,11 +13,11 @@ from ..seeding import make_generators, randn_per_image
 
 
 class DivergenceError(FloatingPointError):
-    """A sampler produced NaN or inf."""
+    """A sampler diverged: NaN/inf, a blown-up data fit or state, or a final fit far above the noise."""
 
-    def __init__(self, sampler: str, step: int, images: Sequence[int], hint: str) -> None:
-        self.step, self.images = step, list(images)
-        super().__init__(f"{sampler} diverged (NaN/inf) at step {step} for image(s) {self.images}; {hint}")
+    def __init__(self, sampler: str, step: int, images: Sequence[int], reason: str, hint: str) -> None:
+        self.step, self.images, self.reason = step, list(images), reason
+        super().__init__(f"{sampler} diverged at step {step} for image(s) {self.images}: {reason}; {hint}")
 
 
 def require(operator: Operator, capability: str, sampler: str) -> None:
@@ -58,7 +58,8 @@ class Trace:
     `failed` is filled. Per outer step otherwise: sigma, the data-fit loss per image, x0hat (if `keep_images`), the state x after
     the step (if `keep_states`), the angle in
     degrees between the likelihood gradient and the prior score, and between consecutive
-    likelihood gradients. `failed` maps image index -> step at which it diverged.
+    likelihood gradients. `failed` maps image index -> step at which it diverged, `reasons` image
+    index -> what happened and what to change.
     """
 
     keep_images: bool = True
@@ -71,6 +72,7 @@ class Trace:
     angle_grad_score: list[Tensor] = field(default_factory=list)
     angle_grad_grad: list[Tensor] = field(default_factory=list)
     failed: dict[int, int] = field(default_factory=dict)
+    reasons: dict[int, str] = field(default_factory=dict)
 
     def record(self, sigma: float, loss: Tensor, x0hat: Tensor | None = None, x: Tensor | None = None,
                angle_grad_score: Tensor | None = None, angle_grad_grad: Tensor | None = None) -> None:
@@ -99,37 +101,89 @@ def degrees(cosine: Tensor) -> Tensor:
     return torch.rad2deg(torch.arccos(cosine.clamp(-1, 1)))
 
 
-class FiniteGuard:
-    """Checks per image for NaN/inf every `every` steps; raises, or marks images failed and freezes them.
+# What counts as divergence. The data-fit loss is ||A(x0hat) - y||^2 per image; "residual" below is
+# that divided by the measurement's size (y lies in [-1, 1], so a mean squared residual above 1 means
+# the estimate left the image range altogether).
+BLOWUP_RATIO = 1e4  # the loss this many times its lowest value so far in the run ...
+BLOWUP_RESIDUAL = 1.0  # ... with a mean squared residual above this: a blow-up
+# A finished run whose mean squared residual is above FINAL_RESIDUAL (and FINAL_NOISE_FACTOR times the
+# noise variance) fits the measurement ten times worse than any image in range could: it failed. A run
+# stopped after too few steps stays well below (SPGD after 1 of 200 steps: ~11).
+FINAL_RESIDUAL = 100.0
+FINAL_NOISE_FACTOR = 1e4
+STATE_LIMIT = 1e3  # the state's RMS above this times its expected scale (1 for images, ~sigma when noisy)
 
-    Checking is a host synchronisation, hence `every`. Failed images are returned as NaN so no
-    caller can mistake them for results.
+
+class DivergenceGuard:
+    """Per image, every `every` steps: NaN/inf, a data-fit loss that blew up against its own history, a state
+    whose magnitude ran away, and (at the last step) a data fit far above the measurement noise.
+
+    on_nan="raise" raises `DivergenceError` naming the step, the images, what happened and `hint` (the
+    parameter to change); "mark" records the step in `failed` (and the trace) and freezes the image as
+    NaN, so no caller can mistake it for a result, while the others go on. The lowest loss so far is
+    kept on the device (no host synchronisation); checking reads it back, hence `every`.
     """
 
-    def __init__(self, sampler: str, batch: int, on_nan: str, every: int, hint: str,
+    def __init__(self, sampler: str, y: Tensor, noise_sigma: float, on_nan: str, every: int, hint: str,
                  trace: Trace | None) -> None:
         if on_nan not in ("raise", "mark"):
             raise ValueError(f"on_nan must be 'raise' or 'mark', got {on_nan!r}")
         self.sampler, self.on_nan, self.every, self.hint, self.trace = sampler, on_nan, max(1, every), hint, trace
+        self.size = y[0].numel()
+        self.final_residual = max(FINAL_RESIDUAL, FINAL_NOISE_FACTOR * noise_sigma ** 2)
         self.failed: dict[int, int] = {}
-        self.alive = torch.ones(batch, dtype=torch.bool)
+        self.alive = torch.ones(y.shape[0], dtype=torch.bool)
+        self.best = torch.full((y.shape[0],), math.inf, device=y.device)
 
-    def check(self, step: int, x: Tensor, force: bool = False) -> Tensor:
+    def check(self, step: int, x: Tensor, loss: Tensor | None = None, scale: float = 1.0,
+              force: bool = False) -> Tensor:
+        """x, with images that diverged by now set to NaN (or a DivergenceError). `loss`: this step's
+        ||A(x0hat) - y||^2 per image; `scale`: the state's expected RMS; `force`: check now (the last step)."""
+        if loss is not None:
+            loss = loss.detach().float()
+            self.best = torch.minimum(self.best, torch.nan_to_num(loss, nan=math.inf))
         if not force and (step + 1) % self.every:
             return x
-        finite = torch.isfinite(x.detach()).flatten(1).all(dim=1).cpu()
-        newly = [i for i in range(x.shape[0]) if self.alive[i] and not finite[i]]
+        flat = x.detach().flatten(1)
+        rms = flat.float().pow(2).mean(dim=1).sqrt()
+        bad = {"NaN/inf": ~torch.isfinite(flat).all(dim=1),
+               "the state's magnitude ran away (RMS {:.3g})": rms > STATE_LIMIT * scale}
+        values = {"the state's magnitude ran away (RMS {:.3g})": rms}
+        if loss is not None:
+            residual = loss / self.size
+            blowup = "the data-fit loss blew up to {:.3g}, over 1e4 times its lowest value in this run"
+            bad[blowup] = (loss > BLOWUP_RATIO * self.best) & (residual > BLOWUP_RESIDUAL)
+            bad["NaN/inf"] = bad["NaN/inf"] | ~torch.isfinite(loss)
+            values[blowup] = loss
+            if force:
+                final = ("the final data fit (mean squared residual {:.3g}) is far above the measurement noise "
+                         f"(limit {self.final_residual:.3g})")
+                bad[final], values[final] = residual > self.final_residual, residual
+        flags = torch.stack(list(bad.values()), dim=1).cpu()
+        values_cpu = {k: v.detach().cpu() for k, v in values.items()}
+        newly = [i for i in range(x.shape[0]) if self.alive[i] and bool(flags[i].any())]
         if not newly:
             return x
+        reasons = {}
+        for i in newly:
+            reason = next(k for j, k in enumerate(bad) if bool(flags[i, j]))
+            reasons[i] = reason.format(float(values_cpu[reason][i])) if reason in values_cpu else reason
         if self.on_nan == "raise":
-            raise DivergenceError(self.sampler, step, newly, self.hint)
+            raise DivergenceError(self.sampler, step, newly, reasons[newly[0]], self.hint)
         for i in newly:
             self.failed[i] = step
             self.alive[i] = False
         if self.trace is not None:
             self.trace.failed.update(self.failed)
+            self.trace.reasons.update({i: f"{self.sampler} diverged at step {step}: {r}; {self.hint}"
+                                       for i, r in reasons.items()})
         dead = (~self.alive).to(x.device).reshape(-1, *([1] * (x.dim() - 1)))
         return torch.where(dead, torch.full_like(x, math.nan), x)
+
+    @property
+    def all_failed(self) -> bool:
+        """Every image has failed: the sampler can stop (its results are all NaN)."""
+        return not bool(self.alive.any())
 
     def show_loss(self, bar, step: int, loss: Tensor) -> None:
         """Show the mean data-fit loss of the live images on the progress bar, at check steps only

@@ -29,7 +29,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..protocols import Denoiser, Operator
-from .common import FiniteGuard, Trace, require, start_noise
+from .common import DivergenceGuard, Trace, require, start_noise
 from .ddpm import chain_alpha_bars
 
 SOLVERS = ("anderson", "sequential")
@@ -49,18 +49,22 @@ def deqir(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None
     shape = tuple(shape) if shape is not None else operator.input_shape(y)
     x_T = start_noise(shape, 1.0, seed, y.device, x_start)
     chain = DDNMChain(prior, operator, y, x_T, steps)
-    guard = FiniteGuard("DeqIR", shape[0], on_nan, check_every, "check the measurement and the operator", trace)
+    guard = DivergenceGuard("DeqIR", y, operator.noise_sigma, on_nan, check_every,
+                            "check the measurement and the operator", trace)
 
     def report(step: int, x: Tensor, sigma: float, last: bool) -> Tensor:
-        x = guard.check(step, x, force=last)
+        fit = (operator.A(x) - y).flatten(1).pow(2).sum(dim=1) if last or (trace is not None and trace.curves) else None
+        x = guard.check(step, x, fit if last else None, force=last)
         if trace is not None and trace.curves:
-            trace.record(sigma, (operator.A(x) - y).flatten(1).pow(2).sum(dim=1), None, x)
+            trace.record(sigma, fit, None, x)
         return x
 
     if solver == "sequential":
         x = x_T
         for m in tqdm(range(steps), desc="DeqIR (sequential)", disable=not progress, leave=False):
             x = report(m, chain.step(m, x), chain.sigma_in[m], m == steps - 1)
+            if guard.all_failed:
+                break
         return x.detach()
     initial = x_T.unsqueeze(0).expand(steps, *shape).contiguous()
     return anderson(chain.joint, initial, history, max_iter, anderson_lam, anderson_beta, tol,

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..protocols import Denoiser, Operator
 from ..seeding import StepNoise
-from .common import FiniteGuard, Trace, start_noise
+from .common import DivergenceGuard, Trace, start_noise
 from .ddpm import chain_alpha_bars
 
 
@@ -35,7 +35,8 @@ def dps(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None =
     x = start_noise(shape, 1.0, seed, y.device, x_start)
     noise = StepNoise(seed, shape[0], "dps", y.device)
     abar = chain_alpha_bars(prior, steps, "respaced")
-    guard = FiniteGuard("DPS", shape[0], on_nan, check_every, f"try a smaller zeta (now {zeta})", trace)
+    guard = DivergenceGuard("DPS", y, operator.noise_sigma, on_nan, check_every, f"try a smaller zeta (now {zeta})",
+                            trace)
     bar = tqdm(range(len(abar)), desc="DPS", disable=not progress, leave=False)
     for i in bar:
         ab_t = abar[i]
@@ -53,8 +54,10 @@ def dps(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None =
         mean = (math.sqrt(ab_s) * beta * x0hat + math.sqrt(1 - beta) * (1 - ab_s) * x) / (1 - ab_t)
         if i + 1 < len(abar):
             mean = mean + math.sqrt(beta * (1 - ab_s) / (1 - ab_t)) * noise(shape[1:])
-        x = guard.check(i, mean - zeta * grad, force=i == len(abar) - 1)
+        x = guard.check(i, mean - zeta * grad, norm.detach() ** 2, force=i == len(abar) - 1)
         if trace is not None and trace.curves:
             trace.record(sigma_t, norm, x0hat, x)
         guard.show_loss(bar, i, norm)
+        if guard.all_failed:
+            break
     return x.detach()

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ..protocols import Denoiser, Operator
 from ..schedule import clamp_range, lr_schedule, sigma_schedule, step_sizes
-from .common import FiniteGuard, Trace, degrees, flat_cosine, start_noise
+from .common import DivergenceGuard, Trace, degrees, flat_cosine, start_noise
 
 MODES = ("paper", "reference")
 
@@ -47,8 +47,8 @@ def spgd(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None 
     sigmas = sigma_schedule(steps, sigma_max, sigma_min, schedule)
     f = step_sizes(sigmas)
     lrs = lr_schedule(lr, steps, lr_min_ratio)
-    guard = FiniteGuard("SPGD", x.shape[0], on_nan, check_every,
-                        f"try a smaller lr (now {lr}) or more steps", trace)
+    guard = DivergenceGuard("SPGD", y, operator.noise_sigma, on_nan, check_every,
+                            f"try a smaller lr (now {lr}) or more steps", trace)
     prev_g = None
     bar = tqdm(range(steps), desc="SPGD", disable=not progress, leave=False)
     for i in bar:
@@ -71,12 +71,14 @@ def spgd(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None 
         # the probability-flow step uses the score of the last inner step, taken before its update
         score = (x0hat.detach() - x_before) / sigma ** 2
         x = x + 0.5 * float(f[i]) * score
-        x = guard.check(i, x, force=i == steps - 1)
+        x = guard.check(i, x, loss, scale=1 + float(sigmas[i + 1]), force=i == steps - 1)
         if trace is not None and trace.curves:
             trace.record(sigma, loss, x0hat, x,
                          degrees(flat_cosine(-g, score)),
                          degrees(flat_cosine(g, last_g)) if last_g is not None else None)
         guard.show_loss(bar, i, loss)
+        if guard.all_failed:
+            break
     return x.detach()
 
 
