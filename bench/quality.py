@@ -28,7 +28,6 @@ best lr (highest mean PSNR among the lrs with no failed image; null if there is 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
@@ -279,8 +278,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          "best_lr null: there is no lr to use)")
     if args.workers < 1:
         raise SystemExit(f"--workers must be at least 1, got {args.workers}")
-    if not args.sweep_lr and importlib.util.find_spec("skimage") is None:  # fail now, not after SPGD's hours
-        raise SystemExit("the classical baselines need scikit-image: pip install scikit-image (or spgd[baselines])")
     folders = data_names(args.data)
     tasks = args.tasks or ([SWEEP_TASK] if args.sweep_lr else list(TASKS))
     for task in tasks:

@@ -8,6 +8,7 @@ fails: a run that silently skipped them all must not look green.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -19,6 +20,13 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REFERENCE = SHARED / "reference"
 DATASETS = SHARED / "datasets"
 BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def pytest_configure(config) -> None:
+    """One torch thread everywhere (subprocesses too): tiny models and per-image loops run fastest on one,
+    and a busy 2-core machine slows down several-fold with two."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 SHARED_FIXTURES = {"tiny_prior_path", "tiny_prior", "golden", "ffhq_demo", "cases"}

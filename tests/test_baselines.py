@@ -3,7 +3,6 @@ per image, in range, and refuses combinations that do not apply."""
 from __future__ import annotations
 
 import math
-import sys
 
 import pytest
 import torch
@@ -21,7 +20,6 @@ from spgd.metrics import psnr
 from spgd.operators import Blur, Inpainting, PhaseRetrieval
 from spgd.tasks import load_task
 
-pytest.importorskip("skimage")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -163,11 +161,3 @@ def test_methods_per_operator_and_clear_errors_for_the_others():
         classical_restore(y, PhaseRetrieval(), "bicubic")
     with pytest.raises(ValueError, match="unknown classical method 'nearest'"):
         classical_restore(y, spgd.make_operator("super_resolution"), "nearest")
-
-
-def test_missing_scikit_image_names_the_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "skimage", None)
-    op = Inpainting(mask=torch.ones(1, 1, 8, 8))
-    with pytest.raises(ImportError, match="pip install scikit-image"):
-        classical_restore(torch.zeros(1, 3, 8, 8), op, "biharmonic")
-    assert classical_restore(torch.zeros(1, 3, 4, 4), spgd.make_operator("super_resolution"), "bicubic").shape[-1] == 16

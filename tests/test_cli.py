@@ -134,7 +134,7 @@ def test_bad_inputs_give_clear_errors(tmp_path, tiny_prior_path, capsys):
                  str(tmp_path / "resized"), *FAST]) == 0
     img = write_face_like(tmp_path / "ok.png")
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "small_mask.png")
-    assert "small_mask.png is 32x32 pixels, expected 64x64" in run_error(
+    assert "small_mask.png is 32x32 pixels (WxH), expected 64x64" in run_error(
         ["restore", "-i", str(img), "-t", "inpainting_box", *model, "--mask", str(tmp_path / "small_mask.png")], capsys)
     assert "needs its mask (--mask)" in run_error(["restore", "-i", str(img), "-t", "inpainting_random", *model], capsys)
     assert "needs its kernel (--kernel)" in run_error(["restore", "-i", str(img), "-t", "motion_blur", *model], capsys)
@@ -152,8 +152,8 @@ def test_divergence_fails_the_image_naming_the_step_and_a_smaller_lr(clean_dir, 
     assert main(["restore", "-i", str(clean_dir / "img0.png"), "-t", "hdr", "-m", str(tiny_prior_path),
                  "--simulate", "--lr", "1e30", "-o", str(out), *FAST]) == 1
     err = capsys.readouterr().err
-    assert "img0.png: SPGD diverged at step" in err and "try a smaller lr (now 1e+30)" in err
-    assert "1 image(s) failed" in err
+    assert err.count(": error: ") == 1 and "error: img0.png: SPGD diverged at step" in err
+    assert "try a smaller lr (now 1e+30)" in err and "no result written" in err
     assert not (out / "img0.png").exists()  # no result file for a failed image
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["failed"] == ["img0.png"] and metrics["images"]["img0.png"]["failed"] is True

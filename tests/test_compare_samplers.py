@@ -38,3 +38,13 @@ def test_malformed_override_is_one_line_error(compare, tiny_prior_path, ffhq_dem
     with pytest.raises(SystemExit, match="SAMPLER.KEY=VALUE"):
         compare.main(["--model", str(tiny_prior_path), "--data", str(ffhq_demo), "--size", "64", "--limit", "1",
                       "--set", "steps=3"])
+
+
+def test_a_sampler_the_operator_cannot_serve_gets_a_row_saying_why(compare, tiny_prior_path, ffhq_demo, tmp_path):
+    out = tmp_path / "compare.md"
+    compare.main(["--model", str(tiny_prior_path), "--data", str(ffhq_demo), "--size", "64", "--limit", "1",
+                  "--batch-size", "1", "--device", "cpu", "--task", "motion_blur", "--samplers", "ddrm,dps",
+                  "--set", "dps.steps=2", "--out", str(out)])
+    report = out.read_text()
+    assert "| ddrm | n/a | n/a | n/a | - | - |" in report and "| dps | " in report
+    assert "ddrm needs an operator with a singular value decomposition; motion_blur has none" in report

@@ -3,7 +3,7 @@
 Operators: the adjoint is the adjoint (dot products, float64) and equals autograd's vector-Jacobian
 product; A(A_pinv(y)) = y on the range and `null` is a projection that removes A_pinv's range; shapes
 map both ways; a batch of three equals three runs of one; `params()` rebuilds the operator exactly;
-`supports()` tells the truth. Samplers: each runs with a prior whose ladder is not the linear DDPM
+`supports()` tells the truth; an SVD is one (U, V orthogonal, A = U diag(s) V^T, A^+ its truncation). Samplers: each runs with a prior whose ladder is not the linear DDPM
 one, and the DDPM-chain samplers walk exactly that prior's ladder.
 """
 from __future__ import annotations
@@ -16,7 +16,13 @@ from spgd.operators import make_operator, operator_names
 from spgd.operators.blur import transfer_function
 from spgd.priors.gaussian import GaussianPrior
 from spgd.samplers import SAMPLERS
-from spgd.schedule import cosine_alpha_bars, respaced_indices, sigmas_from_alpha_bars, strided_indices
+from spgd.schedule import (
+    cosine_alpha_bars,
+    quadratic_indices,
+    respaced_indices,
+    sigmas_from_alpha_bars,
+    strided_indices,
+)
 from spgd.seeding import make_generators
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -34,6 +40,7 @@ EXAMPLES = {
     "nonlinear_blur": (dict(noise_sigma=0.1), (3, 128, 128)),
 }
 REGISTERED = sorted(set(operator_names()) - set(OPERATOR_ALIASES))
+HAS_SVD = {"super_resolution", "inpainting", "gaussian_blur"}  # the examples' SVDs (blur's kernel is not separable)
 
 
 def build(name: str, request) -> tuple:
@@ -63,6 +70,12 @@ def test_every_registered_operator_has_an_example():
 def test_capabilities_are_what_the_operator_answers(name, request):
     op, x, y = measured(name, request)
     assert op.supports("adjoint") == op.linear
+    assert op.supports("svd") == (name in HAS_SVD)
+    if op.supports("svd"):
+        assert op.svd(tuple(x.shape)).s.shape[-2:] == x.shape[-2:]
+    else:
+        with pytest.raises(NotImplementedError, match="has no singular value decomposition"):
+            op.svd(tuple(x.shape))
     if op.supports("pinv"):
         assert op.A_pinv(y).shape == x.shape and op.null(x).shape == x.shape
     else:
@@ -104,13 +117,17 @@ def test_pseudo_inverse_inverts_on_the_range_and_null_is_its_complement(name, re
     op = op.double()
     x = images(x.shape[1:], dtype=torch.float64)
     torch.testing.assert_close(op.null(op.null(x)), op.null(x), rtol=0, atol=1e-10)
-    if op.name.endswith("blur"):  # the pseudo-inverse of the circular blur (see operators/blur.py)
+    if op.name.endswith("blur") and not op.supports("svd"):  # the pseudo-inverse of the circular blur (blur.py)
         y = torch.fft.ifft2(torch.fft.fft2(x) * transfer_function(op.kernel, *x.shape[-2:])).real
         torch.testing.assert_close(op.A_pinv(y), x - op.null(x), rtol=0, atol=1e-8)
     else:
         y = op.A(x)
-        torch.testing.assert_close(op.A(op.A_pinv(y)), y, rtol=0, atol=1e-10)
-        torch.testing.assert_close(op.A_pinv(y), x - op.null(x), rtol=0, atol=1e-10)
+        if not op.name.endswith("blur"):  # a blur's pseudo-inverse drops its singular values below pinv_cutoff
+            torch.testing.assert_close(op.A(op.A_pinv(y)), y, rtol=0, atol=1e-10)
+        # a separable blur's SVD is that of its float32 kernel's rank-one part (~1e-8 relative off the kernel),
+        # divided by singular values down to the 3e-2 cutoff
+        tolerance = 1e-6 if op.name.endswith("blur") else 1e-10
+        torch.testing.assert_close(op.A_pinv(y), x - op.null(x), rtol=0, atol=tolerance)
     assert op.null(op.A_pinv(y)).abs().max() < 1e-10
 
 
@@ -123,6 +140,55 @@ def test_batch_of_three_equals_three_of_one_and_params_rebuild_it(name, request)
         single, _ = build(name, request)
         y_i = single.measure(x[i:i + 1], make_generators([10 + i], 1, "measure"))
         torch.testing.assert_close(y_i[0], y[i], rtol=1e-4, atol=1e-4)
+
+
+# every kind of SVD: the registered examples that have one, and the variants that give one
+SVD_EXAMPLES = {
+    **{name: EXAMPLES[name] for name in sorted(HAS_SVD)},
+    "super_resolution (average)": (dict(name="super_resolution", scale=2, filter="average", noise_sigma=0.1),
+                                   (3, 8, 12)),
+    "super_resolution (x3, odd width)": (dict(name="super_resolution", scale=3, noise_sigma=0.1), (3, 9, 6)),
+    "blur (circular)": (dict(name="blur", boundary="circular", **EXAMPLES["blur"][0]), (3, 10, 9)),
+    "motion_blur (circular, per image)": (dict(name="motion_blur", boundary="circular", **EXAMPLES["motion_blur"][0]),
+                                          (3, 9, 10)),
+}
+
+
+def basis(shape) -> torch.Tensor:
+    """Every unit image of `shape` (float64), as a batch."""
+    n = int(torch.tensor(shape).prod())
+    return torch.eye(n, dtype=torch.float64).reshape(n, *shape)
+
+
+@pytest.mark.parametrize("label", sorted(SVD_EXAMPLES))
+def test_svd_is_a_singular_value_decomposition_of_the_operator(label):
+    params, shape = SVD_EXAMPLES[label]
+    params = {"name": label, **params} if "name" not in params else params
+    op = make_operator(**params)
+    x = images(shape, dtype=torch.float64)
+    op.measure(x.float(), make_generators([0, 1, 2], 3, "measure"))
+    op = op.double()
+    svd = op.svd(tuple(x.shape), dtype=torch.float64)
+    y, s = op.A(x), svd.s
+    assert (s >= 0).all() and s.shape[-2:] == x.shape[-2:]
+    # A = U diag(s) V^T and A^T = V diag(s) U^T on random images (a separable Gaussian kernel is rank one
+    # to ~1e-8 of its float32 rounding; every other SVD is exact to rounding)
+    torch.testing.assert_close(svd.U(s * svd.V_adjoint(x)), y, rtol=0, atol=1e-7)
+    torch.testing.assert_close(svd.V(s * svd.U_adjoint(y)), op.A_adjoint(y), rtol=0, atol=1e-7)
+    # V orthogonal: V^T V = V V^T = I, as dense matrices over the unit images of one image
+    e = basis(shape)
+    v_t = svd.V_adjoint(e.unsqueeze(1).expand(-1, 3, *shape).contiguous())[:, 0].reshape(len(e), -1)
+    torch.testing.assert_close(v_t @ v_t.T, torch.eye(len(e), dtype=torch.float64), rtol=0, atol=1e-10)
+    # U orthogonal on the measurement space: U^T embeds it isometrically, U is its inverse
+    m = basis(y.shape[1:])
+    u_t = svd.U_adjoint(m.unsqueeze(1).expand(-1, 3, *y.shape[1:]).contiguous())[:, 0].reshape(len(m), -1)
+    torch.testing.assert_close(u_t @ u_t.T, torch.eye(len(m), dtype=torch.float64), rtol=0, atol=1e-10)
+    torch.testing.assert_close(svd.U(svd.U_adjoint(y)), y, rtol=0, atol=1e-10)
+    # the pseudo-inverse is the SVD's, dropping singular values at or below the operator's pinv_cutoff
+    kept = s > getattr(op, "pinv_cutoff", 0.0)
+    expected = svd.V(torch.where(kept, svd.U_adjoint(y) / torch.where(kept, s, 1.0), 0.0))
+    torch.testing.assert_close(op.A_pinv(y), expected, rtol=0, atol=1e-8)
+    torch.testing.assert_close(op.null(x), svd.V(torch.where(kept, 0.0, svd.V_adjoint(x))), rtol=0, atol=1e-8)
 
 
 def counting(prior):
@@ -140,7 +206,15 @@ def counting(prior):
 
 COSINE = sigmas_from_alpha_bars(cosine_alpha_bars(200))  # 200 levels, a cosine schedule: not the linear 1000
 SETTINGS = {"dps": dict(steps=8), "reddiff": dict(steps=8), "deqir": dict(steps=8, solver="sequential"),
-            "spgd": dict(steps=4, inner_steps=1, lr=0.5), "daps": dict(steps=3, ode_steps=2, langevin_steps=2, lr=1e-3)}
+            "spgd": dict(steps=4, inner_steps=1, lr=0.5), "daps": dict(steps=3, ode_steps=2, langevin_steps=2, lr=1e-3),
+            "diffpir": dict(steps=8), "ddnm": dict(steps=8), "ddnm_plus": dict(steps=8), "ddrm": dict(steps=8),
+            "pigdm": dict(steps=8),
+            "pnpdm": dict(steps=3, rho=1.0, rho_decay=0.5, rho_min=0.1, diffusion_steps=4, burn_in=1, samples=2)}
+# the DDPM chains: how each picks its 8 levels from the prior's ladder (DiffPIR skips its last level's call,
+# whose output the released code discards)
+CHAINS = {"dps": (respaced_indices, 8), "reddiff": (strided_indices, 8), "deqir": (strided_indices, 8),
+          "ddnm": (strided_indices, 8), "ddnm_plus": (strided_indices, 8), "ddrm": (strided_indices, 8),
+          "pigdm": (strided_indices, 8), "diffpir": (quadratic_indices, 7)}
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
@@ -153,7 +227,7 @@ def test_every_sampler_runs_on_a_prior_with_another_ladder(name):
     out = SAMPLERS[name](prior, op, y, seed=[1, 2], progress=False, **SETTINGS[name])
     assert out.shape == x.shape and torch.isfinite(out).all()
     assert max(asked) <= prior.sigma_max * (1 + 1e-6)
-    if name in ("dps", "reddiff", "deqir"):  # the DDPM chains walk the prior's own ladder, top first
-        pick = respaced_indices if name == "dps" else strided_indices
+    if name in CHAINS:  # the DDPM chains walk the prior's own ladder, top first
+        pick, calls = CHAINS[name]
         chain = [float(COSINE[k]) for k in pick(len(COSINE), 8)[::-1]]
-        assert asked == pytest.approx(chain, rel=1e-6)
+        assert asked == pytest.approx(chain[:calls], rel=1e-6)

@@ -198,7 +198,7 @@ def test_load_mask_errors(tmp_path):
     with pytest.raises(ValueError, match="broken.png"):
         load_mask(tmp_path / "broken.png")
     Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "small.png")
-    with pytest.raises(ValueError, match=r"small.png is 8x8 pixels, expected 16x16"):
+    with pytest.raises(ValueError, match=r"small.png is 8x8 pixels \(WxH\), expected 16x16"):
         load_mask(tmp_path / "small.png", 16)
 
 

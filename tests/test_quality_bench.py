@@ -19,7 +19,6 @@ from spgd.tasks import load_task
 
 from .conftest import bench_script
 
-pytest.importorskip("skimage")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAST = ["--set", "steps=2", "inner_steps=1", "sigma_max=5.0"]

@@ -1,4 +1,4 @@
-"""DPS, DAPS, RED-diff, DeqIR (and SPGD) against the exact Gaussian posterior, on the tiny ADM, and via the CLI.
+"""Every sampler against the exact Gaussian posterior, on the tiny ADM, and via the CLI.
 
 The exact tests use `GaussianPrior`: with a Gaussian prior and a linear operator with Gaussian noise
 the posterior is Gaussian and known in closed form, so a sampler's output over many seeds can be
@@ -37,6 +37,15 @@ EXACT = {
     "reddiff": dict(steps=250),
     "deqir": dict(steps=50),
     "spgd": dict(steps=100, inner_steps=5, lr=0.5),
+    # the published algorithms with their defaults, DDRM with 100 steps instead of 20 (below), PnP-DM annealed
+    # to rho_min = 0.02 (its split-Gibbs target is the posterior of y ~ N(A x, sigma_y^2 + rho^2 A A^T): exact
+    # only as rho -> 0; the published 0.3 is three times this problem's noise) and returning its last sample
+    "diffpir": dict(steps=100),
+    "ddnm": dict(steps=100),
+    "ddnm_plus": dict(steps=100),
+    "ddrm": dict(steps=100),
+    "pigdm": dict(steps=100),
+    "pnpdm": dict(steps=100, rho_min=0.02, samples=1),
 }
 # Tiny settings for the behaviour tests (determinism, NaN handling) on the Gaussian prior: they test
 # the samplers' own seeding and per-image bookkeeping (the ADM's batch independence is tested with SPGD).
@@ -46,6 +55,12 @@ FAST = {
     "reddiff": dict(steps=8),
     "deqir": dict(steps=5, max_iter=5),
     "spgd": dict(steps=4, inner_steps=2, lr=0.5),
+    "diffpir": dict(steps=5),
+    "ddnm": dict(steps=5, travel_length=2, travel_repeat=2),
+    "ddnm_plus": dict(steps=5, travel_length=2, travel_repeat=2),
+    "ddrm": dict(steps=5),
+    "pigdm": dict(steps=5, eta=0.5),
+    "pnpdm": dict(steps=4, diffusion_steps=5, burn_in=1, samples=2),
 }
 # Tiny settings for the 64x64 ADM: a few network evaluations each (0.05..1 s each on 2 busy CPU cores).
 ADM = {
@@ -54,6 +69,12 @@ ADM = {
     "reddiff": dict(steps=2),
     "deqir": dict(steps=2, max_iter=3),
     "spgd": dict(steps=2, inner_steps=1, sigma_max=5.0),
+    "diffpir": dict(steps=3),
+    "ddnm": dict(steps=2),
+    "ddnm_plus": dict(steps=2),
+    "ddrm": dict(steps=2),
+    "pigdm": dict(steps=2),
+    "pnpdm": dict(steps=1, diffusion_steps=2, burn_in=0, samples=1),
 }
 
 
@@ -89,12 +110,17 @@ def exact_output(p: dict, name: str) -> torch.Tensor:
 # Bounds on d (posterior-mean distance, posterior-std units). An exact sampler would sit at ~0.125,
 # the Monte-Carlo error of 64 draws; none of these methods is exact. Measured on these problems
 # (inpainting / SR): DPS 0.26 / 0.11, DAPS 0.56 / 0.22, RED-diff 0.33 / 0.40, DeqIR 0.31 / 0.40,
-# SPGD 0.31 / 0.21. DAPS is furthest: its isotropic N(x0hat, sigma_t^2) model of p(x0 | x_t)
+# SPGD 0.31 / 0.21, DiffPIR 0.54 / 0.15, DDNM 0.30 / 0.39, DDNM+ 0.47 / 0.10, DDRM 0.42 / 0.09 (20
+# steps: 0.83 / 0.16), PiGDM 0.31 / 0.44, PnP-DM 0.22 / 0.14 (published rho_min = 0.3 and the mean of
+# 20 samples: 0.68 / 0.25). DAPS is furthest: its isotropic N(x0hat, sigma_t^2) model of p(x0 | x_t)
 # ignores the prior's pixel correlations that fill the holes; RED-diff and DeqIR are not posterior
-# samplers (an Adam point estimate; noise-free DDNM consistency). The bounds leave ~30% headroom and
-# sit far below what a sign or scale bug gives: the no-sampler answers are the prior mean (d = 2.9 /
-# 2.2) and, for inpainting, the prior mean in the holes with A^+ y elsewhere (d = 1.8).
-MEAN_BOUND = {"dps": 0.4, "daps": 0.75, "reddiff": 0.55, "deqir": 0.55, "spgd": 0.45}
+# samplers (an Adam point estimate; noise-free DDNM consistency), nor is DDNM, which ignores the
+# noise (hence its SR distance); DiffPIR's rho uses half the noise std (its released units). The
+# bounds leave ~30% headroom and sit far below what a sign or scale bug gives: the no-sampler answers
+# are the prior mean (d = 2.9 / 2.2) and, for inpainting, the prior mean in the holes with A^+ y
+# elsewhere (d = 1.8).
+MEAN_BOUND = {"dps": 0.4, "daps": 0.75, "reddiff": 0.55, "deqir": 0.55, "spgd": 0.45, "diffpir": 0.72,
+              "ddnm": 0.52, "ddnm_plus": 0.62, "ddrm": 0.56, "pigdm": 0.58, "pnpdm": 0.3}
 
 
 @pytest.mark.parametrize("name", sorted(EXACT))
@@ -109,7 +135,7 @@ def test_output_centres_on_the_exact_posterior_mean(name, exact_problem):
     assert distance < MEAN_BOUND[name] < baseline / 2.4
 
 
-@pytest.mark.parametrize("name, low, high", [("dps", 0.6, 1.05), ("daps", 0.95, 1.6)])
+@pytest.mark.parametrize("name, low, high", [("dps", 0.6, 1.05), ("daps", 0.95, 1.6), ("pnpdm", 0.85, 1.2)])
 def test_samplers_spread_like_the_posterior(name, low, high, exact_problem):
     p = exact_problem
     spread = rms(exact_output(p, name).std(dim=0)) / rms(p["std"])
@@ -119,6 +145,7 @@ def test_samplers_spread_like_the_posterior(name, low, high, exact_problem):
     # late in the chain; DAPS (1.38 / 1.34) over-disperses because each level adds Langevin noise of
     # std r_t = sigma_t around the ODE estimate, which accumulates in directions whose prior variance
     # lambda exceeds sigma_t^2 (excess variance e <- lambda (e + sigma_i^2) / (lambda + sigma_{i+1}^2)).
+    # PnP-DM's last sample (1.05 / 0.99) is a draw of the exact split-Gibbs target, the posterior at rho_min.
     assert low < spread < high
 
 
@@ -212,13 +239,65 @@ def test_divergent_image_is_marked_while_the_others_finish(name):
     assert set(trace.failed) == {1}
 
 
-@pytest.mark.parametrize("name", ["deqir"])
+NEEDS = {"deqir": "a pseudo-inverse", "ddnm": "a pseudo-inverse", "pigdm": "a pseudo-inverse",
+         "ddnm_plus": "a singular value decomposition", "ddrm": "a singular value decomposition",
+         "diffpir": "a singular value decomposition"}
+
+
+@pytest.mark.parametrize("name", sorted(NEEDS))
 @pytest.mark.parametrize("task", [dict(name="phase_retrieval"), dict(name="hdr")])
 def test_unsupported_operator_is_a_clear_error(name, task):
     prior = GaussianPrior(8, channels=3)
     op = make_operator(**task)
-    with pytest.raises(ValueError, match=r"deqir needs an operator with a pseudo-inverse; " + task["name"] + " has none"):
+    with pytest.raises(ValueError, match=rf"{name} needs an operator with {NEEDS[name]}; {task['name']} has none"):
         SAMPLERS[name](prior, op, torch.zeros(1, 3, 8, 8), progress=False)
+
+
+@pytest.mark.parametrize("name", ["ddrm", "ddnm_plus", "diffpir"])
+def test_a_blur_without_svd_says_what_would_give_it_one(name):
+    kernel = torch.zeros(1, 3, 3)
+    kernel[0, 1] = 1 / 3  # a horizontal motion kernel: rank one, but per image and ...
+    kernel[0, 0, 0] = 0.1  # ... no longer separable
+    op = make_operator("motion_blur", kernel_size=3, kernel=kernel, noise_sigma=0.05)
+    with pytest.raises(ValueError, match=r"motion_blur has none \(its reflect-padded kernel is not separable; "
+                                         r"boundary='circular' gives an exact FFT one\)"):
+        SAMPLERS[name](GaussianPrior(8, channels=3), op, torch.zeros(1, 3, 8, 8), progress=False)
+    op.update(boundary="circular")
+    assert op.supports("svd")
+    out = SAMPLERS[name](GaussianPrior(8, channels=3), op, torch.zeros(1, 3, 8, 8), progress=False, **FAST[name])
+    assert torch.isfinite(out).all()
+
+
+def test_pnpdm_needs_measurement_noise_and_uses_langevin_without_svd():
+    prior, op, _, y = gaussian_batch()
+    with pytest.raises(ValueError, match="pnpdm .* needs noise_sigma > 0"):
+        SAMPLERS["pnpdm"](prior, make_operator("inpainting", mask=op.mask, noise_sigma=0.0), y, progress=False)
+    hdr = make_operator("hdr", scale=2.0, noise_sigma=0.05)
+    x = prior.sample(make_generators([1], 1, "truth"))
+    out = SAMPLERS["pnpdm"](prior, hdr, hdr.measure(x, make_generators([1], 1, "measure")), progress=False,
+                            **{**FAST["pnpdm"], "langevin_steps": 5})
+    assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_ddnm_is_noise_free_consistent_and_ddnm_plus_is_ddnm_without_noise():
+    prior = GaussianPrior(8, channels=1)
+    op = make_operator("inpainting", kind="random", fraction=0.5, noise_sigma=0.0)
+    truth = prior.sample(make_generators([1, 2], 2, "truth"))
+    y = op.measure(truth, make_generators([0, 1], 2, "measure"))
+    kwargs = dict(steps=20, seed=[3, 4], progress=False, travel_length=3, travel_repeat=2)
+    out = SAMPLERS["ddnm"](prior, op, y, **kwargs)
+    assert torch.allclose(op.A(out), y, atol=1e-5)  # the last step lands on A^+ y + (I - A^+ A) x0
+    assert torch.equal(SAMPLERS["ddnm_plus"](prior, op, y, **kwargs), out)
+
+
+def test_time_travel_follows_repaints_jump_schedule():
+    from spgd.samplers.ddnm import travel_path
+
+    assert travel_path(4, 1, 1) == [0, 1, 2, 3, 4]
+    # RePaint's schedule for 6 levels, length 2, 2 repeats, as ladder slots: 5 4 3 2 (3 4) 3 2 1 0 (1 2) 1 0 -1;
+    # the re-noisings up (in brackets) keep only the last, so they are one jump here (levels are 5 - slot)
+    # 6 levels (slots 5..0, then -1), length 2, 2 repeats: jumps after slots 2 and 0 (multiples of 2 below 6 - 2)
+    assert travel_path(6, 2, 2) == [0, 1, 2, 3, 1, 2, 3, 4, 5, 3, 4, 5, 6]
 
 
 @pytest.mark.parametrize("name, bad, message", [
@@ -226,6 +305,10 @@ def test_unsupported_operator_is_a_clear_error(name, task):
     ("reddiff", dict(steps=0), "steps must be in 1..1000"), ("deqir", dict(solver="picard"), "unknown DeqIR solver"),
     ("spgd", dict(mode="magic"), "unknown SPGD mode"),
     ("reddiff", dict(steps=600), "steps must divide"), ("deqir", dict(steps=300), "steps must divide"),  # reach the top
+    ("ddrm", dict(steps=7), "steps must divide"), ("ddnm", dict(steps=300), "steps must divide"),
+    ("pigdm", dict(eta=2.0), "eta must be in"), ("ddnm_plus", dict(travel_length=0), "travel_length >= 1"),
+    ("diffpir", dict(steps=1), "steps >= 2"), ("diffpir", dict(steps=900), "too many for the quadratic spacing"),
+    ("ddrm", dict(eta_b=1.5), "eta_b <= 1"), ("pnpdm", dict(samples=50), "burn_in \\+ samples <= steps"),
 ])
 def test_invalid_settings_are_clear_errors(name, bad, message):
     prior, op, _, y = gaussian_batch()

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from .operators.base import Operator
+from .protocols import Denoiser, Operator
 from .samplers import get_sampler
 from .seeding import make_generators
 
@@ -36,16 +36,36 @@ def simulate(x: Tensor, operator: Operator, seed: int | Sequence[int] = 0) -> Te
         return operator.measure(to_model_range(x), generators)
 
 
-def restore(y: Tensor, operator: Operator, prior: Any, sampler: str = "spgd", seed: int | Sequence[int] = 0,
+def restore(y: Tensor, operator: Operator, prior: Denoiser, sampler: str = "spgd", seed: int | Sequence[int] = 0,
             x_start: Tensor | None = None, **sampler_params: Any) -> Tensor:
     """Restored images in [0, 1] from measurements y, with the named sampler and the prior.
 
-    `x_start` (in the sampler's own units, e.g. sigma_max-scaled noise) overrides the seeded start.
+    y is checked against the operator and the prior first (`check_measurement`). `x_start` (in the
+    sampler's own units, e.g. sigma_max-scaled noise) overrides the seeded start.
     """
-    if y.dim() < 2:
-        raise ValueError(f"y must be a batch (first dimension = images), got shape {tuple(y.shape)}")
+    check_measurement(y, operator, prior)
     x = get_sampler(sampler)(prior, operator, y, x_start=x_start, seed=seed, **sampler_params)
     return to_image_range(x)
+
+
+def check_measurement(y: Tensor, operator: Operator, prior: Denoiser) -> None:
+    """A ValueError, worded like the command line's, unless y is a finite NCHW batch of measurements of
+    images the prior restores (its channels and, for a prior with a native size, its size)."""
+    if not isinstance(y, Tensor) or y.dim() != 4:
+        shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+        raise ValueError(f"y must be an NCHW batch of measurements, got {shape}")
+    if not torch.isfinite(y).all():
+        raise ValueError("y contains NaN or infinite values")
+    _, channels, height, width = operator.input_shape(y)
+    if channels != prior.image_channels:
+        raise ValueError(f"y is the {operator.name} measurement of {channels}-channel images; the prior restores "
+                         f"{prior.image_channels}-channel images")
+    size = prior.image_size
+    if size is not None and (height, width) != (size, size):
+        expected = operator.measurement_shape((y.shape[0], channels, size, size))
+        raise ValueError(f"y of {y.shape[-1]}x{y.shape[-2]} (WxH) is the {operator.name} measurement of "
+                         f"{width}x{height} images, but the prior restores {size}x{size}: the measurement "
+                         f"must be {expected[-1]}x{expected[-2]}")
 
 
 def _check_batch(x: Tensor, name: str) -> None:

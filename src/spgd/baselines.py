@@ -9,8 +9,7 @@
 - `richardson_lucy` (blur): scikit-image's Richardson-Lucy deconvolution with that kernel.
 
 Images are NCHW tensors in [-1, 1] in and out (the samplers' convention); each image is restored on
-its own, with its own mask or kernel. scikit-image is optional: `pip install scikit-image`
-(or `pip install "spgd[baselines]"`).
+its own, with its own mask or kernel (scikit-image's restoration module does the work).
 
 The two noise-dependent settings follow the operator's `noise_sigma` (σ, [-1, 1] units, never
 below the rounding noise of an 8-bit image, 0.0023). They were tuned on the 10 ffhq-demo faces
@@ -106,7 +105,7 @@ def classical_restore(y: Tensor, operator: Operator, method: str, *, balance: fl
         raise ValueError(f"y must be an NCHW batch, got shape {tuple(y.shape)}")
     if method == "bicubic":
         return _bicubic(y, operator)
-    skimage = _skimage_restoration()
+    from skimage import restoration as skimage
     y01 = ((y.detach().cpu().double() + 1) / 2).clamp(0, 1).numpy()
     if method == "biharmonic":
         known = operator.A(torch.ones_like(y)).detach().cpu()[:, 0].numpy() > 0.5  # per image, as applied
@@ -123,15 +122,6 @@ def classical_restore(y: Tensor, operator: Operator, method: str, *, balance: fl
                     for image, kernel in zip(y01, _kernels(operator, len(y01)))]
     x01 = torch.from_numpy(np.stack(restored)).clamp(0, 1)
     return (x01 * 2 - 1).to(device=y.device, dtype=y.dtype)
-
-
-def _skimage_restoration() -> ModuleType:
-    try:
-        from skimage import restoration
-    except ImportError:
-        raise ImportError("the classical baselines need scikit-image: "
-                          "pip install scikit-image (or spgd[baselines])") from None
-    return restoration
 
 
 def _bicubic(y: Tensor, operator: Operator) -> Tensor:

@@ -173,7 +173,7 @@ def _restore_all(job: BenchJob, mine: list[Item], pending: list[Item], group: Gr
     todo = {item.index for item in pending}
     done = [read_record(job.out, item.path.stem) for item in mine if item.index not in todo]
     psnrs = [r["psnr"] for r in done if r is not None and not r["failed"]]
-    bar = tqdm(total=len(mine), initial=len(done), desc="bench", unit="img", disable=group.rank != 0)
+    bar = tqdm(total=len(mine), initial=len(done), desc="bench", unit="img", disable=group.rank != 0, leave=False)
     written, batch = 0, []
     for n, item in enumerate(pending):
         try:

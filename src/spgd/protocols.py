@@ -34,13 +34,35 @@ class Denoiser(Protocol):
     def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor: ...
 
 
+class SVD(Protocol):
+    """A = U diag(s) V^T, with spectral coefficients shaped like the image batch.
+
+    `V_adjoint(x)`/`V(c)` map images to coefficients and back, `U_adjoint(y)`/`U(c)` measurements
+    (coefficients without a measurement counterpart are 0); `s` broadcasts against the coefficients
+    and is 0 on A's null space. So A x = U(s * V_adjoint(x)); U and V are orthogonal. The
+    coefficients of U_adjoint(y) where s = 0 are the part of y outside A's range: use them only
+    multiplied by s. Noise in coefficient space is V_adjoint of image-space noise.
+    """
+
+    s: Tensor
+
+    def V_adjoint(self, x: Tensor) -> Tensor: ...  # noqa: N802
+
+    def V(self, c: Tensor) -> Tensor: ...  # noqa: N802
+
+    def U_adjoint(self, y: Tensor) -> Tensor: ...  # noqa: N802
+
+    def U(self, c: Tensor) -> Tensor: ...  # noqa: N802
+
+
 @runtime_checkable
 class Operator(Protocol):
     """A forward model y = A(x) + noise that answers its own questions.
 
     `supports(name)` says which optional answers it has: "adjoint" (A_adjoint), "pinv" (A_pinv and
-    `null`), "svd". `input_shape(y)` is the image batch shape behind a measurement, `preview(y)` the
-    [0, 1] picture a person sees of it.
+    `null`), "svd" (`svd(shape, device, dtype)`, an `SVD` for image batches of that shape).
+    `input_shape(y)` is the image batch shape behind a measurement, `preview(y)` the [0, 1] picture
+    a person sees of it.
     """
 
     name: str
@@ -54,6 +76,9 @@ class Operator(Protocol):
     def A_pinv(self, y: Tensor) -> Tensor: ...  # noqa: N802
 
     def null(self, x: Tensor) -> Tensor: ...
+
+    def svd(self, shape: Sequence[int], device: torch.device | str | None = None,
+            dtype: torch.dtype = torch.float32) -> SVD: ...
 
     def supports(self, capability: str) -> bool: ...
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import yaml
@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from . import io
 from .metrics import image_scores
 from .run import RunSpec, load_clean, load_measured, restore_batch
+from .samplers import Trace
 
 RUN_FILES = ("config.yaml", "metrics.json", "grid.png")
 
@@ -54,9 +55,10 @@ def check_outputs(job: RestoreJob) -> None:
                          "choose another folder or pass --overwrite")
 
 
-def run_restore(job: RestoreJob) -> dict[str, Any]:
+def run_restore(job: RestoreJob, trace_factory: Callable[[], Trace] | None = None) -> dict[str, Any]:
     """Restore every input; write PNGs, grid.png, metrics.json and config.yaml into job.output.
 
+    `trace_factory`, if given, makes the trace of each batch (e.g. one that reports progress per step).
     Returns {"images": per-image entries, "mean": mean scores, "failed": names of failed images}.
     """
     if job.batch_size < 1:
@@ -68,13 +70,14 @@ def run_restore(job: RestoreJob) -> dict[str, Any]:
     for b, paths in enumerate(tqdm(batches, desc="images", unit="batch", disable=len(batches) < 2)):
         seeds = [job.seed + b * job.batch_size + k for k in range(len(paths))]
         operator = job.spec.make_operator()
+        trace = trace_factory() if trace_factory is not None else None
         if job.simulate:
             clean = load_clean(job.spec, paths, job.resize)
-            result = restore_batch(job.spec, seeds, clean=clean, operator=operator)
+            result = restore_batch(job.spec, seeds, clean=clean, operator=operator, trace=trace)
         else:
             clean = None
             y = load_measured(job.spec, operator, paths, job.resize)
-            result = restore_batch(job.spec, seeds, measured=y, operator=operator)
+            result = restore_batch(job.spec, seeds, measured=y, operator=operator, trace=trace)
         if b == 0:
             _write_config(job)
         for k, path in enumerate(paths):

@@ -105,6 +105,20 @@ def strided_indices(length: int, steps: int) -> list[int]:
     return list(range(0, length, length // steps))
 
 
+def quadratic_indices(length: int, steps: int) -> list[int]:
+    """DiffPIR's "quad" spacing, ascending: (M - 1) - min(floor(sqrt(j / (N - 1)) M), M - 1) for j < N,
+    dense at low noise (for M = 1000, N = 100: 0, 5, 10, ..., 857, 899, 999)."""
+    _check_steps(length, steps)
+    if steps == 1:
+        return [length - 1]
+    offsets = [int(math.sqrt(j * (length ** 2 / (steps - 1)))) for j in range(steps - 1)] + [length - 1]
+    indices = sorted(length - 1 - min(o, length - 1) for o in offsets)
+    if len(set(indices)) != steps:
+        raise ValueError(f"steps={steps} is too many for the quadratic spacing of a {length}-level ladder "
+                         "(two steps would share a level)")
+    return indices
+
+
 def _check_steps(length: int, steps: int) -> None:
     if not 1 <= steps <= length:
         raise ValueError(f"steps must be in 1..{length} (the prior's discrete ladder), got {steps}")

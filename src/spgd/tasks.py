@@ -52,10 +52,11 @@ def resolve_settings(sampler: str, task: Mapping[str, Any], overrides: Mapping[s
     """
     layers = [("the task preset", preset_settings(task, sampler)), ("the prior's recommended settings",
               dict(recommended or {})), ("the overrides", dict(overrides or {}))]
-    settings = sampler_settings(sampler)
+    defaults = sampler_settings(sampler)
+    settings = dict(defaults)
     for source, layer in layers:
         check_settings(sampler, layer, source)
-        settings.update(layer)
+        settings.update({k: int(v) if type(defaults[k]) is int else v for k, v in layer.items()})
     return settings
 
 

@@ -29,10 +29,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .devices import resolve_device
 from .io import atomic_write_bytes, list_images, load_image, save_image, save_json
 from .priors.adm_unet import ADMConfig, ADMUNet
 from .priors.edm import edm_coefficients
-from .priors.loaders import OBJECTIVES, CheckpointError, denoiser_for
+from .priors.errors import CheckpointError
+from .priors.loaders import OBJECTIVES, denoiser_for
 from .priors.presets import ARCHITECTURES
 from .sample import sample, square_grid
 from .schedule import NUM_TIMESTEPS, linear_ladder
@@ -191,7 +193,7 @@ def latest_checkpoint(path: str | Path) -> Path | None:
 def _device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+    return resolve_device(name)
 
 
 def _batch(data: Tensor, batch_size: int, gen: torch.Generator) -> Tensor:

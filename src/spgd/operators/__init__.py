@@ -49,6 +49,12 @@ def make_operator(name: str, **params: Any) -> Operator:
     cls = _FACTORIES[key]()
     signature = inspect.signature(cls.__init__)
     accepted = [p for p in signature.parameters if p != "self"]
+    missing = [p.name for p in signature.parameters.values()
+               if p.name != "self" and p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in params]
+    if missing:
+        hints = getattr(cls, "required", {})
+        raise ValueError(f"operator {key!r} needs " + "; ".join(f"{name}: {hints.get(name, 'no default')}"
+                                                                for name in missing))
     if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
         unknown = sorted(set(params) - set(accepted))
         if unknown:

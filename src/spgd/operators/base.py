@@ -71,12 +71,25 @@ class Operator(torch.nn.Module):
         """The part of x that A does not see: (I - A^+ A) x."""
         return x - self.A_pinv(self.A(x))
 
+    def svd(self, shape: Sequence[int], device: torch.device | str | None = None,
+            dtype: torch.dtype = torch.float32) -> Any:
+        """A = U diag(s) V^T for image batches of `shape` (see `operators/svd.py`; `supports("svd")`)."""
+        raise NotImplementedError(f"{self.name} has no singular value decomposition{self.svd_hint()}")
+
+    def svd_hint(self) -> str:
+        """Why this operator has no SVD and what would give it one ("" when nothing would)."""
+        return ""
+
+    def has_svd(self) -> bool:
+        """Whether `svd` answers now (subclasses whose SVD depends on their parameters override this)."""
+        return type(self).svd is not Operator.svd
+
     def supports(self, capability: str) -> bool:
         """Whether this operator answers "adjoint", "pinv" (A_pinv and null) or "svd"."""
         if capability not in CAPABILITIES:
             raise ValueError(f"unknown operator capability {capability!r}; known: {CAPABILITIES}")
         if capability == "svd":
-            return callable(getattr(self, "svd", None))
+            return self.has_svd()
         method = {"adjoint": "A_adjoint", "pinv": "A_pinv"}[capability]
         return getattr(type(self), method) is not getattr(Operator, method)
 

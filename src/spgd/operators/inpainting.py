@@ -20,6 +20,7 @@ from PIL import Image
 from torch import Tensor
 
 from .base import Operator
+from .svd import DiagonalSVD, check_shape
 
 KINDS = ("box", "random")
 
@@ -40,8 +41,8 @@ def load_mask(path: str | Path, size: int | tuple[int, int] | None = None) -> Te
     if size is not None:
         expected = (size, size) if isinstance(size, int) else tuple(size)
         if gray.shape != expected:
-            got, want = "x".join(map(str, gray.shape)), "x".join(map(str, expected))
-            raise ValueError(f"mask file {path} is {got} pixels, expected {want}")
+            got, want = "x".join(map(str, gray.shape[::-1])), "x".join(map(str, expected[::-1]))
+            raise ValueError(f"mask file {path} is {got} pixels (WxH), expected {want}")
     return torch.from_numpy((gray >= 0.5).astype(np.float32))[None, None]
 
 
@@ -147,6 +148,12 @@ class Inpainting(Operator):
 
     def A_pinv(self, y: Tensor) -> Tensor:  # noqa: N802
         return self.A(y)
+
+    def svd(self, shape: Sequence[int], device: torch.device | str | None = None,
+            dtype: torch.dtype = torch.float32) -> DiagonalSVD:
+        """A = diag(mask): U = V = I, the singular values are the mask (1 kept, 0 removed)."""
+        self._mask_for(torch.empty(check_shape(shape), device="meta"))  # checks that the mask fits
+        return DiagonalSVD(self.mask.to(device=device if device is not None else self.mask.device, dtype=dtype))
 
     def as_measurement(self, image: Tensor) -> Tensor:
         """A damaged photo becomes y by zeroing its unknown pixels, as `A` does."""

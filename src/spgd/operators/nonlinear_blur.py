@@ -160,7 +160,8 @@ def load_kernel_wizard(weights: str | Path) -> KernelWizard:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for files that are not torch checkpoints
-        raise ValueError(f"{path} is not a readable torch checkpoint ({type(error).__name__}). {_DOWNLOAD_HINT}") from None
+        raise ValueError(f"{path} is not a readable torch checkpoint ({type(error).__name__}; only tensors are read "
+                         f"from it, never other pickled objects). {_DOWNLOAD_HINT}") from None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{path} is not a state dict of tensors (got {type(state).__name__}). {_DOWNLOAD_HINT}")
     with torch.device("meta"):
@@ -191,6 +192,8 @@ class NonlinearBlur(Operator):
 
     name = "nonlinear_blur"
     linear = False
+    # what a missing required parameter means to a user (make_operator's error names it)
+    required = {"weights": "the BKSE GOPRO_wVAE.pth weights file (--op-weights on the command line). " + _DOWNLOAD_HINT}
 
     def __init__(self, weights: str | Path, noise_sigma: float = 0.05, kernel_latent: Tensor | None = None) -> None:
         super().__init__(noise_sigma)

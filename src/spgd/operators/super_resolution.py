@@ -1,10 +1,13 @@
-"""Super-resolution: antialiased bicubic downsampling, as a separable linear map.
+"""Super-resolution: antialiased bicubic downsampling (or block averaging), as a separable linear map.
 
 The published code downsamples with the MATLAB-`imresize`-style "Resizer" of DPS/DAPS: cubic
 kernel (a = -0.5) widened by the scale factor for antialiasing, weights normalised to sum to one
 per output pixel, and mirror (symmetric, edge-repeating) boundary handling. Here the same weights
 are assembled into one small matrix per image axis, so A(x) = Mh x Mw^T, its adjoint is the exact
 transpose and a least-squares pseudo-inverse comes from the pseudo-inverses of Mh and Mw.
+`filter="average"` averages each scale x scale block instead (DDRM/DDNM's "sr_averagepooling",
+PnP-DM's SR): one singular value 1/scale per axis and block. Either way the SVD of A comes from
+the SVDs of Mh and Mw (`svd`).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import torch
 from torch import Tensor
 
 from .base import Operator
+from .svd import SeparableSVD, check_shape, matrix_svd
 
 
 def _cubic(t: Tensor) -> Tensor:
@@ -46,28 +50,50 @@ def _resize_matrix_f64(in_length: int, scale: int) -> Tensor:
     return matrix
 
 
-@lru_cache(maxsize=64)
-def _resize_matrix(in_length: int, scale: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    return _resize_matrix_f64(in_length, scale).to(device=device, dtype=dtype)
+@lru_cache(maxsize=32)
+def _average_matrix_f64(in_length: int, scale: int) -> Tensor:
+    """The (in_length/scale x in_length) float64 matrix that averages blocks of `scale` along one axis."""
+    out_length = in_length // scale
+    return torch.kron(torch.eye(out_length, dtype=torch.float64), torch.full((1, scale), 1 / scale,
+                                                                             dtype=torch.float64))
+
+
+FILTERS = {"bicubic": _resize_matrix_f64, "average": _average_matrix_f64}
 
 
 @lru_cache(maxsize=64)
-def _resize_pinv(in_length: int, scale: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    return torch.linalg.pinv(_resize_matrix_f64(in_length, scale)).to(device=device, dtype=dtype)
+def _resize_matrix(in_length: int, scale: int, device: torch.device, dtype: torch.dtype,
+                   kind: str = "bicubic") -> Tensor:
+    return FILTERS[kind](in_length, scale).to(device=device, dtype=dtype)
+
+
+@lru_cache(maxsize=64)
+def _resize_pinv(in_length: int, scale: int, device: torch.device, dtype: torch.dtype,
+                 kind: str = "bicubic") -> Tensor:
+    return torch.linalg.pinv(FILTERS[kind](in_length, scale)).to(device=device, dtype=dtype)
+
+
+@lru_cache(maxsize=32)
+def _resize_svd(in_length: int, scale: int, kind: str) -> tuple[Tensor, Tensor, Tensor]:
+    return matrix_svd(FILTERS[kind](in_length, scale))
 
 
 class SuperResolution(Operator):
-    """y = bicubic antialiased downsampling of x by an integer `scale` (published SR task: 4)."""
+    """y = downsampling of x by an integer `scale` (published SR task: 4) with `filter` "bicubic"
+    (antialiased, the default) or "average" (block means)."""
 
     name = "super_resolution"
     linear = True
     image_measurement = True
 
-    def __init__(self, scale: int = 4, noise_sigma: float = 0.0) -> None:
+    def __init__(self, scale: int = 4, noise_sigma: float = 0.0, filter: str = "bicubic") -> None:  # noqa: A002
         super().__init__(noise_sigma)
         if int(scale) != scale or scale < 1:
             raise ValueError(f"scale must be a positive integer, got {scale}")
+        if filter not in FILTERS:
+            raise ValueError(f"super_resolution filter must be one of {sorted(FILTERS)}, got {filter!r}")
         self.scale = int(scale)
+        self.filter = filter
 
     def _matrices(self, height: int, width: int, like: Tensor, pinv: bool = False) -> tuple[Tensor, Tensor]:
         if height % self.scale or width % self.scale:
@@ -75,8 +101,8 @@ class SuperResolution(Operator):
                 f"super_resolution: image size {height}x{width} is not divisible by the scale {self.scale}"
             )
         build = _resize_pinv if pinv else _resize_matrix
-        return (build(height, self.scale, like.device, like.dtype),
-                build(width, self.scale, like.device, like.dtype))
+        return (build(height, self.scale, like.device, like.dtype, self.filter),
+                build(width, self.scale, like.device, like.dtype, self.filter))
 
     def A(self, x: Tensor) -> Tensor:  # noqa: N802
         rows, cols = self._matrices(x.shape[-2], x.shape[-1], x)
@@ -91,6 +117,14 @@ class SuperResolution(Operator):
         rows, cols = self._matrices(y.shape[-2] * self.scale, y.shape[-1] * self.scale, y, pinv=True)
         return rows @ y @ cols.T
 
+    def svd(self, shape: Sequence[int], device: torch.device | str | None = None,
+            dtype: torch.dtype = torch.float32) -> SeparableSVD:
+        """A(x) = Mh x Mw^T: the SVD from those of Mh and Mw (singular values s_j s_k)."""
+        height, width = check_shape(shape)[-2:]
+        self.measurement_shape(shape)  # checks divisibility
+        return SeparableSVD(_resize_svd(height, self.scale, self.filter), _resize_svd(width, self.scale, self.filter),
+                            device, dtype)
+
     def input_shape(self, y: Tensor) -> tuple[int, ...]:
         return (*y.shape[:-2], y.shape[-2] * self.scale, y.shape[-1] * self.scale)
 
@@ -102,4 +136,4 @@ class SuperResolution(Operator):
         return (*image_shape[:-2], height // self.scale, width // self.scale)
 
     def params(self) -> dict[str, Any]:
-        return {**super().params(), "scale": self.scale}
+        return {**super().params(), "scale": self.scale, "filter": self.filter}

@@ -59,6 +59,10 @@ class FastDenoiser(nn.Module):
     def device(self) -> torch.device:
         return self.prior.device
 
+    @property
+    def description(self) -> str:
+        return f"{getattr(self.prior, 'description', type(self.prior).__name__)}, run in {self.dtype}"
+
     def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         return self.denoise(x, sigma)
 

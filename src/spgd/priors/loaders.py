@@ -1,4 +1,12 @@
-"""Building ADM networks and loading checkpoints into denoisers, with errors a person can act on."""
+"""Loading any checkpoint into a denoiser D(x, sigma), with errors a person can act on.
+
+`load_prior` tells the formats apart: a built-in name (`builtin:faces64`), a public checkpoint's name
+(`ffhq256`, `imagenet256`: fetched into the cache, see `hub`), a diffusers folder (see
+`diffusers_prior`), or a guided-diffusion ("ADM") file (.pt/.pth or .safetensors) whose architecture
+is stored in it, matched by its keys, or named. The ADM file's noise schedule comes from its config
+(`noise_schedule` "linear" or "cosine", `diffusion_steps`, `predict_xstart`), or from the metadata
+of `spgd train` (objective "eps" or "edm"). Every prior says what it is in `description`.
+"""
 from __future__ import annotations
 
 import json
@@ -8,9 +16,14 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from ..devices import resolve_device
+from ..schedule import NUM_TIMESTEPS, cosine_alpha_bars, linear_alpha_bars
 from .adm_unet import ADMConfig, ADMUNet
+from .diffusers_prior import is_diffusers_folder, load_diffusers_prior
 from .edm import EDMDenoiser
-from .presets import ARCHITECTURES, PUBLIC, WHERE_TO_GET
+from .errors import CheckpointError
+from .hub import PUBLIC_CHECKPOINTS, fetch_checkpoint
+from .presets import ARCHITECTURES, PUBLIC
 from .vp import VPDenoiser
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"  # packaged weight files: <name>.safetensors
@@ -19,10 +32,6 @@ BUILTIN_DIR = Path(__file__).parent / "builtin"  # packaged weight files: <name>
 def builtin_priors() -> dict[str, Path]:
     """{"builtin:<name>": file} for every weight file shipped in spgd/priors/builtin/."""
     return {f"builtin:{path.stem}": path for path in sorted(BUILTIN_DIR.glob("*.safetensors"))}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded: missing, unreadable, or not matching the network."""
 
 
 def resolve_config(config: str | Mapping[str, Any] | ADMConfig) -> ADMConfig:
@@ -63,8 +72,9 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
         return state, config, meta.get("objective", "eps")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # torch's message suggests weights_only=False: never do that for an unknown file
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}; spgd reads only "
+                              "tensors from .pt files and never unpickles other objects)") from None
     config, objective = None, "eps"
     if isinstance(obj, dict):
         for wrapper in ("state_dict", "ema", "model"):
@@ -89,8 +99,8 @@ def _mismatch(network: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str
     problems = []
     for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
         if items:
-            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
-            problems.append(f"{len(items)} {label}: {', '.join(items[:5])}{more}")
+            more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+            problems.append(f"{len(items)} {label}: {', '.join(items[:3])}{more}")
     return problems
 
 
@@ -101,62 +111,97 @@ def _matching_preset(state: Mapping[str, torch.Tensor]) -> str | None:
     return None
 
 
-def load_network(path: str | Path, config: str | Mapping[str, Any] | None = None) -> ADMUNet:
+def load_network(path: str | Path, arch: str | Mapping[str, Any] | None = None) -> ADMUNet:
     """An ADM UNet with the weights of `path` (strict: every key and shape must match)."""
-    return _load_network(path, config)[0]
+    return _load_network(path, arch)[0]
 
 
-def _load_network(path: str | Path, config: str | Mapping[str, Any] | None) -> tuple[ADMUNet, str]:
-    """`load_network`, and the objective the network was trained with ("eps" unless the file says)."""
+def _load_network(path: str | Path, arch: str | Mapping[str, Any] | None) -> tuple[ADMUNet, dict[str, Any], str]:
+    """`load_network`, the guided-diffusion arguments it was built from and the objective it was trained
+    with ("eps" unless the file says)."""
     path = Path(path)
     state, file_config, objective = _read_checkpoint(path)
-    if config is None:
-        config = file_config if file_config is not None else _matching_preset(state)
-        if config is None:
+    if arch is None:
+        arch = file_config if file_config is not None else _matching_preset(state)
+        if arch is None:
             raise CheckpointError(
-                f"{path}: no network config stored in the file and it matches no preset "
+                f"{path}: no network config stored in the file and it matches no known architecture "
                 f"({', '.join(PUBLIC)}); give its architecture (--arch, or arch= in Python)")
-    network = build_network(config, "meta")
+    network = build_network(arch, "meta")
     problems = _mismatch(network, state)
     if problems:
         hint = ""
         other = _matching_preset(state)
-        if other is not None and other != config:
-            hint = f"\nThis file matches the {other!r} preset: use that instead of {config!r}."
-        raise CheckpointError(f"{path}: weights do not fit the network {config!r}:\n  "
-                              + "\n  ".join(problems) + hint)
+        if other is not None and other != arch:
+            hint = f"; this file matches the {other!r} architecture: use --arch {other}"
+        raise CheckpointError(f"{path}: weights do not fit the network {arch!r}: " + "; ".join(problems) + hint)
     network.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
-    return network, objective
+    return network, dict(ARCHITECTURES[arch] if isinstance(arch, str) else arch), objective
 
 
 OBJECTIVES = ("eps", "edm")
 
 
-def denoiser_for(network: nn.Module, objective: str) -> VPDenoiser | EDMDenoiser:
-    """The denoiser D(x, sigma) of a network trained with `objective` ("eps": VP, "edm": EDM)."""
+def denoiser_for(network: nn.Module, objective: str, arguments: Mapping[str, Any] | None = None
+                 ) -> VPDenoiser | EDMDenoiser:
+    """The denoiser D(x, sigma) of an ADM network trained with `objective` ("eps": VP, "edm": EDM);
+    for "eps", the schedule and prediction its guided-diffusion `arguments` state (linear by default)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown training objective {objective!r}; objectives: {OBJECTIVES}")
-    return EDMDenoiser(network) if objective == "edm" else VPDenoiser(network)
+    if objective == "edm":
+        return EDMDenoiser(network)
+    arguments = arguments or {}
+    schedule = arguments.get("noise_schedule", "linear")
+    steps = int(arguments.get("diffusion_steps", NUM_TIMESTEPS))
+    prediction = "sample" if arguments.get("predict_xstart") else "epsilon"
+    if schedule == "linear" and steps == NUM_TIMESTEPS and prediction == "epsilon":
+        return VPDenoiser(network)  # the published samplers' continuous-time map of the 1000-step ladder
+    if schedule == "linear":  # guided-diffusion scales the linear betas to keep their product at any length
+        alpha_bars = linear_alpha_bars(steps, 1e-4 * NUM_TIMESTEPS / steps, 0.02 * NUM_TIMESTEPS / steps)
+    elif schedule == "cosine":
+        alpha_bars = cosine_alpha_bars(steps)
+    else:
+        raise ValueError(f"noise_schedule {schedule!r} is not supported; supported: linear, cosine")
+    return VPDenoiser(network, alpha_bars=alpha_bars, prediction=prediction, timestep="interpolate")
 
 
-def load_prior(path_or_name: str | Path, config: str | Mapping[str, Any] | None = None,
-               device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> VPDenoiser | EDMDenoiser:
-    """A frozen VP denoiser D(x, sigma) from a checkpoint file or a built-in name ("builtin:<name>").
+def load_prior(source: str | Path, arch: str | Mapping[str, Any] | None = None, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32, *, config: str | Mapping[str, Any] | None = None
+               ) -> VPDenoiser | EDMDenoiser:
+    """A frozen denoiser D(x, sigma) from a checkpoint, whatever its format (see the module docstring).
 
-    `config` is a preset name (`ffhq256`, `imagenet256`) or a dict of guided-diffusion arguments;
-    it may be omitted when the file stores its config or matches a preset.
+    `arch`: the architecture of an ADM file that stores none and matches no public checkpoint's keys:
+    a name of `ARCHITECTURES` or a dict of guided-diffusion arguments (`config` is its old name).
     """
-    name = str(path_or_name)
+    arch = arch if arch is not None else config
+    device = resolve_device(device)
+    name = str(source)
     if name.startswith("builtin:"):
         shipped = builtin_priors()
         if name not in shipped:
-            raise CheckpointError(
-                f"{name}: no such built-in prior in this version of spgd (available: "
-                f"{sorted(shipped) or 'none yet'}); pass a checkpoint file instead, e.g. "
-                f"{WHERE_TO_GET['ffhq256']}")
-        path_or_name = shipped[name]
-    network, objective = _load_network(path_or_name, config)
+            raise CheckpointError(f"{name}: no such built-in prior in this version of spgd (available: "
+                                  f"{', '.join(shipped) or 'none'}); or name a checkpoint file, a diffusers "
+                                  f"folder or a public checkpoint ({', '.join(PUBLIC_CHECKPOINTS)})")
+        path = shipped[name]
+    elif name in PUBLIC_CHECKPOINTS:
+        path = fetch_checkpoint(name)
+        arch = arch if arch is not None else PUBLIC_CHECKPOINTS[name].arch
+    else:
+        path = Path(source)
+    if is_diffusers_folder(path):
+        return load_diffusers_prior(path, dtype).to(device=device)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder, but not a diffusers model (no model_index.json or config.json)")
+    network, arguments, objective = _load_network(path, arch)
     for module in network.modules():  # normalisation layers stay float32, as in guided-diffusion's fp16 mode
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
             module.to(dtype)
-    return denoiser_for(network, objective).to(device=device)
+    prior = denoiser_for(network, objective, arguments)
+    size = network.config.image_size
+    kind = ("EDM-preconditioned" if objective == "edm" else
+            f"{arguments.get('noise_schedule', 'linear')} schedule, "
+            f"{'x0' if arguments.get('predict_xstart') else 'epsilon'} prediction")
+    parameters = sum(p.numel() for p in network.parameters())
+    prior.description = (f"ADM UNet (guided-diffusion) from {name}: {parameters / 1e6:.1f}M parameters, "
+                         f"{size}x{size}, {kind}")
+    return prior.to(device=device)

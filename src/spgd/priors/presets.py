@@ -30,8 +30,3 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
 }
 # the public checkpoints' architectures: a state dict that stores no config is matched against these
 PUBLIC = ("ffhq256", "imagenet256")
-
-WHERE_TO_GET = {
-    "ffhq256": "ffhq_10m.pt from the DPS authors' release (DPS README, 'pretrained checkpoints': FFHQ model)",
-    "imagenet256": "256x256_diffusion_uncond.pt from OpenAI's guided-diffusion release (README, 'Download pre-trained models')",
-}

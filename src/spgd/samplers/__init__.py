@@ -7,16 +7,24 @@ place sampler defaults live.
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Callable
 
 from .common import DivergenceError, Trace
 from .daps import daps
+from .ddnm import ddnm, ddnm_plus
+from .ddrm import ddrm
 from .deqir import deqir
+from .diffpir import diffpir
 from .dps import dps
+from .pigdm import pigdm
+from .pnpdm import pnpdm
 from .reddiff import reddiff
 from .spgd import spgd
 
-SAMPLERS: dict[str, Callable] = {"spgd": spgd, "dps": dps, "daps": daps, "reddiff": reddiff, "deqir": deqir}
+SAMPLERS: dict[str, Callable] = {"spgd": spgd, "dps": dps, "daps": daps, "reddiff": reddiff, "deqir": deqir,
+                                 "diffpir": diffpir, "ddnm": ddnm, "ddnm_plus": ddnm_plus, "ddrm": ddrm,
+                                 "pigdm": pigdm, "pnpdm": pnpdm}
 RUN_CONTROLS = ("shape", "trace", "progress")  # keyword arguments that steer a call, not the algorithm
 
 
@@ -35,13 +43,24 @@ def sampler_settings(name: str) -> dict[str, Any]:
 
 
 def check_settings(name: str, settings: dict[str, Any], source: str = "settings") -> None:
-    """A ValueError naming the unknown keys and listing the accepted ones, if any key is not a setting."""
+    """A ValueError for a key that is not a setting of sampler `name` (listing the ones it has), and for a
+    value of the wrong kind: text where the default is a number, NaN or infinity, a fraction for a count."""
     accepted = sampler_settings(name)
     unknown = [key for key in settings if key not in accepted]
     if unknown:
         raise ValueError(f"{source}: {name} has no setting {', '.join(map(repr, unknown))}; "
                          f"its settings: {', '.join(accepted)}")
+    for key, value in settings.items():
+        default = accepted[key]
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{source}: {name}'s {key} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{source}: {name}'s {key} must be a finite number, got {value}")
+        if isinstance(default, int) and value != int(value):
+            raise ValueError(f"{source}: {name}'s {key} must be a whole number, got {value}")
 
 
-__all__ = ["DivergenceError", "SAMPLERS", "Trace", "check_settings", "daps", "deqir", "dps", "get_sampler",
-           "reddiff", "sampler_settings", "spgd"]
+__all__ = ["DivergenceError", "SAMPLERS", "Trace", "check_settings", "daps", "ddnm", "ddnm_plus", "ddrm", "deqir",
+           "diffpir", "dps", "get_sampler", "pigdm", "pnpdm", "reddiff", "sampler_settings", "spgd"]

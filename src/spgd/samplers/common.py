@@ -24,8 +24,9 @@ def require(operator: Operator, capability: str, sampler: str) -> None:
     """A clear error when `operator` lacks what `sampler` needs ("pinv", "svd", "adjoint")."""
     if not operator.supports(capability):
         what = {"pinv": "a pseudo-inverse", "svd": "a singular value decomposition", "adjoint": "an adjoint"}
+        hint = getattr(operator, "svd_hint", lambda: "")() if capability == "svd" else ""
         raise ValueError(f"{sampler} needs an operator with {what.get(capability, capability)}; "
-                         f"{operator.name} has none (dps, daps, reddiff and spgd handle every task, "
+                         f"{operator.name} has none{hint} (dps, daps, reddiff, pnpdm and spgd handle every task, "
                          "non-linear ones included)")
 
 
@@ -145,7 +146,7 @@ class DivergenceGuard:
         if not force and (step + 1) % self.every:
             return x
         flat = x.detach().flatten(1)
-        rms = flat.float().pow(2).mean(dim=1).sqrt()
+        rms = flat.double().pow(2).mean(dim=1).sqrt()
         bad = {"NaN/inf": ~torch.isfinite(flat).all(dim=1),
                "the state's magnitude ran away (RMS {:.3g})": rms > STATE_LIMIT * scale}
         values = {"the state's magnitude ran away (RMS {:.3g})": rms}

@@ -17,11 +17,12 @@ map, stop at relative residual 1e-3, as released; see `anderson` for one differe
 reference for the parallel solve's wall-clock advantage. States are kept in VP units (x_T ~ N(0, I)),
 as in the released code; measurement noise is not modelled (plain DDNM). Operators with a
 pseudo-inverse only: A^+ is `operator.A_pinv`, N is `operator.null` (for blurs the operator's
-truncated FFT pseudo-inverse under the circular-boundary approximation).
+truncated pseudo-inverse: exact through the SVD for circular and separable blurs, through the FFT
+under the circular-boundary approximation for the others). The chain is `ddnm.DDNMChain`, shared
+with the DDNM sampler (which walks it with eta > 0).
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import torch
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ..protocols import Denoiser, Operator
 from .common import DivergenceGuard, Trace, require, start_noise
-from .ddpm import chain_alpha_bars
+from .ddnm import DDNMChain
 
 SOLVERS = ("anderson", "sequential")
 
@@ -69,46 +70,6 @@ def deqir(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None
     initial = x_T.unsqueeze(0).expand(steps, *shape).contiguous()
     return anderson(chain.joint, initial, history, max_iter, anderson_lam, anderson_beta, tol,
                     lambda k, x, last: report(k, x, 0.0, last), progress).detach()
-
-
-class DDNMChain:
-    """The deterministic DDIM + DDNM chain from x_T, one step at a time or as the joint map of all outputs."""
-
-    def __init__(self, prior: Denoiser, operator: Operator, y: Tensor, x_T: Tensor, steps: int) -> None:
-        ab_in = chain_alpha_bars(prior, steps, "strided")
-        ab_out = ab_in[1:] + [1.0]
-        self.prior, self.operator, self.x_T = prior, operator, x_T
-        self.scale_in = [math.sqrt(a) for a in ab_in]
-        self.scale_out = [math.sqrt(a) for a in ab_out]
-        self.sigma_in = [math.sqrt((1 - a) / a) for a in ab_in]
-        self.sigma_out = [math.sqrt((1 - a) / a) for a in ab_out]
-        with torch.no_grad():
-            self.b = operator.A_pinv(y)
-            self.base = self.b + operator.null(x_T / self.scale_in[0])
-
-    @torch.no_grad()
-    def step(self, m: int, x: Tensor) -> Tensor:
-        """x_{m+1} from x_m (VP units): x0' + sigma'_m eps_m."""
-        x = x / self.scale_in[m]
-        eps = (x - self.prior.denoise(x, self.sigma_in[m])) / self.sigma_in[m]
-        out = self.b + self.operator.null(x - self.sigma_in[m] * eps) + self.sigma_out[m] * eps
-        return out * self.scale_out[m]
-
-    @torch.no_grad()
-    def joint(self, z: Tensor) -> Tensor:
-        """All T outputs (T x batch x ...) from the current guess of all T outputs, in one batched call."""
-        steps, batch = z.shape[:2]
-        inputs = torch.cat([self.x_T.unsqueeze(0), z[:-1]])
-        scale_in = torch.tensor(self.scale_in, device=z.device).reshape(-1, 1, 1, 1, 1)
-        sigma_in = torch.tensor(self.sigma_in, device=z.device)
-        x = (inputs / scale_in).flatten(0, 1)
-        sigmas = sigma_in.repeat_interleave(batch)
-        eps = ((x - self.prior.denoise(x, sigmas)) / sigmas.reshape(-1, 1, 1, 1)).unflatten(0, (steps, batch))
-        null_eps = torch.stack([self.operator.null(e) for e in eps])
-        sigma_out = torch.tensor(self.sigma_out, device=z.device).reshape(-1, 1, 1, 1, 1)
-        drift = ((sigma_out - sigma_in.reshape(-1, 1, 1, 1, 1)) * null_eps).cumsum(dim=0)
-        out = self.base + drift + sigma_out * (eps - null_eps)
-        return out * torch.tensor(self.scale_out, device=z.device).reshape(-1, 1, 1, 1, 1)
 
 
 def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, history: int, max_iter: int, lam: float, beta: float,

@@ -1,0 +1,196 @@
+"""DDNM and DDNM+: zero-shot restoration with the Denoising Diffusion Null-space Model (Wang, Yu, Zhang; ICLR 2023).
+
+A DDIM chain over the strided levels of the prior's ladder (100 steps: t = 990, 980, ..., 0 on the
+1000-level ladder, then sigma' = 0; the start x_T ~ N(0, I) at t = 990, VP units, as released). In
+EDM variables, from level sigma to sigma' with x0 = D(x, sigma) and eps = (x - x0) / sigma the
+network's own noise estimate (not recomputed from the corrected x0, as released):
+
+DDNM (`ddnm`, noise-free consistency; needs A^+ and `null`):
+
+    x0' = x0 - A^+ (A x0 - y) = A^+ y + (I - A^+ A) x0                         (Eq. 11-13)
+    x'  = x0' + sigma' (eta z + sqrt(1 - eta^2) eps)
+
+so the output (sigma' = 0 after the last step) satisfies A x = A A^+ y. The same chain with eta = 0
+is the one DeqIR solves as a fixed point (`DDNMChain`, shared with `deqir`).
+
+DDNM+ (`ddnm_plus`, noise-aware; needs the operator's SVD A = U diag(s) V^T): the range-space
+correction is scaled per singular direction, x0' = x0 - Sigma_t A^+ (A x0 - y) with
+Sigma_t = V diag(lambda_i) V^T (Eq. 17), and the noise is shaped accordingly (Phi_t = V diag(gamma_i) V^T,
+the release's "Eq. 51"): in V-coordinates, y_bar_i = (U^T y)_i / s_i,
+
+    s_i = 0:                    x'_i = x0_i + eta sigma' z_i + sqrt(1 - eta^2) sigma' eps_i
+    sigma' >= sigma_y / s_i:    lambda_i = 1,  x'_i = y_bar_i + sqrt(sigma'^2 - sigma_y^2 / s_i^2) z_i
+    sigma' <  sigma_y / s_i:    lambda_i = s_i sigma' sqrt(1 - eta^2) / sigma_y,
+                                x'_i = x0_i - lambda_i (x0_i - y_bar_i) + eta sigma' z_i
+
+which is DDRM's step with eta_b = 1 (`ddrm.ddrm_step`, shared); at sigma' = 0 the output is x0 with
+no range correction, as released. With sigma_y = 0 DDNM+ is plain DDNM (as released).
+
+Time-travel (RePaint's jump schedule, both samplers; `travel_length` L, `travel_repeat` r): on
+reaching a level whose ladder slot k (counted from the bottom, k = 0 the last level) is a multiple
+of L below T - L, the chain goes back up L levels r - 1 times, re-noising the last un-corrected
+x0 there (x = x0 + sigma_up z), and walks down again. L = r = 1 (every shipped config) is no travel.
+
+Published settings (all tasks of the release's evaluation): 100 steps, eta = 0.85, no time-travel.
+
+Deviations from the released code (wyhuai/DDNM):
+- A jump back up L levels is one re-noising to the top of the jump; the release re-noises L times
+  in a row, one level at a time, from the same x0, keeping only the last (the same distribution;
+  other random draws).
+- Singular values at or below `svd_cutoff` (3e-2) count as zero in DDNM+ (the release zeroes 1-D
+  singular values below 3e-2 inside its blur operators; here the operator's SVD is exact and the
+  cutoff a sampler setting, see `ddrm`).
+- Random draws per image from the seed (DDNM+: in image space, rotated by V^T), so a batch equals
+  runs of single images.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..protocols import Denoiser, Operator
+from ..seeding import StepNoise
+from .common import DivergenceGuard, Trace, require, start_noise
+from .ddpm import chain_alpha_bars
+from .ddrm import Spectral, ddrm_step
+
+
+class DDNMChain:
+    """The DDIM + DDNM chain from x_T over `steps` strided levels (VP units), one step at a time or (eta = 0)
+    as the joint map of all outputs."""
+
+    def __init__(self, prior: Denoiser, operator: Operator, y: Tensor, x_T: Tensor, steps: int) -> None:
+        ab_in = chain_alpha_bars(prior, steps, "strided")
+        ab_out = ab_in[1:] + [1.0]
+        self.prior, self.operator, self.x_T = prior, operator, x_T
+        self.scale_in = [math.sqrt(a) for a in ab_in]
+        self.scale_out = [math.sqrt(a) for a in ab_out]
+        self.sigma_in = [math.sqrt((1 - a) / a) for a in ab_in]
+        self.sigma_out = [math.sqrt((1 - a) / a) for a in ab_out]
+        with torch.no_grad():
+            self.b = operator.A_pinv(y)
+            self.base = self.b + operator.null(x_T / self.scale_in[0])
+
+    @torch.no_grad()
+    def predict(self, m: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(x0, eps) in EDM units from the VP state x at chain level m."""
+        x = x / self.scale_in[m]
+        x0 = self.prior.denoise(x, self.sigma_in[m])
+        return x0, (x - x0) / self.sigma_in[m]
+
+    @torch.no_grad()
+    def consistent(self, x0: Tensor) -> Tensor:
+        """A^+ y + (I - A^+ A) x0."""
+        return self.b + self.operator.null(x0)
+
+    @torch.no_grad()
+    def advance(self, m: int, x0: Tensor, eps: Tensor, eta: float = 0.0, noise: Tensor | None = None) -> Tensor:
+        """x_{m+1} (VP units) from level m's prediction: x0' + sigma'_m (sqrt(1 - eta^2) eps + eta z)."""
+        direction = eps if eta == 0 else math.sqrt(1 - eta ** 2) * eps + eta * noise
+        return (self.consistent(x0) + self.sigma_out[m] * direction) * self.scale_out[m]
+
+    def step(self, m: int, x: Tensor, eta: float = 0.0, noise: Tensor | None = None) -> Tensor:
+        """x_{m+1} from x_m (VP units)."""
+        return self.advance(m, *self.predict(m, x), eta, noise)
+
+    @torch.no_grad()
+    def joint(self, z: Tensor) -> Tensor:
+        """All T outputs (T x batch x ...) of the eta = 0 chain from the current guess of all T outputs, in one
+        batched call."""
+        steps, batch = z.shape[:2]
+        inputs = torch.cat([self.x_T.unsqueeze(0), z[:-1]])
+        scale_in = torch.tensor(self.scale_in, device=z.device).reshape(-1, 1, 1, 1, 1)
+        sigma_in = torch.tensor(self.sigma_in, device=z.device)
+        x = (inputs / scale_in).flatten(0, 1)
+        sigmas = sigma_in.repeat_interleave(batch)
+        eps = ((x - self.prior.denoise(x, sigmas)) / sigmas.reshape(-1, 1, 1, 1)).unflatten(0, (steps, batch))
+        null_eps = torch.stack([self.operator.null(e) for e in eps])
+        sigma_out = torch.tensor(self.sigma_out, device=z.device).reshape(-1, 1, 1, 1, 1)
+        drift = ((sigma_out - sigma_in.reshape(-1, 1, 1, 1, 1)) * null_eps).cumsum(dim=0)
+        out = self.base + drift + sigma_out * (eps - null_eps)
+        return out * torch.tensor(self.scale_out, device=z.device).reshape(-1, 1, 1, 1, 1)
+
+
+def travel_path(steps: int, length: int, repeat: int) -> list[int]:
+    """The chain levels visited, 0 (top) .. steps (sigma = 0), with RePaint's jumps (module docstring)."""
+    if length < 1 or repeat < 1:
+        raise ValueError(f"need travel_length >= 1 and travel_repeat >= 1, got {length} and {repeat}")
+    path = [0]
+    for level in range(1, steps + 1):
+        path.append(level)
+        slot = steps - 1 - level  # ladder slot counted from the bottom level (0); -1 is sigma = 0
+        if 0 <= slot < steps - length and slot % length == 0:
+            for _ in range(repeat - 1):
+                path += list(range(level - length, level + 1))
+    return path
+
+
+def ddnm(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None = None,
+         seed: int | Sequence[int] = 0, *, steps: int = 100, eta: float = 0.85, travel_length: int = 1,
+         travel_repeat: int = 1, shape: Sequence[int] | None = None, on_nan: str = "raise", check_every: int = 1,
+         trace: Trace | None = None, progress: bool = True) -> Tensor:
+    """Restore x from y = A(x) + noise with DDNM; `x_start` is x_T in VP units (standard normal)."""
+    require(operator, "pinv", "ddnm")
+    return _run("DDNM", prior, operator, y, x_start, seed, steps, eta, travel_length, travel_repeat, None, shape,
+                on_nan, check_every, trace, progress)
+
+
+def ddnm_plus(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None = None,
+              seed: int | Sequence[int] = 0, *, steps: int = 100, eta: float = 0.85, travel_length: int = 1,
+              travel_repeat: int = 1, svd_cutoff: float = 3e-2, shape: Sequence[int] | None = None,
+              on_nan: str = "raise", check_every: int = 1, trace: Trace | None = None, progress: bool = True) -> Tensor:
+    """Restore x from y = A(x) + noise with DDNM+ (SVD version); `x_start` is x_T in VP units."""
+    require(operator, "svd", "ddnm_plus")
+    require(operator, "pinv", "ddnm_plus")
+    return _run("DDNM+", prior, operator, y, x_start, seed, steps, eta, travel_length, travel_repeat, svd_cutoff,
+                shape, on_nan, check_every, trace, progress)
+
+
+def _run(name: str, prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None,
+         seed: int | Sequence[int], steps: int, eta: float, travel_length: int, travel_repeat: int,
+         svd_cutoff: float | None, shape: Sequence[int] | None, on_nan: str, check_every: int,
+         trace: Trace | None, progress: bool) -> Tensor:
+    if not 0 <= eta <= 1:
+        raise ValueError(f"eta must be in [0, 1], got {eta}")
+    shape = tuple(shape) if shape is not None else operator.input_shape(y)
+    path = travel_path(steps, travel_length, travel_repeat)
+    x = start_noise(shape, 1.0, seed, y.device, x_start)
+    chain = DDNMChain(prior, operator, y, x, steps)
+    noise = StepNoise(seed, shape[0], "ddnm", y.device)  # one stream: with sigma_y = 0 DDNM+ is DDNM exactly
+    spectral = None
+    if svd_cutoff is not None and operator.noise_sigma > 0:
+        with torch.no_grad():
+            spectral = Spectral(operator.svd(shape, y.device), y, operator.noise_sigma, svd_cutoff)
+    guard = DivergenceGuard(name, y, operator.noise_sigma, on_nan, check_every,
+                            "check the measurement, its noise_sigma and the operator", trace)
+    x0 = None
+    bar = tqdm(range(len(path) - 1), desc=name, disable=not progress, leave=False)
+    for i in bar:
+        level, target = path[i], path[i + 1]
+        last = i == len(path) - 2
+        with torch.no_grad():
+            if target < level:  # time-travel: re-noise the last prediction up to level `target`
+                x = (x0 + chain.sigma_in[target] * noise(shape[1:])) * chain.scale_in[target]
+                continue
+            x0, eps = chain.predict(level, x)
+            if spectral is None:
+                x = chain.advance(level, x0, eps, eta, noise(shape[1:]) if eta > 0 else None)
+            else:
+                svd = spectral.svd
+                zbar = svd.V_adjoint(noise(shape[1:]))
+                out = ddrm_step(spectral, svd.V_adjoint(x0), svd.V_adjoint(eps), zbar, chain.sigma_out[level], eta,
+                                1.0)
+                x = svd.V(out) * chain.scale_out[level]
+            fit = operator.A(x if last else x0) - y
+            loss = fit.flatten(1).pow(2).sum(dim=1)
+        x = guard.check(i, x, loss, force=last)
+        if trace is not None and trace.curves:
+            trace.record(chain.sigma_in[level], loss, x0, x)
+        guard.show_loss(bar, i, loss)
+        if guard.all_failed:
+            break
+    return x.detach()
