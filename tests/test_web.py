@@ -1,0 +1,286 @@
+"""`spgd serve`'s handlers without a browser: a restore from the page is an `spgd restore` run (the same
+files, byte for byte), progress and the live estimate, a cancel that stops the sampler, the command
+line's messages for bad inputs, masks and kernels, and visitors who never see each other's runs."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("gradio", reason="the web page needs gradio: pip install 'spgd[web]'")
+
+from spgd import web  # noqa: E402
+from spgd.cli import build_parser, main  # noqa: E402
+from spgd.web import MEASURED, PageError, RestoreRequest, WebApp  # noqa: E402
+
+MODEL = "tiny"
+FAST = "inner_steps=1 sigma_max=5"
+
+
+def write_face_like(path: Path, size: int = 64, seed: int = 0) -> Path:
+    """A smooth random RGB image (low-frequency noise), saved as PNG."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(1, 3, 8, 8, generator=g)
+    img = torch.nn.functional.interpolate(low, size=(size, size), mode="bicubic", align_corners=False)[0]
+    Image.fromarray((img.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def app(tiny_prior, tmp_path, one_thread):
+    return WebApp({MODEL: tiny_prior}, runs_dir=tmp_path / "served")
+
+
+@pytest.fixture
+def face(tmp_path) -> Path:
+    return write_face_like(tmp_path / "face.png")
+
+
+def request(image, task="super_resolution", **fields) -> RestoreRequest:
+    return RestoreRequest(image=str(image), task=task, model=MODEL, steps=fields.pop("steps", 3),
+                          extra=fields.pop("extra", FAST), **fields)
+
+
+def finish(app: WebApp, req: RestoreRequest, session: str = "s", progress=None) -> tuple[dict, list[dict]]:
+    """Run a restore to its end: (the merged updates, every update)."""
+    updates = list(app.restore(req, session, progress))
+    merged: dict = {}
+    for update in updates:
+        merged.update(update)
+    return merged, updates
+
+
+def run_folders(app: WebApp) -> list[Path]:
+    runs = app.runs_dir / "runs"
+    return sorted(runs.iterdir()) if runs.is_dir() else []
+
+
+def test_a_restore_from_the_page_is_the_cli_run_byte_for_byte(app, face, tiny_prior_path, tmp_path):
+    result, _ = finish(app, request(face, seed=1))
+    [run] = run_folders(app)
+    names = {"face.png", "face_measurement.png", "grid.png", "metrics.json", "config.yaml"}
+    assert names <= {p.name for p in run.iterdir()}
+    assert sorted(Path(f).name for f in result["files"]) == sorted(names)
+    cli = tmp_path / "cli"
+    assert main(["restore", "-i", str(face), "-t", "super_resolution", "-m", str(tiny_prior_path), "--simulate",
+                 "--resize", "--steps", "3", "--set", "inner_steps=1", "sigma_max=5", "--seed", "1",
+                 "--threads", "1", "-o", str(cli)]) == 0
+    for name in ("face.png", "face_measurement.png", "grid.png"):
+        assert (run / name).read_bytes() == (cli / name).read_bytes(), name
+    assert json.loads((run / "metrics.json").read_text()) == json.loads((cli / "metrics.json").read_text())
+    page_config, cli_config = ((d / "config.yaml").read_text().splitlines() for d in (run, cli))
+    differing = [a for a, b in zip(page_config, cli_config) if a != b]
+    assert len(page_config) == len(cli_config) and len(differing) == 2  # the model's name and the input's path
+    assert result["restored"] == str(run / "face.png") and "PSNR" in result["metrics"]
+    before, after = result["slider"]
+    assert before.shape == after.shape == (64, 64, 3)
+    assert result["status"].startswith("Done")
+
+
+def test_progress_reports_every_step_and_the_live_estimate(app, face, monkeypatch):
+    monkeypatch.setattr(web, "PREVIEW_S", 0.0)
+    seen = []
+    result, updates = finish(app, request(face, steps=4), progress=lambda value, desc: seen.append((value, desc)))
+    steps = [value[0] for value, _ in seen]
+    assert steps == sorted(steps) and steps[-1] == 4 and all(value[1] == 4 for value, _ in seen)
+    assert all("data-fit loss" in desc for _, desc in seen)
+    live = [u["live"] for u in updates if u.get("live") is not None]
+    assert live and all(image.shape == (64, 64, 3) and image.dtype == np.uint8 for image in live)
+    assert "<progress value='4' max='4'>" in result["progress"]
+
+
+def test_cancel_stops_the_sampler_itself_and_keeps_nothing(app, face):
+    steps_seen = []
+
+    def progress(value, desc):
+        steps_seen.append(value[0])
+        if value[0] >= 2:
+            app.cancel("visitor")
+
+    result, _ = finish(app, request(face, steps=200), session="visitor", progress=progress)
+    assert result["status"].startswith("Cancelled at step")
+    assert max(steps_seen) <= 4  # the sampler stopped within a step or two, not after 200
+    assert not any(t.name.startswith("spgd-restore-") and t.is_alive() for t in threading.enumerate())
+    assert run_folders(app) == [] and app.running() == 0
+    assert app.cancel("visitor") == "Cancelled."  # nothing running any more
+
+
+def test_trace_stops_a_sampler_loop_when_cancelled(tiny_prior):
+    import spgd
+
+    cancel, steps = threading.Event(), []
+
+    def report(step, loss, estimate):
+        steps.append(step)
+        if step == 2:
+            cancel.set()
+
+    op = spgd.make_operator("super_resolution", scale=4, noise_sigma=0.01)
+    y = spgd.simulate(torch.rand(1, 3, 64, 64), op, seed=0)
+    quick = {"spgd": {"inner_steps": 1}, "dps": {}, "daps": {"langevin_steps": 2, "ode_steps": 1}}
+    for sampler, settings in quick.items():
+        steps.clear()
+        cancel.clear()
+        with pytest.raises(web.RestoreCancelled):
+            spgd.restore(y, op, tiny_prior, sampler=sampler, steps=50, trace=web.ProgressTrace(report, cancel),
+                         progress=False, **settings)
+        assert steps == [1, 2], sampler
+
+
+def test_bad_inputs_give_the_command_lines_messages_and_leave_no_run(app, face, tmp_path, monkeypatch):
+    def error(req) -> str:
+        with pytest.raises(PageError) as info:
+            finish(app, req)
+        assert "\n" not in str(info.value)
+        return str(info.value)
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    assert error(request(broken)).startswith("broken.png: not a readable image")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    assert error(request(notes)).startswith("notes.txt: not a readable image")
+    big = write_face_like(tmp_path / "big.png", size=80)
+    assert error(request(big, resize=False)) == ("big.png: image is 80x80 (WxH), the model needs 64x64; pass "
+                                                 "--resize (centre-crop and resize) or resize it first")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "small_mask.png")
+    assert re.search(r"^mask file small_mask.png is 32x32 pixels.*, expected 64x64$", error(
+        request(face, "inpainting_box", mask_file=str(tmp_path / "small_mask.png"))))
+    assert "needs its kernel (--kernel)" in error(request(face, "motion_blur", mode=MEASURED))
+    assert "use --simulate" in error(request(face, "phase_retrieval", mode=MEASURED))
+    assert "spgd has no setting 'nope'" in error(request(face, extra="nope=1"))
+    assert "--lr: deqir has no setting 'lr'" in error(request(face, sampler="deqir", lr=0.5))
+    assert error(request(face, steps=0)) == "Steps must be >= 1, got 0"
+    assert "GOPRO_wVAE.pth" in error(request(face, "nonlinear_blur"))
+    assert error(request(face, str(tmp_path / "mine.yaml"))).startswith("unknown task")  # no server files
+    with monkeypatch.context() as patch:
+        patch.setattr(web, "MAX_UPLOAD_MB", 0.001)
+        assert re.match(r"face.png: the file is \d+ KB, too large: the page takes images of up to 0.001 MB$",
+                        error(request(face)))
+    assert run_folders(app) == []
+    assert finish(app, request(face))[0]["status"].startswith("Done")  # the app goes on
+
+
+def test_divergence_is_reported_and_the_run_files_kept(app, face):
+    result, _ = finish(app, request(face, "hdr", lr=1e30))
+    assert "SPGD diverged at step" in result["status"] and "try a smaller lr" in result["status"]
+    assert result["restored"] is None and result["slider"] is None
+    assert {Path(f).name for f in result["files"]} == {"face_measurement.png", "grid.png", "metrics.json",
+                                                       "config.yaml"}
+
+
+def test_measured_input_with_a_painted_mask(app, face):
+    canvas = np.zeros((256, 256, 4), np.uint8)
+    canvas[64:128, 64:192, 3] = 255  # painted: rows 16-32, columns 16-48 of the 64x64 image
+    result, _ = finish(app, request(face, "inpainting_box", mode=MEASURED,
+                                    mask_drawing={"background": None, "layers": [canvas], "composite": None}))
+    [run] = run_folders(app)
+    mask = np.asarray(Image.open(run / "inputs" / "mask" / "painted.png"))
+    assert mask.shape == (64, 64) and (mask[16:32, 16:48] == 0).all() and mask.sum() == 255 * (64 * 64 - 16 * 32)
+    assert "tensor(1, 1, 64, 64)" in (run / "config.yaml").read_text()
+    assert "No scores" in result["metrics"] and result["restored"]
+
+
+def test_mask_from_drawing_counts_a_pixel_unknown_when_half_of_it_is_painted():
+    assert web.mask_from_drawing(None, (4, 4)) is None
+    assert web.mask_from_drawing({"layers": [np.zeros((8, 8, 4), np.uint8)]}, (4, 4)) is None
+    layer = np.zeros((8, 8, 4), np.uint8)
+    layer[0:2, 0:2, 3] = 255  # all of model pixel (0, 0)
+    layer[2, 2:4, 3] = 255  # half of pixel (1, 1)
+    layer[4, 4, 3] = 255  # a quarter of pixel (2, 2)
+    mask = web.mask_from_drawing({"layers": [layer]}, (4, 4))
+    assert mask[0, 0] == 0 and mask[1, 1] == 0 and mask[2, 2] == 255 and (mask == 0).sum() == 2
+
+
+def test_a_drawn_kernel_is_the_one_simulating_draws_and_restores_a_measurement(app, face):
+    import spgd
+    from spgd.tasks import load_task
+
+    path, picture = app.draw_kernel("motion_blur", MODEL, 3)
+    kernel = torch.from_numpy(np.load(path))
+    op = spgd.make_operator(**load_task("motion_blur")["operator"])
+    spgd.simulate(torch.rand(1, 3, 64, 64), op, seed=3)
+    assert torch.equal(kernel, op.kernel[0].cpu()) and picture.shape == (128, 128, 3)
+    assert app.show_kernel(path).shape == (128, 128, 3)
+    result, _ = finish(app, request(face, "motion_blur", mode=MEASURED, kernel_file=path))
+    assert result["status"].startswith("Done")
+    np.save(Path(path).with_name("even.npy"), np.ones((4, 4)))
+    with pytest.raises(PageError, match="even.npy: a blur kernel must be a square 2-D array of odd size"):
+        app.show_kernel(str(Path(path).with_name("even.npy")))
+
+
+def test_task_form_follows_the_operator(app):
+    assert app.task_form("inpainting_box", "spgd") | {"note": ""} == {
+        "mask": True, "kernel": False, "measured": True, "required": True, "steps": 200, "lr": 2.5,
+        "has_lr": True, "note": ""}
+    motion = app.task_form("motion_blur", "deqir")
+    assert motion["kernel"] and motion["required"] and not motion["has_lr"] and motion["steps"] == 100
+    assert not app.task_form("phase_retrieval", "spgd")["measured"]
+    assert "cannot run here" in app.task_form("nonlinear_blur", "spgd")["note"]
+
+
+def test_visitors_never_see_each_others_runs(app, face, tmp_path):
+    other = write_face_like(tmp_path / "other.png", seed=5)
+    results, errors = {}, []
+
+    def visit(session, image, steps):
+        try:
+            results[session] = finish(app, request(image, steps=steps), session=session)[0]
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=visit, args=("a", face, 4)),
+               threading.Thread(target=visit, args=("b", other, 3))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    folders = {s: Path(r["restored"]).parent for s, r in results.items()}
+    assert folders["a"] != folders["b"] and len(run_folders(app)) == 2
+    assert Path(results["a"]["restored"]).name == "face.png" and Path(results["b"]["restored"]).name == "other.png"
+    for session, result in results.items():
+        assert all(Path(f).parent == folders[session] for f in result["files"])
+    assert app.cancel("a") == "Cancelled."  # nothing of a's is running; b is not touched either
+
+
+def test_show_input_checks_the_upload_and_fits_the_mask_canvas(app, face, tmp_path):
+    shown, canvas = app.show_input(str(face), MODEL)
+    assert shown.shape == (64, 64, 3) and canvas["background"].shape == (256, 256, 3)
+    big = write_face_like(tmp_path / "portrait.png", size=120)
+    assert app.show_input(str(big), MODEL)[1]["background"].shape == (256, 256, 3)
+    (tmp_path / "bad.jpg").write_bytes(b"nope")
+    with pytest.raises(PageError, match=r"^bad.jpg: not a readable image"):
+        app.show_input(str(tmp_path / "bad.jpg"), MODEL)
+    assert app.show_input(None, MODEL) == (None, None)
+
+
+def test_the_page_builds_and_queues_one_restore_per_worker(app):
+    page = web.build_page(app)
+    functions = {f.name: f for f in page.fns.values()}
+    assert functions["on_run"].concurrency_limit == 1 and functions["on_run"].queue
+    assert functions["on_cancel"].queue is False  # a cancel never waits behind the restore it cancels
+    [canceller] = [f for f in page.fns.values() if f.cancels]
+    assert canceller.cancels == [next(i for i, f in page.fns.items() if f.name == "on_run")]
+
+
+def test_serve_command_line(monkeypatch, capsys, one_thread):
+    import spgd.priors
+
+    monkeypatch.setattr(spgd.priors, "builtin_priors", lambda: {})  # as long as builtin:faces64 is not shipped
+    args = build_parser().parse_args(["serve", "-m", "a.pt", "-m", "b.pt", "--port", "8000"])
+    assert args.model == ["a.pt", "b.pt"] and args.host == "127.0.0.1" and args.port == 8000
+    assert main(["serve", "--threads", "1"]) == 2
+    assert "no prior to offer: pass --model FILE (builtin:faces64 is not shipped yet)" in capsys.readouterr().err
+    assert main(["serve", "-m", "missing.pt", "--threads", "1"]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "gradio", None)  # as if `spgd[web]` were not installed
+    assert main(["serve", "-m", "missing.pt", "--threads", "1"]) == 2
+    assert "spgd serve: error: spgd serve needs gradio: pip install 'spgd[web]'" in capsys.readouterr().err
