@@ -15,6 +15,10 @@ folder's baselines/<image>.json, with the key of everything that determines them
 resize, task and operator, methods and their settings): a stopped run keeps every finished image, and
 a cached file of another key is recomputed and overwritten, never used.
 
+With --gaussian FILE (a low-rank Gaussian face prior, bench/fit_gaussian_faces.py) its exact posterior mean
+is one more method on every linear task ("gaussian"): the strongest classical prior for aligned faces.
+With --lpips every method is also scored with LPIPS (AlexNet; `spgd weights fetch`).
+
 With --sweep-lr, SPGD runs instead once per learning rate (default task: inpainting_box) into
 OUT/sweep/<data>/<task>/lr_<lr>/, and OUT/sweep.md and OUT/sweep.json give PSNR/SSIM per lr and the
 best lr (highest mean PSNR among the lrs with no failed image; null if there is none).
@@ -28,6 +32,7 @@ best lr (highest mean PSNR among the lrs with no failed image; null if there is 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
@@ -36,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from torch import Tensor
 
 import spgd
@@ -52,13 +58,15 @@ from spgd.bench import BenchJob, Item, clean_image, item_seeds, list_items, run_
 from spgd.metrics import image_scores
 from spgd.operators import Operator, make_operator
 from spgd.priors.fast import PRECISIONS, FastDenoiser
-from spgd.run import RunSpec
-from spgd.tasks import load_task, parse_key_values, resolve_settings
+from spgd.priors.gaussian import LowRankGaussian
+from spgd.run import make_spec
+from spgd.tasks import load_task, parse_key_values
 
 TASKS = ("super_resolution", "inpainting_random", "gaussian_blur", "inpainting_box")
 SWEEP_TASK = "inpainting_box"
-SPGD, MEASUREMENT = "spgd", "measurement"
+SPGD, MEASUREMENT, GAUSSIAN = "spgd", "measurement", "gaussian"
 BASELINES = "baselines"
+GAUSSIAN_PRIOR: dict[str, LowRankGaussian] = {}  # the --gaussian prior of this run, by its file's sha256
 
 
 def data_names(folders: Sequence[Path]) -> dict[str, Path]:
@@ -81,14 +89,19 @@ def baseline_plan(job: BenchJob, methods: Sequence[str]) -> dict[str, dict[str, 
     operator = make_operator(**job.spec.operator)
     settings = {"wiener": {"balance": wiener_balance(operator.noise_sigma)},
                 "richardson_lucy": {"num_iter": richardson_lucy_iterations(operator.noise_sigma)}}
-    return {method: settings.get(method, {}) for method in baseline_methods(operator) if method in methods}
+    plan = {method: settings.get(method, {}) for method in baseline_methods(operator) if method in methods}
+    for sha, prior in GAUSSIAN_PRIOR.items():
+        if operator.linear:
+            plan[GAUSSIAN] = {"components": int(prior.basis.shape[1]), "sha256": sha[:16]}
+    return plan
 
 
 def baseline_key(job: BenchJob, item: Item, plan: dict[str, dict[str, float]]) -> dict[str, Any]:
     """Everything that determines the baseline scores of `item`: a cached file is used only if it records
     this key (`spgd.io.load_keyed_json`), so a run folder can never serve scores of other settings."""
     return {"image": item.path.name, "seed": job.seed + item.index, "size": job.spec.prior.image_size,
-            "resize": job.resize, "task": job.task_name, "operator": job.spec.operator, "methods": plan}
+            "resize": job.resize, "task": job.task_name, "operator": job.spec.operator, "methods": plan,
+            "lpips": job.lpips}
 
 
 def cached_scores(path: Path, key: dict[str, Any]) -> dict[str, dict[str, float]] | None:
@@ -97,21 +110,27 @@ def cached_scores(path: Path, key: dict[str, Any]) -> dict[str, dict[str, float]
     return cached["scores"] if cached is not None else None
 
 
-def score_baselines(y: Tensor, operator: Operator, clean: Tensor, methods: Sequence[str]
+def score_baselines(y: Tensor, operator: Operator, clean: Tensor, methods: Sequence[str], lpips: bool = False
                     ) -> dict[str, dict[str, float]]:
-    """{method: {"psnr", "ssim"}} of each classical `method` (all must apply to `operator`) on the measurement
-    y (a batch of one), and of the measurement itself where it is an image of the clean image's size."""
-    scores = {method: image_scores(to_image_range(classical_restore(y, operator, method))[0], clean)
-              for method in methods}
+    """{method: {"psnr", "ssim"(, "lpips")}} of each classical `method` (all must apply to `operator`) on the
+    measurement y (a batch of one), and of the measurement itself where it is an image of the clean image's
+    size. "gaussian" is the exact posterior mean of the --gaussian prior."""
+    def restored(method: str) -> Tensor:
+        if method == GAUSSIAN:
+            return next(iter(GAUSSIAN_PRIOR.values())).posterior_mean(y, operator)
+        return classical_restore(y, operator, method)
+
+    scores = {method: image_scores(to_image_range(restored(method))[0], clean, lpips) for method in methods}
     if operator.linear and operator.input_shape(y) == tuple(y.shape):
-        scores[MEASUREMENT] = image_scores(to_image_range(y)[0], clean)
+        scores[MEASUREMENT] = image_scores(to_image_range(y)[0], clean, lpips)
     return scores
 
 
 def save_baselines(path: Path, key: dict[str, Any], y: Tensor, operator: Operator, clean: Tensor) -> None:
     """Score the methods of `key` on one image and cache the scores in `path` at once (atomically), so a run
     stopped at any moment keeps every finished image."""
-    io.save_json({"key": key, "scores": score_baselines(y, operator, clean, list(key["methods"]))}, path)
+    scores = score_baselines(y, operator, clean, list(key["methods"]), key.get("lpips", False))
+    io.save_json({"key": key, "scores": scores}, path)
 
 
 def start_baselines(job: BenchJob, methods: Sequence[str], pool: Executor) -> list[Future]:
@@ -162,14 +181,16 @@ def compare(spgd_records: dict[str, dict[str, Any]], baselines: dict[str, dict[s
     and SPGD's PSNR margin over the best classical baseline (the measurement is not one)."""
     failed = sorted(name for name, record in spgd_records.items() if record["failed"])
     names = [name for name, record in spgd_records.items() if not record["failed"] and name in baselines]
-    per_image = {name: {SPGD: {key: spgd_records[name][key] for key in ("psnr", "ssim")}, **baselines[name]}
+    keys = [key for key in ("psnr", "ssim", "lpips") if names and all(key in spgd_records[n] for n in names)]
+    per_image = {name: {SPGD: {key: spgd_records[name][key] for key in keys}, **baselines[name]}
                  for name in names}
     scored = list(baselines[names[0]]) if names else []  # the same methods for every image of a task
     classical = [method for method in scored if method != MEASUREMENT]
     methods = [SPGD, *classical, *([MEASUREMENT] if MEASUREMENT in scored else [])] if names else []
     stats = {}
     for method in methods:
-        values = {key: np.array([per_image[name][method][key] for name in names]) for key in ("psnr", "ssim")}
+        values = {key: np.array([per_image[name][method][key] for name in names]) for key in keys
+                  if all(key in per_image[name][method] for name in names)}
         stats[method] = {key: {"mean": float(v.mean()), "std": float(v.std())} for key, v in values.items()}
     result: dict[str, Any] = {"images": len(names), "spgd_failed": failed, "methods": stats, "per_image": per_image}
     if classical:
@@ -202,13 +223,14 @@ def quality_markdown(report: dict[str, Any]) -> str:
     margins = []
     for data, tasks in report["results"].items():
         lines += [f"## {data}", "", f"`{settings['data'][data]}`", "",
-                  "| task | method | images | PSNR ↑ | SSIM ↑ |", "|---|---|---|---|---|"]
+                  "| task | method | images | PSNR ↑ | SSIM ↑ | LPIPS ↓ |", "|---|---|---|---|---|---|"]
         for task, result in tasks.items():
             for method, stats in result["methods"].items():
                 options = result["baselines"].get(method)
                 label = f"{method} ({', '.join(f'{k}={v:g}' for k, v in options.items())})" if options else method
                 lines.append(f"| {task} | {label} | {result['images']} | {stats['psnr']['mean']:.2f} ± "
-                             f"{stats['psnr']['std']:.2f} | {stats['ssim']['mean']:.4f} |")
+                             f"{stats['psnr']['std']:.2f} | {stats['ssim']['mean']:.4f} | "
+                             + (f"{stats['lpips']['mean']:.4f} |" if "lpips" in stats else "– |"))
             if result["spgd_failed"]:
                 lines.append(f"| {task} | SPGD failed on | {len(result['spgd_failed'])} | "
                              f"{', '.join(result['spgd_failed'])} | |")
@@ -259,13 +281,11 @@ def _stats(metrics: dict[str, Any], key: str) -> dict[str, float] | None:
 
 def spgd_job(args: argparse.Namespace, prior: Any, data: Path, task: str, out: Path,
              params: dict[str, Any]) -> BenchJob:
-    """The `spgd bench` run of SPGD with `params` over the task preset's settings, into `out`."""
-    preset = load_task(task)
-    spec = RunSpec(prior=prior, operator=preset["operator"], sampler="spgd",
-                   settings=resolve_settings("spgd", preset, params), device=args.device,
-                   model_name=f"{args.model} ({args.precision})")
+    """The `spgd bench` run of SPGD with `params` over the task preset's and the prior's settings, into `out`."""
+    spec = make_spec(prior, task, "spgd", settings=params, device=args.device,
+                     model_name=f"{args.model} ({args.precision})")
     return BenchJob(data=data, out=out, spec=spec, task_name=task, seed=args.seed, batch_size=args.batch_size,
-                    limit=args.limit, resize=args.resize)
+                    lpips=args.lpips, limit=args.limit, resize=args.resize)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -282,6 +302,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tasks = args.tasks or ([SWEEP_TASK] if args.sweep_lr else list(TASKS))
     for task in tasks:
         load_task(task)  # unknown tasks fail before any work
+    if args.gaussian:
+        GAUSSIAN_PRIOR.clear()
+        digest = hashlib.sha256(args.gaussian.read_bytes()).hexdigest()
+        GAUSSIAN_PRIOR[digest] = LowRankGaussian.from_state_dict(load_file(str(args.gaussian)))
+    if args.lpips:
+        from spgd.weights import weights_path
+
+        weights_path("lpips_alex")  # missing weights fail now, naming the fetch command
     prior = spgd.load_prior(args.model, device=args.device)
     if args.precision != "fp32":
         prior = FastDenoiser(prior, args.precision)
@@ -368,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="output folder (the same command resumes)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="SPGD settings over the task presets', e.g. steps=100 lr=3.0")
+    parser.add_argument("--gaussian", type=Path, help="a fitted low-rank Gaussian face prior (bench/fit_gaussian_faces.py): "
+                                                      "its exact posterior mean is scored on the linear tasks")
+    parser.add_argument("--lpips", action="store_true", help="also score LPIPS (AlexNet; spgd weights fetch)")
     parser.add_argument("--sweep-lr", type=float, nargs="+", metavar="LR",
                         help="instead of the comparison, run SPGD once per learning rate and tabulate")
     return parser

@@ -9,7 +9,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
+import spgd
 from spgd import io
 from spgd.baselines import METHODS
 from spgd.bench import BenchJob
@@ -177,3 +179,20 @@ def test_lr_sweep_tabulates_each_lr(quality, ffhq_demo, tiny_prior_path, tmp_pat
                       "--sweep-lr", "1", "--set", "lr=2"])
     with pytest.raises(SystemExit, match="lr=None: not a number"):  # the runbook passing on a sweep's null best lr
         quality.main(["--model", str(tiny_prior_path), "--data", str(ffhq_demo), "--out", str(out), "--set", "lr=None"])
+
+
+def test_the_gaussian_face_prior_is_one_more_method_on_linear_tasks(quality, tmp_path, monkeypatch):
+    from spgd.priors.gaussian import LowRankGaussian
+
+    images = torch.rand(64, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    prior = LowRankGaussian.fit(images, components=8)
+    monkeypatch.setattr(quality, "GAUSSIAN_PRIOR", {"ab" * 32: prior})
+    plan = quality.baseline_plan(baseline_job(tmp_path, tmp_path, "super_resolution"), ["bicubic"])
+    assert plan == {"bicubic": {}, "gaussian": {"components": 8, "sha256": "ab" * 8}}
+    assert "gaussian" not in quality.baseline_plan(baseline_job(tmp_path, tmp_path, "hdr"), ["bicubic"])
+    op = spgd.make_operator("super_resolution", scale=4, noise_sigma=0.01)
+    clean = images[:1] * 0.5 + 0.5
+    y = spgd.simulate(clean, op, seed=0)
+    scores = quality.score_baselines(y, op, clean[0], ["gaussian"])
+    direct = image_scores(spgd.to_image_range(prior.posterior_mean(y, op))[0], clean[0])
+    assert scores["gaussian"] == direct

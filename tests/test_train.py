@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from safetensors import safe_open
 
@@ -154,6 +155,44 @@ def test_export_is_fp16_safetensors_that_load_prior_reads(trained, tmp_path):
     assert torch.isfinite(d).all()
 
 
+def test_edm_objective_trains_a_prior_that_loads_as_edm_and_excludes_listed_images(tmp_path):
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for i, colour in enumerate(COLOURS):
+        Image.new("RGB", (16, 16), colour).save(folder / f"{i}.png")
+    (tmp_path / "val.txt").write_text("0.png\n1.png\n")
+    cfg = tiny_config(folder, tmp_path / "run", steps=60, objective="edm", exclude=(str(tmp_path / "val.txt"),))
+    result = train(cfg, progress=False)
+    assert np.load(tmp_path / "run" / "data_16.npy").shape == (len(COLOURS) - 2, 3, 16, 16)
+    losses = [loss for _, loss in result["losses"]]
+    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10])
+    export_weights(result["checkpoint"], tmp_path / "edm.safetensors")
+    prior = load_prior(tmp_path / "edm.safetensors")
+    assert type(prior).__name__ == "EDMDenoiser" and "EDM-preconditioned" in prior.description
+    with pytest.raises(ValueError, match="trained with objective 'edm'"):
+        train(tiny_config(folder, tmp_path / "run", steps=61, exclude=cfg.exclude), resume=True, progress=False)
+
+
+def test_init_from_exported_weights_keeps_them_and_the_step_with_a_fresh_optimizer(trained, constant_npy, tmp_path):
+    result, _ = trained
+    export_weights(result["checkpoint"], tmp_path / "snapshot.safetensors", dtype=torch.float32)
+    exported = load_prior(tmp_path / "snapshot.safetensors")
+    same = train(tiny_config(constant_npy, tmp_path / "again", steps=40, init=str(tmp_path / "snapshot.safetensors")),
+                 progress=False)
+    state = torch.load(same["checkpoint"], weights_only=True)
+    assert same["step"] == state["step"] == 40 and state["warmup_from"] == 40 and not state["optimizer"]["state"]
+    assert all(torch.equal(v, exported.network.state_dict()[k]) for k, v in state["ema"].items())
+    more = train(tiny_config(constant_npy, tmp_path / "again", steps=44, init=str(tmp_path / "snapshot.safetensors")),
+                 resume=True, progress=False)  # a checkpoint now exists: it wins over --init
+    assert more["step"] == 44 and [s for s, _ in more["losses"]] == [41, 42, 43, 44]
+    with pytest.raises(ValueError, match="trained with objective 'eps', not 'edm'"):
+        train(tiny_config(constant_npy, tmp_path / "edm", steps=41, objective="edm",
+                          init=str(tmp_path / "snapshot.safetensors")), progress=False)
+    with pytest.raises(FileNotFoundError, match="--init .*missing.safetensors: no such file"):
+        train(tiny_config(constant_npy, tmp_path / "x", steps=41, init=str(tmp_path / "missing.safetensors")),
+              progress=False)
+
+
 def test_cli_train_from_folder_resume_and_export(tmp_path, capsys):
     folder = tmp_path / "faces"
     folder.mkdir()
@@ -203,3 +242,26 @@ def test_sample_solvers_and_per_image_seeds(tiny_prior):
         assert torch.allclose(x[1], one[0], atol=1e-3)  # float32 convolutions vary slightly with batch size
     with pytest.raises(ValueError, match="solver"):
         sample(tiny_prior, 1, solver="dpm")
+
+
+def test_exported_recommendations_apply_under_the_overrides_and_are_written_down(trained, tmp_path, capsys):
+    result, _ = trained
+    (tmp_path / "rec.yaml").write_text("samplers: {spgd: {sigma_max: 20.0, steps: 3, inner_steps: 1}}\n"
+                                       "tasks: {hdr: {spgd: {lr: 0.25}}}\n")
+    assert main(["export", str(result["checkpoint"]), str(tmp_path / "p.safetensors"),
+                 "--recommended", str(tmp_path / "rec.yaml")]) == 0
+    prior = load_prior(tmp_path / "p.safetensors")
+    assert prior.recommended("hdr", "spgd") == {"sigma_max": 20.0, "steps": 3, "inner_steps": 1, "lr": 0.25}
+    assert prior.recommended("super_resolution", "dps") == {}
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(tmp_path / "x.png")
+    out = tmp_path / "out"
+    assert main(["restore", "-t", "hdr", "--simulate", "-i", str(tmp_path / "x.png"), "-m", str(tmp_path / "p.safetensors"),
+                 "-o", str(out), "--set", "steps=2"]) == 0
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["recommended_by_the_prior"] == {"sigma_max": 20.0, "steps": 3, "inner_steps": 1, "lr": 0.25}
+    assert {k: config["sampler_settings"][k] for k in ("sigma_max", "steps", "inner_steps", "lr")} == \
+        {"sigma_max": 20.0, "steps": 2, "inner_steps": 1, "lr": 0.25}  # --set wins over the recommendation
+    (tmp_path / "bad.yaml").write_text("samplers: {spgd: {momentum: 1}}\n")
+    assert main(["export", str(result["checkpoint"]), str(tmp_path / "q.safetensors"),
+                 "--recommended", str(tmp_path / "bad.yaml")]) == 2
+    assert "spgd has no setting 'momentum'" in capsys.readouterr().err

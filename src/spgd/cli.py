@@ -223,6 +223,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=C.seed)
     p.add_argument("--workers", type=int, default=C.workers, help="DataLoader workers when reading the image files")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT (if any)")
+    p.add_argument("--init", default="", help="exported weights (spgd export) to start from when OUT has no checkpoint: "
+                                            "fresh optimizer, EMA from the weights, their step count kept")
     p.add_argument("--time-limit", type=float, default=C.time_limit,
                    help="stop after this many seconds of training, with a checkpoint (0: no limit)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (worth it on a GPU)")
@@ -239,7 +241,7 @@ def _train(args: argparse.Namespace) -> int:
                       model=parse_model_config(args.config), batch_size=args.batch_size, lr=args.lr,
                       warmup=args.warmup, steps=args.steps, ema=args.ema, grid_every=args.grid_every,
                       ckpt_every=args.ckpt_every, seed=args.seed, workers=args.workers, device=args.device,
-                      time_limit=args.time_limit, compile=args.compile)
+                      time_limit=args.time_limit, compile=args.compile, init=args.init)
     result = train(cfg, resume=args.resume)
     print(f"trained to step {result['step']} ({result['steps_per_second']:.2f} steps/s) -> {result['checkpoint']}")
     if result["step"] < cfg.steps:
@@ -252,6 +254,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="checkpoint file, or a training folder (its last checkpoint)")
     p.add_argument("output", help="the .safetensors file to write")
     p.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16", help="(default: %(default)s)")
+    p.add_argument("--recommended", type=Path, help="YAML of the sampler settings this prior needs, stored in the file: "
+                                                   "{samplers: {spgd: {...}}, tasks: {TASK: {spgd: {...}}}}")
     p.set_defaults(func=_export)
 
 
@@ -261,11 +265,35 @@ def _export(args: argparse.Namespace) -> int:
     from .train import MAX_EXPORT_BYTES, export_weights
 
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
-    size = export_weights(args.checkpoint, args.output, dtype)
+    recommended = _read_recommended(args.recommended) if args.recommended else None
+    size = export_weights(args.checkpoint, args.output, dtype, recommended)
     print(f"wrote {args.output} ({size / 2 ** 20:.2f} MiB)")
     if size > MAX_EXPORT_BYTES:
         print(f"warning: over the {MAX_EXPORT_BYTES // 2 ** 20} MiB limit of a built-in prior", file=sys.stderr)
     return 0
+
+
+def _read_recommended(path: Path) -> dict[str, Any]:
+    """A prior's recommended sampler settings from YAML, each checked against its sampler's settings."""
+    import yaml
+
+    from .samplers import check_settings
+    from .tasks import task_names
+
+    try:
+        recommended = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(recommended, dict) or set(recommended) - {"samplers", "tasks"}:
+        raise ValueError(f"{path}: expected the keys samplers and/or tasks, got {sorted(recommended)}")
+    for sampler, settings in recommended.get("samplers", {}).items():
+        check_settings(sampler, settings, f"{path} (samplers)")
+    for task, samplers in recommended.get("tasks", {}).items():
+        if task not in task_names():
+            raise ValueError(f"{path}: unknown task {task!r}; tasks: {', '.join(task_names())}")
+        for sampler, settings in samplers.items():
+            check_settings(sampler, settings, f"{path} (tasks.{task})")
+    return recommended
 
 
 def _add_sample(sub: argparse._SubParsersAction) -> None:

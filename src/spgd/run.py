@@ -29,6 +29,7 @@ class RunSpec:
     settings: dict[str, Any]
     device: str = "cpu"
     model_name: str = ""
+    recommended: dict[str, Any] = field(default_factory=dict)  # the part of `settings` the prior chose
 
     def make_operator(self) -> Operator:
         """A fresh operator (random parameters not drawn yet) on the run's device."""
@@ -45,7 +46,7 @@ class RunSpec:
         """The resolved settings as plain values (tensors by their shape), for config.yaml."""
         operator = {k: f"tensor{tuple(v.shape)}" if isinstance(v, Tensor) else v for k, v in self.operator.items()}
         return {"model": self.model_name, "operator": operator, "sampler": self.sampler,
-                "sampler_settings": dict(self.settings)}
+                "sampler_settings": dict(self.settings), "recommended_by_the_prior": dict(self.recommended)}
 
 
 def make_spec(prior: Denoiser, task: str | Path, sampler: str = "spgd", operator: dict[str, Any] | None = None,
@@ -63,7 +64,7 @@ def make_spec(prior: Denoiser, task: str | Path, sampler: str = "spgd", operator
     recommended = getattr(prior, "recommended", lambda *_: {})(Path(str(task)).stem, sampler)
     resolved = resolve_settings(sampler, preset, settings, recommended)
     return RunSpec(prior=prior, operator=params, sampler=sampler, settings=resolved, device=device,
-                   model_name=model_name)
+                   model_name=model_name, recommended=recommended)
 
 
 @dataclass

@@ -73,6 +73,7 @@ class TrainConfig:
     workers: int = 4
     device: str = "auto"
     time_limit: float = 0.0  # seconds of training in this call (0: none); then checkpoint and return
+    init: str = ""  # exported weights to start from when OUT has no checkpoint (a machine was lost)
     compile: bool = False  # torch.compile the network for the training steps (pays off on GPUs)
 
 
@@ -293,7 +294,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     if state and state.get("train", {}).get("objective", "eps") != cfg.objective:
         raise ValueError(f"{last}: trained with objective {state['train'].get('objective', 'eps')!r}, "
                          f"not {cfg.objective!r}; resume with the same --objective")
-    arch = state["config"] if state else model_config(cfg.model, cfg.size)
+    init = None if state or not cfg.init else read_export(cfg.init, cfg.objective)
+    arch = state["config"] if state else init["config"] if init else model_config(cfg.model, cfg.size)
     if arch["image_size"] != cfg.size:
         raise ValueError(f"the checkpoint's model is {arch['image_size']}x{arch['image_size']}, --size is {cfg.size}")
     torch.manual_seed(cfg.seed)
@@ -303,6 +305,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
                             fused=device.type == "cuda")
     gen = torch.Generator(device).manual_seed(cfg.seed)
     step = _restore(state, model, ema, opt, gen) if state else 0
+    warmup_from = int(state.get("warmup_from", 0)) if state else 0
+    if init:  # fresh optimizer, EMA restarted from the exported weights, the step count kept
+        model.load_state_dict(init["weights"])
+        ema.load_state_dict(init["weights"])
+        step = warmup_from = init["step"]
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     data = torch.from_numpy(_dataset(cfg)).to(device)
@@ -313,7 +320,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     def save() -> Path:
         return _save_checkpoint(cfg, {"config": arch, "ema": ema.state_dict(), "model": model.state_dict(),
                                       "optimizer": opt.state_dict(), "step": step, "train": asdict(cfg),
-                                      "rng": _rng_states(gen)})
+                                      "rng": _rng_states(gen), "warmup_from": warmup_from})
 
     model.train()
     network = torch.compile(model) if cfg.compile else model
@@ -325,7 +332,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     warm_time, warm_step = start, step
     while step < cfg.steps and not (cfg.time_limit and time.perf_counter() - start > cfg.time_limit):
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+            group["lr"] = cfg.lr * min(1.0, (step - warmup_from + 1) / max(cfg.warmup, 1))
         x0 = _batch(data, cfg.batch_size, gen)
         loss = (edm_loss(network, x0, gen, cfg.p_mean, cfg.p_std) if cfg.objective == "edm"
                 else epsilon_loss(network, x0, alpha_bar, gen))
@@ -362,7 +369,29 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     return {"step": step, "losses": losses, "checkpoint": last, "steps_per_second": steps_per_second}
 
 
-def export_weights(checkpoint: str | Path, out: str | Path, dtype: torch.dtype = torch.float16) -> int:
+def read_export(path: str | Path, objective: str) -> dict[str, Any]:
+    """The weights, network config and step of a file written by `export_weights` (float32), checked to
+    have been trained with `objective`."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--init {path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            weights = {k: f.get_tensor(k).float() for k in f.keys()}
+    except Exception as error:  # safetensors raises several types for other files
+        raise CheckpointError(f"--init {path}: not a safetensors file written by spgd export ({type(error).__name__})") from None
+    if "config" not in meta or "step" not in meta:
+        raise CheckpointError(f"--init {path}: no network config and step in its metadata (not from spgd export)")
+    if meta.get("objective", "eps") != objective:
+        raise ValueError(f"--init {path}: trained with objective {meta.get('objective', 'eps')!r}, not {objective!r}")
+    return {"weights": weights, "config": json.loads(meta["config"]), "step": int(meta["step"])}
+
+
+def export_weights(checkpoint: str | Path, out: str | Path, dtype: torch.dtype = torch.float16,
+                   recommended: Mapping[str, Any] | None = None) -> int:
     """Write the EMA weights of a training checkpoint (or a training folder's last) as safetensors.
 
     The network config goes in the metadata under 'config' (so `load_prior` needs no preset).
@@ -378,7 +407,9 @@ def export_weights(checkpoint: str | Path, out: str | Path, dtype: torch.dtype =
         raise CheckpointError(f"{path}: not a checkpoint written by `spgd train` (no 'ema' and 'config')")
     tensors = {k: v.to(dtype).contiguous() for k, v in state["ema"].items()}
     objective = state.get("train", {}).get("objective", "eps")
-    blob = save(tensors, metadata={"config": json.dumps(state["config"]), "step": str(state["step"]),
-                                   "objective": objective})
+    metadata = {"config": json.dumps(state["config"]), "step": str(state["step"]), "objective": objective}
+    if recommended:
+        metadata["recommended"] = json.dumps(recommended)
+    blob = save(tensors, metadata=metadata)
     atomic_write_bytes(out, blob)
     return len(blob)

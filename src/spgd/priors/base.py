@@ -31,6 +31,15 @@ class NetworkDenoiser(nn.Module):
         """The side of the images the network was trained on (None: any size)."""
         return self._image_size
 
+    # settings this prior needs where a task preset's (made for the published 256x256 checkpoints) do not
+    # suit it: {"samplers": {sampler: {setting: value}}, "tasks": {task: {sampler: {setting: value}}}}
+    recommendations: dict = {}
+
+    def recommended(self, task: str, sampler: str) -> dict:
+        """The settings this prior recommends for `sampler` on `task` (task-specific ones win)."""
+        general = self.recommendations.get("samplers", {}).get(sampler, {})
+        return {**general, **self.recommendations.get("tasks", {}).get(task, {}).get(sampler, {})}
+
     @property
     def device(self) -> torch.device:
         return next(self.network.parameters()).device

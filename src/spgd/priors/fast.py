@@ -59,6 +59,9 @@ class FastDenoiser(nn.Module):
     def device(self) -> torch.device:
         return self.prior.device
 
+    def recommended(self, task: str, sampler: str) -> dict:
+        return self.prior.recommended(task, sampler)
+
     @property
     def description(self) -> str:
         return f"{getattr(self.prior, 'description', type(self.prior).__name__)}, run in {self.dtype}"

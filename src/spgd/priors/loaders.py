@@ -54,8 +54,9 @@ def build_network(config: str | Mapping[str, Any] | ADMConfig, device: str | tor
         return ADMUNet(resolve_config(config))
 
 
-def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, str]:
-    """(state_dict, config or None, training objective) from a torch-saved file or a safetensors file."""
+def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, str, dict[str, Any]]:
+    """(state_dict, config or None, training objective, recommended sampler settings) from a torch-saved
+    file or a safetensors file."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
@@ -69,7 +70,7 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
         except Exception as exc:  # safetensors raises several types for corrupt files
             raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
         config = json.loads(meta["config"]) if "config" in meta else None
-        return state, config, meta.get("objective", "eps")
+        return state, config, meta.get("objective", "eps"), json.loads(meta.get("recommended", "{}"))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch's message suggests weights_only=False: never do that for an unknown file
@@ -86,7 +87,7 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
                 break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: does not hold a state dict (a mapping of parameter names to tensors)")
-    return obj, config, objective
+    return obj, config, objective, {}
 
 
 def _mismatch(network: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
@@ -116,11 +117,12 @@ def load_network(path: str | Path, arch: str | Mapping[str, Any] | None = None) 
     return _load_network(path, arch)[0]
 
 
-def _load_network(path: str | Path, arch: str | Mapping[str, Any] | None) -> tuple[ADMUNet, dict[str, Any], str]:
-    """`load_network`, the guided-diffusion arguments it was built from and the objective it was trained
-    with ("eps" unless the file says)."""
+def _load_network(path: str | Path, arch: str | Mapping[str, Any] | None
+                  ) -> tuple[ADMUNet, dict[str, Any], str, dict[str, Any]]:
+    """`load_network`, the guided-diffusion arguments it was built from, the objective it was trained
+    with ("eps" unless the file says) and the sampler settings it recommends."""
     path = Path(path)
-    state, file_config, objective = _read_checkpoint(path)
+    state, file_config, objective, recommended = _read_checkpoint(path)
     if arch is None:
         arch = file_config if file_config is not None else _matching_preset(state)
         if arch is None:
@@ -136,7 +138,7 @@ def _load_network(path: str | Path, arch: str | Mapping[str, Any] | None) -> tup
             hint = f"; this file matches the {other!r} architecture: use --arch {other}"
         raise CheckpointError(f"{path}: weights do not fit the network {arch!r}: " + "; ".join(problems) + hint)
     network.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
-    return network, dict(ARCHITECTURES[arch] if isinstance(arch, str) else arch), objective
+    return network, dict(ARCHITECTURES[arch] if isinstance(arch, str) else arch), objective, recommended
 
 
 OBJECTIVES = ("eps", "edm")
@@ -192,11 +194,12 @@ def load_prior(source: str | Path, arch: str | Mapping[str, Any] | None = None, 
         return load_diffusers_prior(path, dtype).to(device=device)
     if path.is_dir():
         raise CheckpointError(f"{path}: a folder, but not a diffusers model (no model_index.json or config.json)")
-    network, arguments, objective = _load_network(path, arch)
+    network, arguments, objective, recommended = _load_network(path, arch)
     for module in network.modules():  # normalisation layers stay float32, as in guided-diffusion's fp16 mode
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
             module.to(dtype)
     prior = denoiser_for(network, objective, arguments)
+    prior.recommendations = recommended
     size = network.config.image_size
     kind = ("EDM-preconditioned" if objective == "edm" else
             f"{arguments.get('noise_schedule', 'linear')} schedule, "
