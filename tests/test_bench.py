@@ -21,6 +21,8 @@ from spgd.cli import main
 from spgd.run import RunSpec
 from spgd.tasks import load_task, resolve_settings
 
+from .conftest import write_face_like
+
 FAST = ["--steps", "2", "--inner-steps", "1", "--set", "sigma_max=5.0"]
 
 
@@ -42,14 +44,6 @@ def metrics(out: Path) -> dict:
 def mtimes(out: Path) -> dict[str, int]:
     return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in sorted(out.glob("*/*"))}
 
-
-def write_image(path: Path, size: int = 64, seed: int = 0) -> Path:
-    """A smooth random RGB image, saved in the format its suffix names."""
-    g = torch.Generator().manual_seed(seed)
-    low = torch.rand(1, 3, 8, 8, generator=g)
-    img = torch.nn.functional.interpolate(low, size=(size, size), mode="bicubic", align_corners=False)[0]
-    Image.fromarray((img.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(path)
-    return path
 
 
 def test_bench_writes_results_and_resumes(ffhq_demo, tiny_prior_path, tmp_path, capsys):
@@ -117,13 +111,13 @@ def test_stopped_run_keeps_its_results_and_resumes(stop, ffhq_demo, tiny_prior_p
 def test_bad_images_are_skipped_with_reasons(tmp_path, tiny_prior_path, capsys):
     data = tmp_path / "data"
     data.mkdir()
-    write_image(data / "a.png", seed=0)
+    write_face_like(data / "a.png", seed=0)
     (data / "b.png").write_bytes(b"\x89PNG not really")
-    truncated = write_image(data / "c.png", seed=2).read_bytes()
+    truncated = write_face_like(data / "c.png", seed=2).read_bytes()
     (data / "c.png").write_bytes(truncated[: len(truncated) // 2])
-    write_image(data / "d.png", size=80, seed=3)
-    write_image(data / "e.jpg", seed=4)
-    write_image(data / "e.png", seed=5)
+    write_face_like(data / "d.png", size=80, seed=3)
+    write_face_like(data / "e.jpg", seed=4)
+    write_face_like(data / "e.png", seed=5)
     out = tmp_path / "run"
     code = main(bench(data, out, tiny_prior_path))
     err = capsys.readouterr().err
@@ -163,7 +157,7 @@ def test_diverging_image_is_recorded_as_failed_and_the_others_go_on(tmp_path, ti
     data = tmp_path / "data"
     data.mkdir()
     for i in range(2):
-        write_image(data / f"img{i}.png", seed=i)
+        write_face_like(data / f"img{i}.png", seed=i)
     task = load_task("hdr")
     spec = RunSpec(prior=DivergingPrior(tiny_prior, image=1, after=1), operator=task["operator"], sampler="spgd",
                    settings=resolve_settings("spgd", task, {"steps": 3, "inner_steps": 1, "sigma_max": 5.0}))

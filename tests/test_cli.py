@@ -12,16 +12,10 @@ import spgd
 from spgd.cli import main
 from spgd.tasks import load_task, preset_settings, task_names
 
+from .conftest import write_face_like
+
 FAST = ["--steps", "2", "--inner-steps", "1", "--set", "sigma_max=5.0"]
 
-
-def write_face_like(path, size=64, seed=0):
-    """A smooth random RGB image (low-frequency noise), saved as PNG."""
-    g = torch.Generator().manual_seed(seed)
-    low = torch.rand(1, 3, 8, 8, generator=g)
-    img = torch.nn.functional.interpolate(low, size=(size, size), mode="bicubic", align_corners=False)[0]
-    Image.fromarray((img.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(path)
-    return path
 
 
 @pytest.fixture(autouse=True)

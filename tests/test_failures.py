@@ -21,8 +21,7 @@ from spgd.priors.gaussian import GaussianPrior
 from spgd.samplers import SAMPLERS, DivergenceError, Trace
 from spgd.samplers.common import DivergenceGuard
 
-from .conftest import bench_script
-from .test_cli import write_face_like
+from .conftest import bench_script, write_face_like
 
 FAST = ["--steps", "4", "--inner-steps", "1"]
 

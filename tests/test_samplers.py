@@ -23,7 +23,7 @@ from spgd.samplers.daps import DAPS_1K
 from spgd.seeding import make_generators
 from spgd.tasks import load_task, preset_settings, resolve_settings, task_names
 
-from .test_cli import write_face_like
+from .conftest import write_face_like
 
 NOISE = 0.1  # measurement noise std of the exact problems
 COPIES = 64  # seeds per exact problem: the Monte-Carlo error of a mean is ~ 1/sqrt(64) = 0.125 posterior stds

@@ -20,17 +20,11 @@ from spgd import web  # noqa: E402
 from spgd.cli import build_parser, main  # noqa: E402
 from spgd.web import MEASURED, PageError, RestoreRequest, WebApp  # noqa: E402
 
+from .conftest import write_face_like
+
 MODEL = "tiny"
 FAST = "inner_steps=1 sigma_max=5"
 
-
-def write_face_like(path: Path, size: int = 64, seed: int = 0) -> Path:
-    """A smooth random RGB image (low-frequency noise), saved as PNG."""
-    g = torch.Generator().manual_seed(seed)
-    low = torch.rand(1, 3, 8, 8, generator=g)
-    img = torch.nn.functional.interpolate(low, size=(size, size), mode="bicubic", align_corners=False)[0]
-    Image.fromarray((img.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(path)
-    return path
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -28,6 +27,8 @@ playwright_api = pytest.importorskip("playwright.sync_api",
                                      reason="playwright is not installed (pip install playwright)")
 
 from spgd.cli import main  # noqa: E402
+
+from .conftest import write_face_like  # noqa: E402
 
 CHROMIUM = os.environ.get("SPGD_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser") \
     or "/usr/bin/chromium"
@@ -43,12 +44,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
-
-def write_face_like(path: Path, size: int = 64, seed: int = 0) -> Path:
-    g = np.random.default_rng(seed)
-    low = Image.fromarray(g.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((size, size), Image.BICUBIC)
-    low.save(path)
-    return path
 
 
 @pytest.fixture(scope="module")
