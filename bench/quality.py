@@ -163,6 +163,11 @@ def read_baselines(job: BenchJob, methods: Sequence[str]) -> dict[str, dict[str,
     return {name: scores for name, scores in cached.items() if scores is not None}
 
 
+def _option(value: object) -> str:
+    """A baseline's option for a table label: numbers compactly (1e-05), anything else as it is."""
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
 def _baseline_path(job: BenchJob, item: Item) -> Path:
     return job.out / BASELINES / f"{item.path.stem}.json"
 
@@ -227,7 +232,7 @@ def quality_markdown(report: dict[str, Any]) -> str:
         for task, result in tasks.items():
             for method, stats in result["methods"].items():
                 options = result["baselines"].get(method)
-                label = f"{method} ({', '.join(f'{k}={v:g}' for k, v in options.items())})" if options else method
+                label = f"{method} ({', '.join(f'{k}={_option(v)}' for k, v in options.items())})" if options else method
                 lines.append(f"| {task} | {label} | {result['images']} | {stats['psnr']['mean']:.2f} ± "
                              f"{stats['psnr']['std']:.2f} | {stats['ssim']['mean']:.4f} | "
                              + (f"{stats['lpips']['mean']:.4f} |" if "lpips" in stats else "– |"))

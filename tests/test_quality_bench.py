@@ -196,3 +196,14 @@ def test_the_gaussian_face_prior_is_one_more_method_on_linear_tasks(quality, tmp
     scores = quality.score_baselines(y, op, clean[0], ["gaussian"])
     direct = image_scores(spgd.to_image_range(prior.posterior_mean(y, op))[0], clean[0])
     assert scores["gaussian"] == direct
+
+
+def test_the_report_labels_the_gaussian_prior_by_its_components_and_file_hash(quality):
+    stats = {"psnr": {"mean": 26.5, "std": 1.0}, "ssim": {"mean": 0.8, "std": 0.1}}
+    report = {"settings": {"model": "m.pt", "precision": "fp32", "size": 64, "seed": 0, "overrides": {},
+                           "data": {"faces": "faces/"}, "baselines": ["bicubic"]},
+              "results": {"faces": {"super_resolution": {
+                  "baselines": {"bicubic": {}, "gaussian": {"components": 2048, "sha256": "635f140974a0bc81"}},
+                  "images": 3, "spgd_failed": [], "methods": {"spgd": stats, "bicubic": stats, "gaussian": stats}}}}}
+    markdown = quality.quality_markdown(report)
+    assert "| super_resolution | gaussian (components=2048, sha256=635f140974a0bc81) | 3 | 26.50 ± 1.00 |" in markdown
