@@ -129,7 +129,8 @@ def run(args: argparse.Namespace) -> str:
     overrides = parse_overrides(args.set)
     rows, settings, deqir_times = [], [], {}
     for name in args.samplers.split(","):
-        params = resolve_settings(name, task, overrides.get(name, {}))
+        recommended = getattr(prior, "recommended", lambda *_: {})(Path(str(args.task)).stem, name)
+        params = resolve_settings(name, task, overrides.get(name, {}), recommended)
         settings.append(f"- {name}: {params}")
         key = {"model": str(args.model), "precision": args.precision, "data": str(args.data), "size": args.size,
                "images": len(paths), "task": args.task, "seed": args.seed, "batch_size": args.batch_size,
@@ -168,7 +169,8 @@ def run(args: argparse.Namespace) -> str:
         (par, par_nfe), (seq, seq_nfe) = deqir_times["anderson"], deqir_times["sequential"]
         lines += [f"DeqIR, same chain: parallel (Anderson) {par:.1f} s for {par_nfe:.0f} NFE per image, sequential "
                   f"{seq:.1f} s for {seq_nfe:.0f} NFE; parallel / sequential wall-clock = {par / seq:.2f}.", ""]
-    lines += ["Sampler settings (resolved: defaults, task preset, --set overrides):", *settings, ""]
+    lines += ["Sampler settings (resolved: defaults, task preset, the prior's recommended settings, --set "
+              "overrides):", *settings, ""]
     return "\n".join(lines)
 
 

@@ -36,13 +36,20 @@ def simulate(x: Tensor, operator: Operator, seed: int | Sequence[int] = 0) -> Te
         return operator.measure(to_model_range(x), generators)
 
 
-def restore(y: Tensor, operator: Operator, prior: Denoiser, sampler: str = "spgd", seed: int | Sequence[int] = 0,
-            x_start: Tensor | None = None, **sampler_params: Any) -> Tensor:
-    """Restored images in [0, 1] from measurements y, with the named sampler and the prior.
+def restore(y: Tensor, operator: Operator, prior: Denoiser | None = None, sampler: str = "spgd",
+            seed: int | Sequence[int] = 0, x_start: Tensor | None = None, **sampler_params: Any) -> Tensor:
+    """Restored images in [0, 1] from measurements y, with the named sampler and the prior (by default the
+    built-in face prior, on y's device).
 
     y is checked against the operator and the prior first (`check_measurement`). `x_start` (in the
-    sampler's own units, e.g. sigma_max-scaled noise) overrides the seeded start.
+    sampler's own units, e.g. sigma_max-scaled noise) overrides the seeded start. The settings are the
+    sampler's defaults and `sampler_params` (the task presets and a prior's recommended settings are
+    applied by `spgd.run.make_spec`, which the command line uses).
     """
+    if prior is None:
+        from .priors import load_prior
+
+        prior = load_prior(device=y.device)
     check_measurement(y, operator, prior)
     x = get_sampler(sampler)(prior, operator, y, x_start=x_start, seed=seed, **sampler_params)
     return to_image_range(x)

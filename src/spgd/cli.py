@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-DEFAULT_MODEL = "builtin:faces64"
+from .priors.loaders import DEFAULT_PRIOR as DEFAULT_MODEL
 
 
 def _add_threads(p: argparse.ArgumentParser) -> None:

@@ -27,6 +27,7 @@ from .presets import ARCHITECTURES, PUBLIC
 from .vp import VPDenoiser
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"  # packaged weight files: <name>.safetensors
+DEFAULT_PRIOR = "builtin:faces64"  # the prior of `spgd restore` and `spgd.restore` when none is named
 
 
 def builtin_priors() -> dict[str, Path]:
@@ -167,7 +168,7 @@ def denoiser_for(network: nn.Module, objective: str, arguments: Mapping[str, Any
     return VPDenoiser(network, alpha_bars=alpha_bars, prediction=prediction, timestep="interpolate")
 
 
-def load_prior(source: str | Path, arch: str | Mapping[str, Any] | None = None, device: str | torch.device = "cpu",
+def load_prior(source: str | Path = DEFAULT_PRIOR, arch: str | Mapping[str, Any] | None = None, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.float32, *, config: str | Mapping[str, Any] | None = None
                ) -> VPDenoiser | EDMDenoiser:
     """A frozen denoiser D(x, sigma) from a checkpoint, whatever its format (see the module docstring).
