@@ -20,9 +20,9 @@ from safetensors import safe_open
 
 import spgd
 from spgd import io
-from spgd.tasks import parse_key_values
 from spgd.metrics import psnr
 from spgd.run import make_spec
+from spgd.tasks import parse_key_values
 
 
 def snapshot_step(path: Path) -> int:
