@@ -22,7 +22,8 @@ import spgd
 from spgd import io
 from spgd.metrics import lpips, psnr, ssim
 from spgd.priors.fast import PRECISIONS, FastDenoiser
-from spgd.tasks import load_task, parse_key_values, resolve_settings
+from spgd.run import make_spec
+from spgd.tasks import load_task, parse_key_values
 from spgd.weights import MissingWeightsError
 
 # Minimal settings for one untimed warm-up run per sampler, so one-off start-up costs (lazy imports,
@@ -129,8 +130,7 @@ def run(args: argparse.Namespace) -> str:
     overrides = parse_overrides(args.set)
     rows, settings, deqir_times = [], [], {}
     for name in args.samplers.split(","):
-        recommended = getattr(prior, "recommended", lambda *_: {})(Path(str(args.task)).stem, name)
-        params = resolve_settings(name, task, overrides.get(name, {}), recommended)
+        params = make_spec(prior, args.task, name, settings=overrides.get(name, {})).settings
         settings.append(f"- {name}: {params}")
         key = {"model": str(args.model), "precision": args.precision, "data": str(args.data), "size": args.size,
                "images": len(paths), "task": args.task, "seed": args.seed, "batch_size": args.batch_size,
