@@ -115,6 +115,7 @@ def cases(f: dict[str, str], model: str, out: str) -> list[tuple[str, list[str]]
         ("learning rate NaN", [*restore, "-t", "hdr", *face, "--lr", "nan"]),
         ("text for a number", [*restore, "-t", "hdr", *face, "--set", "steps=many"]),
         ("fraction for a count", [*restore, "-t", "hdr", *face, "--set", "steps=2.5"]),
+        ("no runs to average", [*restore, "-t", "hdr", *face, "--mean-of", "0"]),
         ("SPGD-only flag with another sampler", [*restore, "-t", "hdr", *face, "--sampler", "dps", "--inner-steps", "3"]),
         ("unknown operator parameter", [*restore, "-t", "hdr", *face, "--op", "gain=3"]),
         ("scale that does not divide the image", [*restore, "-t", "super_resolution", "--simulate", *face, "--op", "scale=3"]),

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from .protocols import Denoiser, Operator
-from .samplers import get_sampler
+from .samplers import get_sampler, mean_of_runs
 from .seeding import make_generators
 
 
@@ -44,14 +44,17 @@ def restore(y: Tensor, operator: Operator, prior: Denoiser | None = None, sample
     y is checked against the operator and the prior first (`check_measurement`). `x_start` (in the
     sampler's own units, e.g. sigma_max-scaled noise) overrides the seeded start. The settings are the
     sampler's defaults and `sampler_params` (the task presets and a prior's recommended settings are
-    applied by `spgd.run.make_spec`, which the command line uses).
+    applied by `spgd.run.make_spec`, which the command line uses). `mean_of=K` (any sampler) returns the mean
+    of K runs from independent seeds per image, an estimate of the posterior mean (`mean_of_runs`).
     """
     if prior is None:
         from .priors import load_prior
 
         prior = load_prior(device=y.device)
     check_measurement(y, operator, prior)
-    x = get_sampler(sampler)(prior, operator, y, x_start=x_start, seed=seed, **sampler_params)
+    runs = int(sampler_params.pop("mean_of", 1))
+    x = mean_of_runs(get_sampler(sampler), prior, operator, y, runs=runs, x_start=x_start, seed=seed,
+                        **sampler_params)
     return to_image_range(x)
 
 

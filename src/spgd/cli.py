@@ -30,6 +30,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="the sampler's learning rate (spgd, daps, reddiff)")
     p.add_argument("--inner-steps", type=int, help="SPGD: warm-up gradient steps per outer step")
     p.add_argument("--mode", choices=["paper", "reference"], help="SPGD: paper (ADM momentum) or reference")
+    p.add_argument("--mean-of", type=int, help="restore each image K times from independent seeds and keep the mean "
+                   "(a posterior-mean estimate: higher PSNR, smoother; K times the cost)")
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="any other sampler setting (repeatable; `spgd tasks TASK` lists them)")
     p.add_argument("--op", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
@@ -87,7 +89,8 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_restore)
 
 
-FLAG_SETTINGS = {"steps": "--steps", "lr": "--lr", "inner_steps": "--inner-steps", "mode": "--mode"}
+FLAG_SETTINGS = {"steps": "--steps", "lr": "--lr", "inner_steps": "--inner-steps", "mode": "--mode",
+                 "mean_of": "--mean-of"}
 
 
 def _run_spec(args: argparse.Namespace, prior: Any, model_name: str, device: str) -> Any:

@@ -467,7 +467,7 @@ class WebApp:
         except BaseException:
             shutil.rmtree(run, ignore_errors=True)
             raise
-        total = int(job.spec.settings.get("steps") or 0) or None
+        total = int(job.spec.settings.get("steps") or 0) * int(job.spec.settings.get("mean_of", 1)) or None
         state, outcome = Progress(), _Outcome()
         worker = threading.Thread(target=self._work, args=(job, cancel, state, outcome), daemon=True,
                                   name=f"spgd-restore-{run.name}")

@@ -2,7 +2,8 @@
 
 Every sampler has the signature `sampler(prior, operator, y, x_start=None, seed=0, **settings) -> x`;
 its keyword-only parameters with their defaults are its settings (`sampler_settings`), the one
-place sampler defaults live.
+place sampler defaults live. `mean_of` is a setting of every sampler, applied around it: the restoration
+is the mean of that many runs from independent seeds (`averaging.mean_of_runs`).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import inspect
 import math
 from typing import Any, Callable
 
+from .averaging import mean_of_runs
 from .common import DivergenceError, Trace
 from .daps import daps
 from .ddnm import ddnm, ddnm_plus
@@ -26,6 +28,7 @@ SAMPLERS: dict[str, Callable] = {"spgd": spgd, "dps": dps, "daps": daps, "reddif
                                  "diffpir": diffpir, "ddnm": ddnm, "ddnm_plus": ddnm_plus, "ddrm": ddrm,
                                  "pigdm": pigdm, "pnpdm": pnpdm}
 RUN_CONTROLS = ("shape", "trace", "progress")  # keyword arguments that steer a call, not the algorithm
+COMMON_SETTINGS = {"mean_of": 1}  # settings of every sampler, applied around it by `mean_of_runs`
 
 
 def get_sampler(name: str) -> Callable:
@@ -38,8 +41,9 @@ def get_sampler(name: str) -> Callable:
 def sampler_settings(name: str) -> dict[str, Any]:
     """The settings of sampler `name` and their defaults (its keyword-only parameters)."""
     signature = inspect.signature(get_sampler(name))
-    return {p.name: p.default for p in signature.parameters.values()
-            if p.kind is p.KEYWORD_ONLY and p.name not in RUN_CONTROLS}
+    own = {p.name: p.default for p in signature.parameters.values()
+           if p.kind is p.KEYWORD_ONLY and p.name not in RUN_CONTROLS}
+    return {**own, **COMMON_SETTINGS}
 
 
 def check_settings(name: str, settings: dict[str, Any], source: str = "settings") -> None:
@@ -60,7 +64,9 @@ def check_settings(name: str, settings: dict[str, Any], source: str = "settings"
             raise ValueError(f"{source}: {name}'s {key} must be a finite number, got {value}")
         if isinstance(default, int) and value != int(value):
             raise ValueError(f"{source}: {name}'s {key} must be a whole number, got {value}")
+        if key in COMMON_SETTINGS and value < 1:
+            raise ValueError(f"{source}: {key} must be >= 1, got {value:g}")
 
 
 __all__ = ["DivergenceError", "SAMPLERS", "Trace", "check_settings", "daps", "ddnm", "ddnm_plus", "ddrm", "deqir",
-           "diffpir", "dps", "get_sampler", "pigdm", "pnpdm", "reddiff", "sampler_settings", "spgd"]
+           "diffpir", "dps", "get_sampler", "mean_of_runs", "pigdm", "pnpdm", "reddiff", "sampler_settings", "spgd"]

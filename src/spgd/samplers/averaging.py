@@ -1,0 +1,46 @@
+"""The mean of several runs of a sampler on each image, from independent seeds: a posterior-mean estimate.
+
+A sampler draws one sample of p(x | y). PSNR and SSIM reward the posterior mean E[x | y] instead: in
+expectation a sample's squared error is the mean's plus the posterior variance. The mean of K runs
+keeps 1/K of that variance, so it scores higher PSNR than any one run, at K times the cost, and looks
+smoother (LPIPS rises). Run 0 of an image starts from the image's own seed, so one run is exactly the
+sampler itself.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from torch import Tensor
+
+from ..seeding import image_seeds, stream_seed
+from .common import Trace
+
+
+def run_seeds(seeds: Sequence[int], k: int) -> list[int]:
+    """Seeds of run k of each image: the image's own seed for k = 0, one derived from (seed, k) after."""
+    return [int(s) for s in seeds] if k == 0 else [stream_seed(s, f"run-{k}") for s in seeds]
+
+
+def mean_of_runs(sampler: Callable[..., Tensor], prior: Any, operator: Any, y: Tensor, *, runs: int,
+                 seed: int | Sequence[int] = 0, x_start: Tensor | None = None, trace: Trace | None = None,
+                 **settings: Any) -> Tensor:
+    """The per-image mean of `runs` runs of `sampler` (in its own units), each from independent seeds.
+
+    An image fails (NaN) if any of its runs fails. `trace` records every run, one after another (its
+    curves hold runs x steps entries; a progress display sees every step, a cancel stops any run).
+    """
+    if runs < 1:
+        raise ValueError(f"mean_of must be >= 1, got {runs}")
+    if runs == 1:
+        return sampler(prior, operator, y, x_start=x_start, seed=seed, trace=trace, **settings)
+    if x_start is not None:
+        raise ValueError("x_start fixes every run's start: a mean of runs needs seeded starts")
+    seeds = image_seeds(seed, y.shape[0])
+    total = None
+    for k in range(runs):
+        x = sampler(prior, operator, y, seed=run_seeds(seeds, k), trace=trace, **settings)
+        total = x if total is None else total + x
+    return total / runs
+
+
+__all__ = ["mean_of_runs", "run_seeds"]
