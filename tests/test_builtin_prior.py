@@ -69,4 +69,5 @@ def test_the_readme_demo_command_writes_its_results_with_the_prior_settings(tmp_
     assert config["model"] == "builtin:faces64"
     assert config["recommended_by_the_prior"]["lr"] == 15.0
     assert config["sampler_settings"]["steps"] == 2 and config["sampler_settings"]["sigma_max"] == 10.0
+    assert config["sampler_settings"]["mean_of"] == 4  # the prior's estimator: the mean of 4 runs
     assert (out / "grid.png").is_file() and (out / "metrics.json").is_file()
