@@ -2,12 +2,12 @@
 
 Each snapshot (exported weights, `spgd export`, whose metadata holds the training step) restores the
 same measurements with the same seeds and settings (the task preset, the prior's recommended
-settings, then --set). CPU-hours are step x --seconds-per-step / 3600 (the training rate measured
+settings, then --set), one run per image (`mean_of=1`) unless --set says otherwise. CPU-hours are step x --seconds-per-step / 3600 (the training rate measured
 on the machine that trained it). One JSON per snapshot is kept as it finishes, so a stopped run
 resumes; the table goes to OUT.md and the plot to OUT.png (needs matplotlib).
 
     python bench/learning_curve.py .data/snapshots/faces64_*.safetensors --data val/ --limit 8 \\
-        --seconds-per-step 2.9 --out docs/learning_curve
+        --seconds-per-step 2.9 --set steps=50 inner_steps=5 sigma_max=10 sigma_min=0.6 lr=15 --out docs/learning_curve
 """
 from __future__ import annotations
 
@@ -52,11 +52,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--task", default="super_resolution")
     parser.add_argument("--seconds-per-step", type=float, required=True)
-    parser.add_argument("--set", nargs="*", default=[], help="SPGD settings, e.g. steps=50")
+    parser.add_argument("--set", nargs="*", default=[], help="SPGD settings, e.g. steps=50 (default mean_of=1)")
     parser.add_argument("--out", type=Path, required=True, help="OUT.md, OUT.png and OUT_parts/")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    overrides = parse_key_values(args.set, "--set")
+    # one run per image unless --set says otherwise: a file exported with recommended settings may ask for
+    # the mean of several runs, and every point of a curve must use the same estimator
+    overrides = {"mean_of": 1, **parse_key_values(args.set, "--set")}
     paths = io.list_images([args.data])[: args.limit]
     clean = torch.stack([io.load_image(p, args.size, resize=True) for p in paths])
     rows = []

@@ -16,11 +16,7 @@ from spgd.seeding import make_generators
 from spgd.tasks import load_task, resolve_settings
 
 from .conftest import write_face_like
-from .test_samplers import FAST, gaussian_batch
-
-
-def rms(t: torch.Tensor) -> float:
-    return float(t.double().pow(2).mean().sqrt())
+from .test_samplers import FAST, gaussian_batch, rms
 
 
 def test_one_run_is_the_sampler_itself():
