@@ -191,22 +191,7 @@ def test_every_bad_input_of_the_table_gets_one_clear_line(tmp_path, tiny_prior_p
         assert code in (1, 2) and not traced and len(errors) == 1, (what, code, lines)
 
 
-# --- 6. threads ------------------------------------------------------------------------------------
-
-def test_threads_flag_and_default_follow_the_cores_the_process_may_use(tiny_prior_path, tmp_path):
-    from spgd.cli import set_threads
-
-    before = torch.get_num_threads()
-    try:
-        assert set_threads(None) == len(__import__("os").sched_getaffinity(0)) == torch.get_num_threads()
-        assert main(["sample", "-m", str(tiny_prior_path), "--n", "1", "--steps", "2", "--threads", "1",
-                     "--out", str(tmp_path)]) == 0
-        assert torch.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(before)
-
-
-# --- 7. the Python API checks shapes ---------------------------------------------------------------
+# --- 6. the Python API checks shapes ---------------------------------------------------------------
 
 def test_restore_checks_the_measurement_against_operator_and_prior(tiny_prior):
     op = spgd.make_operator("super_resolution", scale=4)
@@ -227,7 +212,7 @@ def test_restore_checks_the_measurement_against_operator_and_prior(tiny_prior):
         spgd.restore(torch.zeros(1, 3, 16, 16), spgd.make_operator("hdr"), prior, steps=1)
 
 
-# --- 8. the smaller points -------------------------------------------------------------------------
+# --- 7. the smaller points -------------------------------------------------------------------------
 
 def test_bench_with_every_image_skipped_exits_non_zero(tmp_path, tiny_prior_path, capsys):
     data = tmp_path / "data"

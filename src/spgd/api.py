@@ -12,6 +12,7 @@ from torch import Tensor
 
 from .protocols import Denoiser, Operator
 from .samplers import get_sampler, mean_of_runs
+from .threads import set_threads
 from .seeding import make_generators
 
 
@@ -52,6 +53,8 @@ def restore(y: Tensor, operator: Operator, prior: Denoiser | None = None, sample
 
         prior = load_prior(device=y.device)
     check_measurement(y, operator, prior)
+    if y.device.type == "cpu":
+        set_threads(None)  # one torch thread per free core, unless the user fixed the count
     runs = int(sampler_params.pop("mean_of", 1))
     x = mean_of_runs(get_sampler(sampler), prior, operator, y, runs=runs, x_start=x_start, seed=seed,
                         **sampler_params)

@@ -14,7 +14,8 @@ from .priors.loaders import DEFAULT_PRIOR as DEFAULT_MODEL
 
 
 def _add_threads(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: the cores this process may use)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: OMP_NUM_THREADS if set, else one per core that other "
+                   "programs leave free)")
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -466,20 +467,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def set_threads(threads: int | None) -> int:
-    """Use `threads` torch threads, by default the cores this process may run on (its CPU affinity)."""
-    import os
-
-    import torch
-
-    if threads is None:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {threads}")
-    torch.set_num_threads(threads)
-    return threads
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .io import ImageError
@@ -489,7 +476,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if hasattr(args, "threads"):
+            from .threads import set_threads, summary
+
             set_threads(args.threads)
+            print(f"spgd: threads: {summary()}", file=sys.stderr)
         if hasattr(args, "device"):
             from .devices import resolve_device
 

@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 from tqdm.auto import tqdm
 
-from . import io
+from . import io, threads
 from .metrics import image_scores
 from .run import RunSpec, load_clean, load_measured, restore_batch
 from .samplers import Trace
@@ -106,5 +106,5 @@ def _summarise(results: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 def _write_config(job: RestoreJob) -> None:
     config = {**job.spec.describe(), "seed": job.seed, "simulate": job.simulate, "batch_size": job.batch_size,
-              "resize": job.resize, "inputs": [str(p) for p in job.inputs]}
+              "resize": job.resize, "inputs": [str(p) for p in job.inputs], "cpu_threads": threads.describe()}
     io.atomic_write_bytes(job.output / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())

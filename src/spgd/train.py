@@ -38,6 +38,7 @@ from .priors.loaders import OBJECTIVES, denoiser_for
 from .priors.presets import ARCHITECTURES
 from .sample import sample, square_grid
 from .schedule import NUM_TIMESTEPS, linear_ladder
+from .threads import adapt as adapt_threads
 
 MAX_EXPORT_BYTES = 16 * 2 ** 20  # size limit of a weight file shipped as a built-in prior
 WARM_STEPS = 20  # steps of a call left out of its steps/s: compilation, cuDNN autotuning
@@ -352,6 +353,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
             losses.append((step, (running / count).item()))
             running, count = torch.zeros((), device=device), 0
             bar.set_postfix(loss=f"{losses[-1][1]:.4f}")
+            if device.type == "cpu":
+                adapt_threads()  # other programs come and go during hours of training
             with open(Path(cfg.out) / "loss.csv", "a") as f:
                 f.write(f"{step},{losses[-1][1]:.6f}\n")
         if cfg.grid_every and step % cfg.grid_every == 0:
