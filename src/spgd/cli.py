@@ -62,13 +62,20 @@ def _arch(args: argparse.Namespace) -> str | None:
     return args.arch
 
 
+def _announce(prior: Any) -> None:
+    """The prior and the CPU threads a command runs with, once, on stderr."""
+    from .threads import summary
+
+    print(f"spgd: prior: {prior.description}\nspgd: threads: {summary()}", file=sys.stderr)
+
+
 def _load_run_prior(args: argparse.Namespace, device: str) -> tuple[Any, str]:
     """The prior of a restore/bench run, on the fast path when asked, and a name that records how it runs."""
     from .priors import load_prior
     from .priors.fast import FastDenoiser
 
     prior = load_prior(args.model, _arch(args), device=device)
-    print(f"spgd: prior: {prior.description}", file=sys.stderr)
+    _announce(prior)
     if args.precision == "fp32" and not args.compile:
         return prior, str(args.model)
     fast = FastDenoiser(prior, args.precision, channels_last=True, compile=args.compile)
@@ -247,7 +254,10 @@ def _train(args: argparse.Namespace) -> int:
                       ckpt_every=args.ckpt_every, seed=args.seed, workers=args.workers, device=args.device,
                       time_limit=args.time_limit, compile=args.compile, init=args.init)
     result = train(cfg, resume=args.resume)
-    print(f"trained to step {result['step']} ({result['steps_per_second']:.2f} steps/s) -> {result['checkpoint']}")
+    from .threads import summary
+
+    print(f"trained to step {result['step']} ({result['steps_per_second']:.2f} steps/s; {summary()}) "
+          f"-> {result['checkpoint']}")
     if result["step"] < cfg.steps:
         print(f"stopped by --time-limit {cfg.time_limit:g} s before step {cfg.steps}; --resume continues")
     return 0
@@ -330,7 +340,7 @@ def _sample(args: argparse.Namespace) -> int:
     if args.n < 1 or args.batch_size < 1:
         raise ValueError("--n and --batch-size must be >= 1")
     prior = load_prior(args.model, _arch(args), device=args.device)
-    print(f"spgd: prior: {prior.description}", file=sys.stderr)
+    _announce(prior)
     out, grid = Path(args.out), []
     for start in tqdm(range(0, args.n, args.batch_size), desc="sample", unit="batch"):
         count = min(args.batch_size, args.n - start)
@@ -427,6 +437,9 @@ def _serve(args: argparse.Namespace) -> int:
     models = list(dict.fromkeys(args.model + ([DEFAULT_MODEL] if DEFAULT_MODEL in builtin_priors() else [])))
     if not models:
         raise ValueError(f"no prior to offer: pass --model FILE ({DEFAULT_MODEL} is not shipped yet)")
+    from .threads import summary
+
+    print(f"spgd: threads: {summary()} (chosen again for every request)", file=sys.stderr)
     return serve(models, host=args.host, port=args.port, arch=_arch(args), device=args.device,
                  runs_dir=args.runs_dir, workers=args.workers)
 
@@ -476,10 +489,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if hasattr(args, "threads"):
-            from .threads import set_threads, summary
+            from .threads import set_threads
 
             set_threads(args.threads)
-            print(f"spgd: threads: {summary()}", file=sys.stderr)
         if hasattr(args, "device"):
             from .devices import resolve_device
 
