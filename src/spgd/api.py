@@ -12,6 +12,7 @@ from torch import Tensor
 
 from .protocols import Denoiser, Operator
 from .samplers import get_sampler, mean_of_runs
+from .priors.tiled import for_size
 from .threads import set_threads
 from .seeding import make_generators
 
@@ -53,6 +54,7 @@ def restore(y: Tensor, operator: Operator, prior: Denoiser | None = None, sample
 
         prior = load_prior(device=y.device)
     check_measurement(y, operator, prior)
+    prior = for_size(prior, operator.input_shape(y)[-2:])
     if y.device.type == "cpu":
         set_threads(None)  # one torch thread per free core, unless the user fixed the count
     runs = int(sampler_params.pop("mean_of", 1))
@@ -63,7 +65,7 @@ def restore(y: Tensor, operator: Operator, prior: Denoiser | None = None, sample
 
 def check_measurement(y: Tensor, operator: Operator, prior: Denoiser) -> None:
     """A ValueError, worded like the command line's, unless y is a finite NCHW batch of measurements of
-    images the prior restores (its channels and, for a prior with a native size, its size)."""
+    images with the prior's channels (any size: a fixed-size prior runs on tiles, `spgd.priors.tiled`)."""
     if not isinstance(y, Tensor) or y.dim() != 4:
         shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
         raise ValueError(f"y must be an NCHW batch of measurements, got {shape}")
@@ -73,12 +75,6 @@ def check_measurement(y: Tensor, operator: Operator, prior: Denoiser) -> None:
     if channels != prior.image_channels:
         raise ValueError(f"y is the {operator.name} measurement of {channels}-channel images; the prior restores "
                          f"{prior.image_channels}-channel images")
-    size = prior.image_size
-    if size is not None and (height, width) != (size, size):
-        expected = operator.measurement_shape((y.shape[0], channels, size, size))
-        raise ValueError(f"y of {y.shape[-1]}x{y.shape[-2]} (WxH) is the {operator.name} measurement of "
-                         f"{width}x{height} images, but the prior restores {size}x{size}: the measurement "
-                         f"must be {expected[-1]}x{expected[-2]}")
 
 
 def _check_batch(x: Tensor, name: str) -> None:

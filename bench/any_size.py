@@ -1,0 +1,145 @@
+"""Any image size through the tiled denoiser: seams, and cost against pixel count, in one run.
+
+seams: restores images larger than the prior (4x SR, SPGD at short settings) with blended tiles (overlap
+half a tile, halo tile/8: spgd's default) and with independent tiles (no overlap, no halo: the usual
+alternative), and compares the mean gradient magnitude of the restored image on the pixel pairs that
+straddle a tile seam (where the blending weights of one tile end) against all other pixel pairs: a ratio
+near 1 means no visible seam. The image is smooth (a blurred random field), so a seam is not hidden by
+texture. Writes the worst case as a picture.
+cost: one denoiser call and one input gradient (the per-tile VJP SPGD and DPS need) per size, each in a
+fresh process, with its seconds and peak resident memory above the loaded model.
+
+  python bench/any_size.py seams --out bench/results/any_size
+  python bench/any_size.py cost --sizes 64x64 128x128 256x256 512x512 768x1024
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import spgd
+from spgd.io import save_image
+from spgd.metrics import psnr
+from spgd.priors.tiled import TiledDenoiser, tile_starts
+
+TILINGS = {"blended (overlap tile/2, halo tile/8)": {}, "independent tiles": {"overlap": 0, "halo": 0}}
+
+
+def smooth_image(height: int, width: int, seed: int) -> torch.Tensor:
+    """A [0, 1] colour image with only low frequencies: a random field blurred at 12 px."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, 3, height // 8 + 2, width // 8 + 2, generator=g)
+    x = torch.nn.functional.interpolate(x, size=(height, width), mode="bicubic", align_corners=False)
+    return ((x - x.min()) / (x.max() - x.min())).clamp(0, 1)
+
+
+def seam_mask(length: int, tiling: TiledDenoiser) -> torch.Tensor:
+    """True at positions i where the pair (i, i+1) straddles the end of a tile's core (a possible seam)."""
+    mask = torch.zeros(length - 1, dtype=torch.bool)
+    for start in tile_starts(length, tiling.tile, tiling.tile - tiling.overlap):
+        for edge in (start + (tiling.halo if start else 0), start + tiling.tile - (tiling.halo if start + tiling.tile < length else 0)):
+            if 0 < edge < length:
+                mask[edge - 1] = True
+    return mask
+
+
+def seam_ratio(x: torch.Tensor, tiling: TiledDenoiser) -> float:
+    """Mean |difference| of neighbouring pixels across seams over that elsewhere (rows and columns)."""
+    dx, dy = (x[..., :, 1:] - x[..., :, :-1]).abs(), (x[..., 1:, :] - x[..., :-1, :]).abs()
+    mx, my = seam_mask(x.shape[-1], tiling), seam_mask(x.shape[-2], tiling)
+    on = torch.cat([dx[..., mx].flatten(), dy[..., my, :].flatten()])
+    off = torch.cat([dx[..., ~mx].flatten(), dy[..., ~my, :].flatten()])
+    return float(on.mean() / off.mean())
+
+
+def seams(args: argparse.Namespace) -> None:
+    prior = spgd.load_prior(args.model)
+    op = spgd.make_operator("super_resolution", scale=4, noise_sigma=0.01)
+    settings = {**prior.recommended("super_resolution", "spgd"), "mean_of": 1, "steps": args.steps}
+    rows, worst = [], (0.0, None, "")
+    for seed in range(args.images):
+        clean = smooth_image(args.height, args.width, seed)
+        y = spgd.simulate(clean, op, seed=seed)
+        for name, kw in TILINGS.items():
+            tiled = TiledDenoiser(prior, **kw)
+            start = time.perf_counter()
+            out = spgd.restore(y, op, tiled, sampler="spgd", seed=seed, progress=False, **settings)
+            ratio = seam_ratio(out, tiled)
+            rows.append({"image": seed, "tiling": name, "seam_ratio": ratio, "psnr": float(psnr(out, clean)),
+                         "seconds": time.perf_counter() - start})
+            print(json.dumps(rows[-1]), flush=True)
+            if ratio > worst[0]:
+                worst = (ratio, torch.cat([clean, out], dim=-1), name)
+    args.out.mkdir(parents=True, exist_ok=True)
+    save_image(worst[1][0], args.out / "worst_seams.png")
+    (args.out / "seams.json").write_text(json.dumps(rows, indent=1))
+    print(f"| tiling | seam ratio (mean, max) | PSNR | s/image |\n|---|---|---|---|")
+    for name in TILINGS:
+        r = [row for row in rows if row["tiling"] == name]
+        ratios = [row["seam_ratio"] for row in r]
+        print(f"| {name} | {sum(ratios) / len(r):.3f}, {max(ratios):.3f} | {sum(row['psnr'] for row in r) / len(r):.2f} "
+              f"| {sum(row['seconds'] for row in r) / len(r):.1f} |")
+    print(f"worst case ({worst[2]}, ratio {worst[0]:.3f}): {args.out / 'worst_seams.png'} (clean | restored)")
+
+
+def one_cost(model: str, height: int, width: int) -> dict:
+    """Seconds and peak memory (MiB above the loaded model) of one call and one input gradient at this size."""
+    prior = TiledDenoiser(spgd.load_prior(model))
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    x = torch.randn(1, 3, height, width)
+    start = time.perf_counter()
+    with torch.no_grad():
+        prior.denoise(x, 1.0)
+    call = time.perf_counter() - start
+    x.requires_grad_(True)
+    start = time.perf_counter()
+    prior.denoise(x, 1.0).square().sum().backward()
+    grad = time.perf_counter() - start
+    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+    return {"size": f"{width}x{height}", "pixels": height * width, "tiles": len(prior.grid(max(height, 64), max(width, 64))[0]),
+            "call_s": call, "gradient_s": grad, "peak_mib": peak}
+
+
+def cost(args: argparse.Namespace) -> None:
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), tile batch 16\n"
+          "| size (WxH) | pixels | tiles | call s | gradient s | s per megapixel (call) | peak MiB |\n|---|---|---|---|---|---|---|")
+    for size in args.sizes:
+        w, h = map(int, size.split("x"))
+        out = subprocess.run([sys.executable, __file__, "_one", args.model, str(h), str(w)], check=True,
+                             capture_output=True, text=True).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        print(f"| {r['size']} | {r['pixels']} | {r['tiles']} | {r['call_s']:.2f} | {r['gradient_s']:.2f} | "
+              f"{r['call_s'] / r['pixels'] * 1e6:.2f} | {r['peak_mib']:.0f} |", flush=True)
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["_one"]:
+        torch.set_num_threads(1)
+        print(json.dumps(one_cost(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("seams")
+    s.add_argument("--model", default="builtin:faces64")
+    s.add_argument("--images", type=int, default=2)
+    s.add_argument("--height", type=int, default=96)
+    s.add_argument("--width", type=int, default=128)
+    s.add_argument("--steps", type=int, default=10, help="SPGD outer steps (default: %(default)s)")
+    s.add_argument("--out", type=Path, default=Path("bench/results/any_size"))
+    c = sub.add_parser("cost")
+    c.add_argument("--model", default="builtin:faces64")
+    c.add_argument("--sizes", nargs="+", default=["64x64", "128x128", "256x256", "512x512", "1024x768"])
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    seams(args) if args.what == "seams" else cost(args)
+
+
+if __name__ == "__main__":
+    main()

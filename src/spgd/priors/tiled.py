@@ -1,0 +1,167 @@
+"""A fixed-size prior as a denoiser of any H x W: overlapping tiles blended by a partition of unity.
+
+The image is covered by tiles of the prior's size (stride `tile - overlap`, the last tile of each row and
+column flush with the edge; images smaller than a tile are reflect-padded). Each tile's output is
+trusted only inside its core, `halo` pixels in from every edge that is not an image edge, where a network
+that sees a little context around each pixel agrees with a whole-image call; over the core a separable
+Hann window (shifted by half a pixel, so it is positive everywhere in the core) is normalised to sum to
+one at every pixel. So a constant-preserving tile denoiser stays constant-preserving, a one-tile image
+is the prior itself, and a denoiser that is a convolution of support <= halo gives exactly its
+whole-image result. Blending the x0 estimate (not a stochastic x_{t-1}) is what keeps every sampler
+unchanged: they only ever see D(x, sigma). Facts and alternatives: docs/any-size.md.
+
+Memory: tiles run `batch` at a time. Under autograd (DPS, SPGD, ...) the forward pass keeps no network
+activations; the backward pass recomputes each tile batch and takes its vector-Jacobian product with
+the blended output's gradient, so a gradient costs one extra forward and holds one tile batch, not the
+whole image: grad_x = sum_i P_i^T J_i^T (w_i * P_i g) (docs/any-size.md).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor, nn
+
+
+def tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Tile offsets along one axis: every `stride` pixels, the last flush with the end."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
+def core_window(start: int, length: int, tile: int, halo: int) -> Tensor:
+    """One tile's 1D weights: a half-pixel-shifted Hann over its core, zero in the halo away from the image edge."""
+    lo = 0 if start == 0 else halo
+    hi = tile if start + tile >= length else tile - halo
+    w = torch.zeros(tile, dtype=torch.float64)
+    u = torch.arange(hi - lo, dtype=torch.float64)
+    w[lo:hi] = torch.sin(math.pi * (u + 0.5) / (hi - lo)) ** 2
+    return w
+
+
+class TiledDenoiser(nn.Module):
+    """D(x, sigma) of `prior` for images of any size (tiles of the prior's side; see the module docstring).
+
+    `overlap` (default half a tile) sets the stride; `halo` (default a tile/8) must leave every pixel in
+    some tile's core (halo <= overlap / 2). Attributes the prior states (noise range, ladder, channels,
+    recommended settings, description) pass through; `image_size` is None: any size.
+    """
+
+    def __init__(self, prior: Any, tile: int | None = None, overlap: int | None = None, halo: int | None = None,
+                 batch: int = 16) -> None:
+        super().__init__()
+        tile = tile or prior.image_size
+        if not tile:
+            raise ValueError("the prior states no image size: give the tile size")
+        self.prior, self.tile = prior, int(tile)
+        self.overlap = self.tile // 2 if overlap is None else int(overlap)
+        self.halo = self.tile // 8 if halo is None else int(halo)
+        if not 0 <= self.overlap < self.tile or not 0 <= 2 * self.halo <= self.overlap:
+            raise ValueError(f"need 0 <= overlap < tile and 2 * halo <= overlap, got tile {self.tile}, "
+                             f"overlap {self.overlap}, halo {self.halo}")
+        self.batch = int(batch)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            prior = self._modules.get("prior", self.__dict__.get("prior"))
+            if prior is None:
+                raise
+            return getattr(prior, name)
+
+    @property
+    def image_size(self) -> None:
+        return None
+
+    @property
+    def description(self) -> str:
+        return (f"{getattr(self.prior, 'description', type(self.prior).__name__)}; any size: {self.tile}x{self.tile} tiles, overlap {self.overlap}, "
+                f"halo {self.halo}")
+
+    def grid(self, height: int, width: int) -> tuple[list[tuple[int, int]], Tensor]:
+        """Tile offsets (top, left) and their blending weights (tiles x tile x tile, summing to 1 per pixel)."""
+        stride = self.tile - self.overlap
+        rows, cols = tile_starts(height, self.tile, stride), tile_starts(width, self.tile, stride)
+        spots = [(t, l) for t in rows for l in cols]
+        windows = torch.stack([core_window(t, height, self.tile, self.halo)[:, None]
+                               * core_window(l, width, self.tile, self.halo)[None, :] for t, l in spots])
+        total = torch.zeros(height, width, dtype=torch.float64)
+        for (t, l), w in zip(spots, windows):
+            total[t:t + self.tile, l:l + self.tile] += w
+        return spots, torch.stack([w / total[t:t + self.tile, l:l + self.tile] for (t, l), w in zip(spots, windows)])
+
+    def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:
+        n, _, height, width = x.shape
+        if (height, width) == (self.tile, self.tile):
+            return self.prior.denoise(x, sigma)
+        padded = _pad_to(x, self.tile)
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(n).contiguous()
+        spots, weights = self.grid(padded.shape[-2], padded.shape[-1])
+        out = _TiledCall.apply(padded, sigma, self, spots, weights.to(x.device, x.dtype))
+        return out[..., :height, :width]
+
+    def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
+        return self.denoise(x, sigma)
+
+    def tile_batches(self, x: Tensor, sigma: Tensor, spots: list[tuple[int, int]]
+                     ) -> Iterator[tuple[list[tuple[int, int, int]], Tensor, Tensor]]:
+        """(image, top, left) of up to `batch` tiles of every image, the tiles and their sigmas."""
+        jobs = [(i, t, l) for i in range(x.shape[0]) for t, l in spots]
+        for k in range(0, len(jobs), self.batch):
+            part = jobs[k:k + self.batch]
+            tiles = torch.stack([x[i, :, t:t + self.tile, l:l + self.tile] for i, t, l in part])
+            yield part, tiles, sigma[[i for i, _, _ in part]]
+
+
+def for_size(prior: Any, shape: tuple[int, int]) -> Any:
+    """`prior` for images of `shape` (H, W): itself at its native size or when it states none, else tiled."""
+    size = prior.image_size
+    return prior if size is None or tuple(shape) == (size, size) else TiledDenoiser(prior)
+
+
+def _pad_to(x: Tensor, tile: int) -> Tensor:
+    """x reflect-padded (replicate where reflection cannot reach) on the bottom/right to at least tile x tile."""
+    ph, pw = max(0, tile - x.shape[-2]), max(0, tile - x.shape[-1])
+    if not ph and not pw:
+        return x
+    mode = "reflect" if ph < x.shape[-2] and pw < x.shape[-1] else "replicate"
+    return nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+class _TiledCall(torch.autograd.Function):
+    """The blended tile outputs; backward recomputes one tile batch at a time (per-tile VJP)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, sigma: Tensor, tiled: TiledDenoiser, spots: list, weights: Tensor) -> Tensor:
+        ctx.save_for_backward(x, sigma, weights)
+        ctx.tiled, ctx.spots = tiled, spots
+        index = {spot: j for j, spot in enumerate(spots)}
+        out = torch.zeros_like(x)
+        with torch.no_grad():
+            for part, tiles, sig in tiled.tile_batches(x, sigma, spots):
+                result = tiled.prior.denoise(tiles, sig).to(x.dtype)
+                for (i, t, l), r in zip(part, result):
+                    out[i, :, t:t + tiled.tile, l:l + tiled.tile] += weights[index[t, l]] * r
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        x, sigma, weights = ctx.saved_tensors
+        tiled, spots = ctx.tiled, ctx.spots
+        index = {spot: j for j, spot in enumerate(spots)}
+        grad_x = torch.zeros_like(x)
+        size = tiled.tile
+        for part, tiles, sig in tiled.tile_batches(x.detach(), sigma, spots):
+            with torch.enable_grad():
+                tiles = tiles.requires_grad_(True)
+                result = tiled.prior.denoise(tiles, sig)
+                seed = torch.stack([weights[index[t, l]] * grad_out[i, :, t:t + size, l:l + size]
+                                    for i, t, l in part])
+                (grad_tiles,) = torch.autograd.grad(result, tiles, seed.to(result.dtype))
+            for (i, t, l), g in zip(part, grad_tiles):
+                grad_x[i, :, t:t + size, l:l + size] += g
+        return grad_x, None, None, None, None
