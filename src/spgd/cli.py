@@ -85,6 +85,9 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--simulate", action="store_true", help="inputs are clean: degrade, restore and score them")
     p.add_argument("--mask", type=Path, help="inpainting mask image (white = known pixels)")
     p.add_argument("--kernel", type=Path, help="blur kernel (.npy, .pt or an image)")
+    p.add_argument("--no-keep-measured", dest="keep_measured", action="store_false",
+                   help="return the sampler's result as it is; by default the pixels the measurement holds as "
+                        "they are (inpainting: the known pixels) are put back unchanged")
     _add_run_args(p)
     p.set_defaults(func=_restore)
 
@@ -126,7 +129,7 @@ def _restore(args: argparse.Namespace) -> int:
     spec = _run_spec(args, prior, model_name, args.device)
     job = RestoreJob(inputs=inputs, output=Path(args.output), spec=spec, seed=args.seed,
                      batch_size=args.batch_size, simulate=args.simulate, resize=args.resize,
-                     overwrite=args.overwrite)
+                     overwrite=args.overwrite, keep_measured=args.keep_measured)
     result = run_restore(job)
     scores = "  ".join(f"{k.upper()} {v:.3f}" for k, v in result["mean"].items())
     done = len(inputs) - len(result["failed"])

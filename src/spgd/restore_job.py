@@ -37,6 +37,7 @@ class RestoreJob:
     simulate: bool = False
     resize: bool = False
     overwrite: bool = False
+    keep_measured: bool = True  # the pixels the measurement holds as they are come back unchanged
 
 
 def check_outputs(job: RestoreJob) -> None:
@@ -73,11 +74,13 @@ def run_restore(job: RestoreJob, trace_factory: Callable[[], Trace] | None = Non
         trace = trace_factory() if trace_factory is not None else None
         if job.simulate:
             clean = load_clean(job.spec, paths, job.resize)
-            result = restore_batch(job.spec, seeds, clean=clean, operator=operator, trace=trace)
+            result = restore_batch(job.spec, seeds, clean=clean, operator=operator, trace=trace,
+                                   keep_measured=job.keep_measured)
         else:
             clean = None
             y = load_measured(job.spec, operator, paths, job.resize)
-            result = restore_batch(job.spec, seeds, measured=y, operator=operator, trace=trace)
+            result = restore_batch(job.spec, seeds, measured=y, operator=operator, trace=trace,
+                                   keep_measured=job.keep_measured)
         if b == 0:
             _write_config(job)
         for k, path in enumerate(paths):
@@ -106,5 +109,5 @@ def _summarise(results: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 def _write_config(job: RestoreJob) -> None:
     config = {**job.spec.describe(), "seed": job.seed, "simulate": job.simulate, "batch_size": job.batch_size,
-              "resize": job.resize, "inputs": [str(p) for p in job.inputs]}
+              "resize": job.resize, "keep_measured": job.keep_measured, "inputs": [str(p) for p in job.inputs]}
     io.atomic_write_bytes(job.output / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())

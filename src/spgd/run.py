@@ -100,8 +100,9 @@ def load_measured(spec: RunSpec, operator: Operator, paths: Sequence[Path], resi
 
 def restore_batch(spec: RunSpec, seeds: list[int], clean: Tensor | None = None, measured: Tensor | None = None,
                   operator: Operator | None = None, trace: Trace | None = None,
-                  progress: bool = True) -> BatchResult:
-    """Restore one batch: simulate the measurement of `clean` ([0, 1]) with `seeds`, or take `measured` y.
+                  progress: bool = True, keep_measured: bool = False) -> BatchResult:
+    """Restore one batch: simulate the measurement of `clean` ([0, 1]) with `seeds`, or take `measured` y;
+    `keep_measured` puts the pixels y measures directly back into the result (`spgd.restore`).
 
     A diverging image does not stop the others: it is reported in `failed_steps` (and comes back NaN).
     """
@@ -110,7 +111,7 @@ def restore_batch(spec: RunSpec, seeds: list[int], clean: Tensor | None = None, 
     operator = operator or spec.make_operator()
     y = simulate(clean, operator, seeds) if clean is not None else measured
     trace = trace or Trace(keep_images=False, curves=False)
-    restored = restore(y, operator, spec.prior, sampler=spec.sampler, seed=seeds,
+    restored = restore(y, operator, spec.prior, sampler=spec.sampler, seed=seeds, keep_measured=keep_measured,
                        **{**spec.settings, "on_nan": "mark", "trace": trace, "progress": progress}).cpu()
     failed = [trace.failed.get(k, -1 if bool(torch.isnan(restored[k]).any()) else None)
               for k in range(len(seeds))]
