@@ -18,6 +18,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from . import io
+from .grids import grid_row, labelled_grid
 from .metrics import image_scores
 from .run import RunSpec, load_clean, load_measured, restore_batch
 from .samplers import Trace
@@ -94,11 +95,12 @@ def run_restore(job: RestoreJob, trace_factory: Callable[[], Trace] | None = Non
                 if clean is not None:
                     entry.update(image_scores(result.restored[k], clean[k].cpu()))
             results[path.name] = entry
-            rows.append(([clean[k].cpu()] if clean is not None else []) + [result.preview[k], result.restored[k]])
+            rows.append(grid_row(clean[k].cpu() if clean is not None else None, result.preview[k],
+                                 result.restored[k], entry))
     summary = _summarise(results)
     failed = [name for name, entry in results.items() if entry["failed"]]
     io.save_json({"images": results, "mean": summary, "failed": failed}, job.output / "metrics.json")
-    io.save_image(io.image_grid(rows), job.output / "grid.png")
+    io.save_image(labelled_grid(rows).image, job.output / "grid.png")
     return {"images": results, "mean": summary, "failed": failed}
 
 
