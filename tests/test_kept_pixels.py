@@ -62,3 +62,18 @@ def test_keep_measured_asks_the_operator_and_leaves_other_operators_alone(one_th
     y = spgd.simulate(x, blur, seed=1)
     assert torch.equal(spgd.restore(y, blur, prior, seed=1, keep_measured=True, **settings),
                        spgd.restore(y, blur, prior, seed=1, **settings))
+
+
+def test_the_kept_pixels_benchmark_scores_known_pixels_holes_and_overall(tmp_path, one_thread):
+    from .conftest import bench_script
+
+    data = tmp_path / "faces"
+    data.mkdir()
+    for seed in range(2):
+        write_face_like(data / f"{seed}.png", seed=seed)
+    results = bench_script("kept_pixels").main(["--data", str(data), "--limit", "2", "--tasks", "inpainting_box",
+                                                "--set", "steps=2", "inner_steps=1", "sigma_max=5.0", "mean_of=1"])
+    sampler, kept = results["inpainting_box"]["sampler"], results["inpainting_box"]["kept"]
+    assert kept["holes"] == sampler["holes"]  # only the known pixels change
+    assert kept["known"] > sampler["known"] + 5 and kept["overall"] > sampler["overall"]
+    assert 30 < kept["known"] < 34  # the measurement's own noise (sigma 0.05 in [-1, 1]): about 32 dB
