@@ -65,7 +65,8 @@ def test_make_spec_records_where_each_setting_comes_from():
     assert spec.layers[LAYERS[1]] == preset_settings(load_task("super_resolution"), "spgd")
     assert spec.layers[LAYERS[2]] == prior.recommended("super_resolution", "spgd")
     assert spec.layers[LAYERS[3]] == {"lr": 3.0}
-    rows = dict(zip(spec.settings, spec.setting_rows()))
+    rows = spec.setting_rows()
+    assert list(rows) == list(spec.settings)
     assert rows["lr"] == {LAYERS[0]: 1.0, LAYERS[1]: 7.0, LAYERS[2]: 15.0, LAYERS[3]: 3.0, "value": 3.0,
                           "from": LAYERS[3]}
     assert rows["steps"]["from"] == LAYERS[2] and rows["beta"] == {LAYERS[0]: 0.9, "value": 0.9, "from": LAYERS[0]}

@@ -414,7 +414,7 @@ def settings_table(spec: Any) -> str:
 
     head = ["setting", *LAYERS, "runs with", "from"]
     rows = [[key, *(shown_value(row[n]) if n in row else "-" for n in LAYERS), shown_value(row["value"]), row["from"]]
-            for key, row in zip(spec.settings, spec.setting_rows())]
+            for key, row in spec.setting_rows().items()]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 1)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) + "  " + r[-1] for r in [head, *rows])
 

@@ -49,13 +49,13 @@ class RunSpec:
         return {"model": self.model_name, "operator": operator, "sampler": self.sampler,
                 "sampler_settings": dict(self.settings), "recommended_by_the_prior": dict(self.recommended)}
 
-    def setting_rows(self) -> list[dict[str, Any]]:
-        """Per setting, its value in each layer that sets it ({layer name: value}, see `spgd.tasks.LAYERS`),
-        the resolved value ("value") and the layer it comes from ("from")."""
-        rows = []
+    def setting_rows(self) -> dict[str, dict[str, Any]]:
+        """{setting: its value in each layer that sets it ({layer name: value}, see `spgd.tasks.LAYERS`),
+        the resolved value ("value") and the layer it comes from ("from")}."""
+        rows = {}
         for key, value in self.settings.items():
             row = {name: layer[key] for name, layer in self.layers.items() if key in layer}
-            rows.append({**row, "value": value, "from": next(n for n in reversed(self.layers) if key in self.layers[n])})
+            rows[key] = {**row, "value": value, "from": next(n for n in reversed(self.layers) if key in self.layers[n])}
         return rows
 
 

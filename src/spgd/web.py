@@ -320,12 +320,11 @@ class WebApp:
         `spgd tasks TASK` shows them), and a note that names every setting not at the sampler's default."""
         spec = make_spec(self.prior(model if model is not None else next(iter(self.priors))), check_task(task),
                          sampler)
-        sources = {row["from"]: [] for row in spec.setting_rows()}
-        for key, row in zip(spec.settings, spec.setting_rows()):
-            sources[row["from"]].append(f"{key} {shown_value(row['value'])}")
+        rows, sources = spec.setting_rows(), {}
+        for key, row in rows.items():
+            sources.setdefault(row["from"], []).append(f"{key} {shown_value(row['value'])}")
         changed = "; ".join(f"{', '.join(keys)} ({source})" for source, keys in sources.items() if source != LAYERS[0])
         note = load_task(task).get("description", "") + f". Runs with {changed or f'the defaults of {sampler}'}"
-        rows = dict(zip(spec.settings, spec.setting_rows()))
         form: dict[str, Any] = {"mask": False, "kernel": False, "measured": True, "required": False,
                                 "steps": spec.settings.get("steps"), "lr": spec.settings.get("lr"),
                                 "steps_from": rows.get("steps", {}).get("from"), "lr_from": rows.get("lr", {}).get("from"),
