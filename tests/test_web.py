@@ -213,7 +213,7 @@ def test_a_drawn_kernel_is_the_one_simulating_draws_and_restores_a_measurement(a
 def test_task_form_follows_the_operator(app):
     assert app.task_form("inpainting_box", "spgd") | {"note": ""} == {
         "mask": True, "kernel": False, "measured": True, "required": True, "steps": 200, "lr": 2.5,
-        "has_lr": True, "note": ""}
+        "steps_from": "sampler default", "lr_from": "task preset", "has_lr": True, "note": ""}
     motion = app.task_form("motion_blur", "deqir")
     assert motion["kernel"] and motion["required"] and not motion["has_lr"] and motion["steps"] == 100
     assert not app.task_form("phase_retrieval", "spgd")["measured"]

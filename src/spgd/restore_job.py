@@ -18,6 +18,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from . import io, threads
+from .grids import grid_row, labelled_grid
 from .metrics import image_scores
 from .run import RunSpec, load_clean, load_measured, restore_batch
 from .samplers import Trace
@@ -37,6 +38,7 @@ class RestoreJob:
     simulate: bool = False
     resize: bool = False
     overwrite: bool = False
+    keep_measured: bool = True  # the pixels the measurement holds as they are come back unchanged
 
 
 def check_outputs(job: RestoreJob) -> None:
@@ -73,11 +75,13 @@ def run_restore(job: RestoreJob, trace_factory: Callable[[], Trace] | None = Non
         trace = trace_factory() if trace_factory is not None else None
         if job.simulate:
             clean = load_clean(job.spec, paths, job.resize)
-            result = restore_batch(job.spec, seeds, clean=clean, operator=operator, trace=trace)
+            result = restore_batch(job.spec, seeds, clean=clean, operator=operator, trace=trace,
+                                   keep_measured=job.keep_measured)
         else:
             clean = None
             y = load_measured(job.spec, operator, paths, job.resize)
-            result = restore_batch(job.spec, seeds, measured=y, operator=operator, trace=trace)
+            result = restore_batch(job.spec, seeds, measured=y, operator=operator, trace=trace,
+                                   keep_measured=job.keep_measured)
         if b == 0:
             _write_config(job)
         for k, path in enumerate(paths):
@@ -91,11 +95,12 @@ def run_restore(job: RestoreJob, trace_factory: Callable[[], Trace] | None = Non
                 if clean is not None:
                     entry.update(image_scores(result.restored[k], clean[k].cpu()))
             results[path.name] = entry
-            rows.append(([clean[k].cpu()] if clean is not None else []) + [result.preview[k], result.restored[k]])
+            rows.append(grid_row(clean[k].cpu() if clean is not None else None, result.preview[k],
+                                 result.restored[k], entry))
     summary = _summarise(results)
     failed = [name for name, entry in results.items() if entry["failed"]]
     io.save_json({"images": results, "mean": summary, "failed": failed}, job.output / "metrics.json")
-    io.save_image(io.image_grid(rows), job.output / "grid.png")
+    io.save_image(labelled_grid(rows).image, job.output / "grid.png")
     return {"images": results, "mean": summary, "failed": failed}
 
 
@@ -106,5 +111,6 @@ def _summarise(results: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 def _write_config(job: RestoreJob) -> None:
     config = {**job.spec.describe(), "seed": job.seed, "simulate": job.simulate, "batch_size": job.batch_size,
-              "resize": job.resize, "inputs": [str(p) for p in job.inputs], "cpu_threads": threads.describe()}
+              "resize": job.resize, "keep_measured": job.keep_measured, "inputs": [str(p) for p in job.inputs],
+              "cpu_threads": threads.describe()}
     io.atomic_write_bytes(job.output / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())

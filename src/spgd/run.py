@@ -16,7 +16,7 @@ from .api import restore, simulate, to_model_range
 from .operators import Operator, load_mask, make_operator
 from .protocols import Denoiser
 from .samplers import Trace
-from .tasks import load_task, resolve_settings
+from .tasks import load_task, setting_layers
 
 
 @dataclass
@@ -30,6 +30,7 @@ class RunSpec:
     device: str = "cpu"
     model_name: str = ""
     recommended: dict[str, Any] = field(default_factory=dict)  # the part of `settings` the prior chose
+    layers: dict[str, dict[str, Any]] = field(default_factory=dict)  # where `settings` came from (make_spec)
 
     def make_operator(self) -> Operator:
         """A fresh operator (random parameters not drawn yet) on the run's device."""
@@ -48,13 +49,22 @@ class RunSpec:
         return {"model": self.model_name, "operator": operator, "sampler": self.sampler,
                 "sampler_settings": dict(self.settings), "recommended_by_the_prior": dict(self.recommended)}
 
+    def setting_rows(self) -> dict[str, dict[str, Any]]:
+        """{setting: its value in each layer that sets it ({layer name: value}, see `spgd.tasks.LAYERS`),
+        the resolved value ("value") and the layer it comes from ("from")}."""
+        rows = {}
+        for key, value in self.settings.items():
+            row = {name: layer[key] for name, layer in self.layers.items() if key in layer}
+            rows[key] = {**row, "value": value, "from": next(n for n in reversed(self.layers) if key in self.layers[n])}
+        return rows
+
 
 def make_spec(prior: Denoiser, task: str | Path, sampler: str = "spgd", operator: dict[str, Any] | None = None,
               settings: dict[str, Any] | None = None, *, mask: Path | None = None, kernel: Path | None = None,
               device: str = "cpu", model_name: str = "") -> RunSpec:
     """The resolved run of a task preset (name or YAML file): operator parameters (preset < `operator` <
     a mask or kernel file) and sampler settings (defaults < preset < the prior's recommended <
-    `settings`), each checked against what the operator or sampler accepts."""
+    `settings`), each checked against what the operator or sampler accepts; `layers` keeps each layer."""
     preset = load_task(task)
     params = {**preset["operator"], **(operator or {})}
     if mask is not None:
@@ -62,9 +72,15 @@ def make_spec(prior: Denoiser, task: str | Path, sampler: str = "spgd", operator
     if kernel is not None:
         params["kernel"] = io.load_kernel(kernel)
     recommended = getattr(prior, "recommended", lambda *_: {})(Path(str(task)).stem, sampler)
-    resolved = resolve_settings(sampler, preset, settings, recommended)
+    layers = setting_layers(sampler, preset, settings, recommended)
+    resolved = {key: value for layer in layers.values() for key, value in layer.items()}
     return RunSpec(prior=prior, operator=params, sampler=sampler, settings=resolved, device=device,
-                   model_name=model_name, recommended=recommended)
+                   model_name=model_name, recommended=recommended, layers=layers)
+
+
+def shown_value(value: Any) -> str:
+    """A setting's value as `spgd tasks` and the page show it (floats without trailing zeros)."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @dataclass
@@ -100,8 +116,9 @@ def load_measured(spec: RunSpec, operator: Operator, paths: Sequence[Path], resi
 
 def restore_batch(spec: RunSpec, seeds: list[int], clean: Tensor | None = None, measured: Tensor | None = None,
                   operator: Operator | None = None, trace: Trace | None = None,
-                  progress: bool = True) -> BatchResult:
-    """Restore one batch: simulate the measurement of `clean` ([0, 1]) with `seeds`, or take `measured` y.
+                  progress: bool = True, keep_measured: bool = False) -> BatchResult:
+    """Restore one batch: simulate the measurement of `clean` ([0, 1]) with `seeds`, or take `measured` y;
+    `keep_measured` puts the pixels y measures directly back into the result (`spgd.restore`).
 
     A diverging image does not stop the others: it is reported in `failed_steps` (and comes back NaN).
     """
@@ -110,7 +127,7 @@ def restore_batch(spec: RunSpec, seeds: list[int], clean: Tensor | None = None, 
     operator = operator or spec.make_operator()
     y = simulate(clean, operator, seeds) if clean is not None else measured
     trace = trace or Trace(keep_images=False, curves=False)
-    restored = restore(y, operator, spec.prior, sampler=spec.sampler, seed=seeds,
+    restored = restore(y, operator, spec.prior, sampler=spec.sampler, seed=seeds, keep_measured=keep_measured,
                        **{**spec.settings, "on_nan": "mark", "trace": trace, "progress": progress}).cpu()
     failed = [trace.failed.get(k, -1 if bool(torch.isnan(restored[k]).any()) else None)
               for k in range(len(seeds))]

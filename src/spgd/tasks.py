@@ -22,6 +22,14 @@ def task_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("spgd.configs").iterdir() if p.name.endswith(".yaml"))
 
 
+def default_task() -> str:
+    """The preset a form starts with: the one marked `default: true` (the README's first command's task)."""
+    marked = [name for name in task_names() if load_task(name).get("default") is True]
+    if len(marked) != 1:
+        raise RuntimeError(f"exactly one task preset must be marked default: true, found {marked}")
+    return marked[0]
+
+
 def load_task(name_or_path: str | Path) -> dict[str, Any]:
     """A task preset by name (see `task_names()`) or from a YAML file."""
     path = Path(name_or_path)
@@ -44,19 +52,32 @@ def preset_settings(task: Mapping[str, Any], sampler: str) -> dict[str, Any]:
     return copy.deepcopy(dict(task.get(sampler) or {}))
 
 
+LAYERS = ("sampler default", "task preset", "prior's recommendation", "passed by you")
+
+
+def setting_layers(sampler: str, task: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
+                   recommended: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """The layers a run's settings resolve from, in order, each over the one before: {layer name (see
+    `LAYERS`): the settings it sets}. The first holds every setting of `sampler`; the others only what
+    they change (integers cast as the defaults are). Keys a sampler does not have are a ValueError that
+    lists the ones it has."""
+    defaults = sampler_settings(sampler)
+    layers = {LAYERS[0]: dict(defaults)}
+    for name, source, layer in ((LAYERS[1], "the task preset", preset_settings(task, sampler)),
+                                (LAYERS[2], "the prior's recommended settings", dict(recommended or {})),
+                                (LAYERS[3], "the overrides", dict(overrides or {}))):
+        check_settings(sampler, layer, source)
+        layers[name] = {k: int(v) if type(defaults[k]) is int else v for k, v in layer.items()}
+    return layers
+
+
 def resolve_settings(sampler: str, task: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
                      recommended: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Every setting of `sampler` for this run: defaults < task preset < prior's recommended < overrides.
-
-    Keys a sampler does not have are a ValueError that lists the ones it has.
-    """
-    layers = [("the task preset", preset_settings(task, sampler)), ("the prior's recommended settings",
-              dict(recommended or {})), ("the overrides", dict(overrides or {}))]
-    defaults = sampler_settings(sampler)
-    settings = dict(defaults)
-    for source, layer in layers:
-        check_settings(sampler, layer, source)
-        settings.update({k: int(v) if type(defaults[k]) is int else v for k, v in layer.items()})
+    """Every setting of `sampler` for this run: defaults < task preset < prior's recommended < overrides
+    (`setting_layers` merged)."""
+    settings: dict[str, Any] = {}
+    for layer in setting_layers(sampler, task, overrides, recommended).values():
+        settings.update(layer)
     return settings
 
 

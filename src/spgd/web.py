@@ -38,10 +38,10 @@ from .io import ImageError
 from .priors import CheckpointError
 from .protocols import Denoiser
 from .restore_job import RestoreJob, run_restore
-from .run import RunSpec, make_spec
-from .samplers import SAMPLERS, DivergenceError, Trace, check_settings, sampler_settings
+from .run import RunSpec, make_spec, shown_value
+from .samplers import SAMPLERS, DivergenceError, Trace, check_settings
 from .seeding import make_generators
-from .tasks import load_task, parse_key_values, resolve_settings, task_names
+from .tasks import LAYERS, default_task, load_task, parse_key_values, task_names
 from .weights import MissingWeightsError, WeightsFetchError, WeightsIntegrityError, weights_path
 
 log = logging.getLogger("spgd.web")
@@ -313,16 +313,24 @@ class WebApp:
         canvas = {"background": upscale(fitted, (height * factor, width * factor)), "layers": [], "composite": None}
         return view(path), canvas
 
-    def task_form(self, task: str, sampler: str) -> dict[str, Any]:
-        """What the form shows for `task` and `sampler`: whether the operator takes a mask and/or a kernel,
-        whether its measurements are images, the preset's steps and learning rate, and a note."""
-        preset = load_task(check_task(task))
-        settings = resolve_settings(sampler, preset)
+    def task_form(self, task: str, sampler: str, model: str | None = None) -> dict[str, Any]:
+        """What the form shows for `task`, `sampler` and the prior `model` (default: the first offered):
+        whether the operator takes a mask and/or a kernel, whether its measurements are images, the
+        steps and learning rate a restore runs with and the layer each comes from (`make_spec`, as
+        `spgd tasks TASK` shows them), and a note that names every setting not at the sampler's default."""
+        spec = make_spec(self.prior(model if model is not None else next(iter(self.priors))), check_task(task),
+                         sampler)
+        rows, sources = spec.setting_rows(), {}
+        for key, row in rows.items():
+            sources.setdefault(row["from"], []).append(f"{key} {shown_value(row['value'])}")
+        changed = "; ".join(f"{', '.join(keys)} ({source})" for source, keys in sources.items() if source != LAYERS[0])
+        note = load_task(task).get("description", "") + f". Runs with {changed or f'the defaults of {sampler}'}"
         form: dict[str, Any] = {"mask": False, "kernel": False, "measured": True, "required": False,
-                                "steps": settings.get("steps"), "lr": settings.get("lr"),
-                                "has_lr": "lr" in sampler_settings(sampler), "note": preset.get("description", "")}
+                                "steps": spec.settings.get("steps"), "lr": spec.settings.get("lr"),
+                                "steps_from": rows.get("steps", {}).get("from"), "lr_from": rows.get("lr", {}).get("from"),
+                                "has_lr": "lr" in spec.settings, "note": note}
         try:
-            operator = make_spec(next(iter(self.priors.values())), task, sampler).make_operator()
+            operator = spec.make_operator()
         except USER_ERRORS as exc:
             form["note"] += f". This task cannot run here: {exc}"
             return form
@@ -627,7 +635,7 @@ def build_page(app: WebApp) -> Any:
                                      elem_id="image_file")
                 demo = gr.Button(f"Use the demo face ({DEMO_INPUTS[0]})", size="sm", elem_id="demo")
                 with gr.Row():
-                    task = gr.Dropdown(tasks, value=tasks[0], label="Task", elem_id="task")
+                    task = gr.Dropdown(tasks, value=default_task(), label="Task", elem_id="task")
                     sampler = gr.Dropdown(samplers, value="spgd", label="Sampler", elem_id="sampler")
                 note = gr.Markdown(elem_id="task_note")
                 mode = gr.Radio([SIMULATE, MEASURED], value=SIMULATE, label="The image is", elem_id="mode")
@@ -691,14 +699,15 @@ def build_page(app: WebApp) -> Any:
             except PageError as exc:
                 raise _page_error(gr, exc) from None
 
-        def on_task(chosen_task: str, chosen_sampler: str) -> tuple[Any, ...]:
-            form = app.task_form(chosen_task, chosen_sampler)
-            lr_info = f"preset: {form['lr']:g}" if form["has_lr"] else f"{chosen_sampler} has no learning rate"
+        def on_task(chosen_task: str, chosen_sampler: str, chosen_model: str) -> tuple[Any, ...]:
+            form = app.task_form(chosen_task, chosen_sampler, chosen_model)
+            lr_info = (f"runs with {form['lr']:g} ({form['lr_from']})" if form["has_lr"]
+                       else f"{chosen_sampler} has no learning rate")
             def box(shown: bool) -> Any:
                 return gr.update(visible=True, open=form["required"]) if shown else gr.update(visible=False)
 
             return (box(form["mask"]), box(form["kernel"]), form["note"],
-                    gr.update(info=f"preset: {form['steps']}"),
+                    gr.update(info=f"runs with {form['steps']} ({form['steps_from']})"),
                     gr.update(info=lr_info, interactive=form["has_lr"], value=None),
                     gr.update(value=SIMULATE) if not form["measured"] else gr.update())
 
@@ -745,9 +754,9 @@ def build_page(app: WebApp) -> Any:
         image_file.change(on_image, [image_file, model], [before, mask_drawing])
         model.change(on_image, [image_file, model], [before, mask_drawing])
         demo.click(lambda: str(resolve_input(DEMO_INPUTS[0])), None, image_file)
-        for trigger in (task.change, sampler.change):
-            trigger(on_task, [task, sampler], [mask_box, kernel_box, note, steps, lr, mode])
-        page.load(on_task, [task, sampler], [mask_box, kernel_box, note, steps, lr, mode])
+        for trigger in (task.change, sampler.change, model.change):
+            trigger(on_task, [task, sampler, model], [mask_box, kernel_box, note, steps, lr, mode])
+        page.load(on_task, [task, sampler, model], [mask_box, kernel_box, note, steps, lr, mode])
         draw_kernel.click(on_draw_kernel, [task, model, seed], [kernel_file, kernel_view])
         kernel_file.change(on_kernel, kernel_file, kernel_view)
         running = run.click(on_run, [image_file, task, mode, sampler, model, steps, lr, seed, resize, extra,

@@ -109,6 +109,11 @@ class Operator(torch.nn.Module):
         """A measured image file (in [-1, 1]) as the measurement y this operator produces."""
         return image
 
+    def with_measured(self, x: Tensor, y: Tensor) -> Tensor | None:
+        """x with the entries that y measures directly (pixels y holds as they are, e.g. the known
+        pixels of inpainting) replaced by y's values; None when y measures no entry of x directly."""
+        return None
+
     def unset_parameters(self) -> list[str]:
         """Parameters drawn at random when simulating that a real measurement must come with (unset now)."""
         return []

@@ -159,6 +159,10 @@ class Inpainting(Operator):
         """A damaged photo becomes y by zeroing its unknown pixels, as `A` does."""
         return self.A(image)
 
+    def with_measured(self, x: Tensor, y: Tensor) -> Tensor:
+        """x with the known pixels (mask 1) taken from y: a measured photo's own pixels, unchanged."""
+        return torch.where(self._mask_for(x) > 0.5, y.to(x.dtype), x)
+
     def unset_parameters(self) -> list[str]:
         return ["mask"] if self.mask is None else []
 
