@@ -3,7 +3,8 @@
 Every case must end with a clear outcome: a non-zero exit with one error line on stderr (warnings about
 single skipped images may precede it), naming the file or flag and what is wrong, and never a traceback. The script fails (exit 1) if any case does
 not. It runs the CLI in this process (fast), on the tiny reference model of ../shared when present,
-else on the built-in prior; each case that reaches a restore runs two steps.
+else on the built-in prior; each case that reaches a restore runs two steps. The oversized images are PNG
+headers that claim their size and hold no pixels (`raw_png`).
 
     python bench/bad_inputs.py [--out docs/errors.md]
 """
@@ -14,8 +15,10 @@ import contextlib
 import io
 import os
 import sys
+import struct
 import tempfile
 import traceback
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +31,19 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT.parent / "shared" / "reference" / "tiny_adm64.pt"
 FAST = ["--steps", "2", "--inner-steps", "1"]
 PRIOR_NOTICE = "spgd: prior: "  # the line naming the loaded prior: information, not part of the answer
+
+
+def raw_png(path: Path, width: int, height: int, scanlines: bytes = b"", bit_depth: int = 8,
+            colour_type: int = 2) -> Path:
+    """A PNG written by hand: its header (width x height; colour type 2 = RGB) and the filtered `scanlines`
+    as its pixel data. With none, it claims a size it does not hold: an oversized image, cheaply."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(scanlines)) +
+                     chunk(b"IEND", b""))
+    return path
 
 
 def prepare(folder: Path) -> dict[str, str]:
@@ -45,6 +61,8 @@ def prepare(folder: Path) -> dict[str, str]:
     image("low.png", (16, 16))
     image("low_wrong.png", (20, 20))
     image("mask_small.png", (32, 32), channels=1)
+    for name, size in (("huge.png", (15000, 15000)), ("large.png", (8000, 6000))):
+        files[name] = str(raw_png(folder / name, *size))
     (folder / "random.png").write_bytes(rng.bytes(500))
     files["random.png"] = str(folder / "random.png")
     data = (folder / "face.png").read_bytes()
@@ -74,6 +92,10 @@ def prepare(folder: Path) -> dict[str, str]:
     earlier.mkdir()
     (earlier / "config.yaml").write_text("model: x\n")
     files["earlier_run"] = str(earlier)
+    rgba = np.dstack([rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), np.full((64, 64), 255, np.uint8)])
+    rgba[:8, :8, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(folder / "transparent.png")
+    files["transparent.png"] = str(folder / "transparent.png")
     return files
 
 
@@ -85,6 +107,10 @@ def cases(f: dict[str, str], model: str, out: str) -> list[tuple[str, list[str]]
     return [
         ("image file of random bytes", [*restore, "-t", "hdr", "--simulate", "-i", f["random.png"]]),
         ("truncated PNG", [*restore, "-t", "hdr", "--simulate", "-i", f["truncated.png"]]),
+        ("image of 15000x15000 pixels (225 megapixels)", [*restore, "-t", "hdr", "--simulate", "-i", f["huge.png"]]),
+        ("image of 8000x6000 pixels (48 megapixels)", [*restore, "-t", "hdr", "--simulate", "-i", f["large.png"]]),
+        ("transparent pixels for a task that cannot leave pixels out",
+         [*restore, "-t", "super_resolution", "--simulate", "-i", f["transparent.png"]]),
         ("image of the wrong size, no --resize", [*restore, "-t", "hdr", "--simulate", "-i", f["big.png"]]),
         ("input file that does not exist", [*restore, "-t", "hdr", "-i", "missing.png"]),
         ("input folder without images", [*restore, "-t", "hdr", "-i", f["empty"]]),
@@ -100,6 +126,7 @@ def cases(f: dict[str, str], model: str, out: str) -> list[tuple[str, list[str]]
         ("unknown architecture", [*restore, "--arch", "ffhq1024", "-t", "hdr", *face]),
         ("built-in prior that does not exist", ["restore", "-o", out, "-m", "builtin:cats", "-t", "hdr", *face]),
         ("inpainting mask of the wrong size", [*restore, "-t", "inpainting_box", *face, "--mask", f["mask_small.png"]]),
+        ("inpainting mask of 15000x15000 pixels", [*restore, "-t", "inpainting_box", *face, "--mask", f["huge.png"]]),
         ("mask file that is not an image", [*restore, "-t", "inpainting_box", *face, "--mask", f["random.png"]]),
         ("mask for a task without one", [*restore, "-t", "super_resolution", *face, "--mask", f["face.png"]]),
         ("blur kernel of even size", [*restore, "-t", "gaussian_blur", *face, "--kernel", f["even.npy"]]),

@@ -1,9 +1,11 @@
 """Shared fixtures and the rule for ../shared.
 
 Tests that read the project's ../shared folder (reference outputs, key lists, the tiny model, demo
-images) are marked `shared`: they skip with the reason when the folder is absent, and fail when it
-is present but a file is missing. If ../shared is present and no shared test passed, the session
-fails: a run that silently skipped them all must not look green.
+images) are marked `shared`: they skip when the folder is absent, with a reason that names the file,
+what it is and that a clone of the repository does not have it, and fail when the folder is present
+but a file is missing. If ../shared is present and no shared test passed, the session fails: a run
+that silently skipped them all must not look green. SPGD_SHARED=PATH points at another copy of the
+folder (SPGD_SHARED=/nonexistent runs the suite as on a bare clone).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(os.environ.get("SPGD_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 REFERENCE = SHARED / "reference"
 DATASETS = SHARED / "datasets"
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -34,10 +36,22 @@ def pytest_configure(config) -> None:
 SHARED_FIXTURES = {"tiny_prior_path", "tiny_prior", "golden", "ffhq_demo", "cases"}
 
 
+SHARED_FILES = {  # what each file of ../shared the tests read is, for the skip reason
+    "tiny_adm64.pt": "a tiny ADM model the reference outputs were computed with",
+    "spgd_cases.pt": "outputs of the published SPGD code on the tiny model, step by step",
+    "lpips": "LPIPS reference example images with their published scores",
+    "ffhq-demo": "10 FFHQ faces at 256x256",
+}
+
+
 def need(path: Path) -> Path:
-    """`path` inside ../shared: skip without the folder, fail if the folder lacks it."""
+    """`path` inside ../shared: skip without the folder (the reason says what the file is and that a clone
+    lacks it), fail if the folder is there but lacks the file."""
     if not SHARED.is_dir():
-        pytest.skip(f"reference data not found at {path} (the project's ../shared folder is absent)")
+        what = SHARED_FILES.get(path.name, "the state-dict keys of a public checkpoint's architecture"
+                                if path.name.startswith("adm_keys_") else "reference data")
+        pytest.skip(f"needs the project's ../shared folder, which a clone of the repository does not have: "
+                    f"{path.relative_to(SHARED)} ({what}); SPGD_SHARED=PATH points at a copy")
     if not path.exists():
         pytest.fail(f"{path} is missing from the project's ../shared folder")
     return path

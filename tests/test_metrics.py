@@ -82,6 +82,7 @@ def test_ssim_matches_skimage():
 # --- LPIPS ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize("net, expected", [("alex", (0.722, 0.138)), ("vgg", (0.569, 0.422))])
 def test_lpips_reference_examples(weights, net, expected):
     folder = need(REFERENCE / "lpips")

@@ -12,6 +12,7 @@ from spgd.schedule import vp_t_to_sigma as t_to_sigma
 from .conftest import REFERENCE, need
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize("preset", ["ffhq256", "imagenet256"])
 def test_preset_state_dict_matches_public_checkpoint_keys(preset):
     rows = need(REFERENCE / f"adm_keys_{preset}.tsv").read_text().strip().splitlines()

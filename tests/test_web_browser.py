@@ -1,8 +1,9 @@
 """`spgd serve` end to end in a real browser: Chromium (Debian's package) driven by Playwright.
 
-The server runs as `spgd serve` on a free loopback port; a face is uploaded and restored on the tiny
-model in a few steps, the result is checked against `spgd restore` with the same settings (the same
-PNG bytes), and a broken upload shows the command line's message while the server goes on.
+The server runs as `spgd serve` on a free loopback port with the built-in prior (no ../shared needed:
+these tests run on a bare clone); a face is uploaded and restored in a few steps, one run each
+(mean_of=1), the result is checked against `spgd restore` with the same settings (the same PNG bytes),
+and a broken upload shows the command line's message while the server goes on.
 
 Skips, naming what is missing, without gradio, playwright or a Chromium binary (`apt-get install
 chromium`; set SPGD_CHROMIUM to use another binary). SPGD_WEB_SCREENSHOT=docs/web.png also writes the
@@ -35,7 +36,7 @@ CHROMIUM = os.environ.get("SPGD_CHROMIUM") or shutil.which("chromium") or shutil
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 STEPS = int(os.environ.get("SPGD_WEB_STEPS", "3"))
-SETTINGS = "inner_steps=1 sigma_max=5" if STEPS <= 5 else "sigma_max=10"
+SETTINGS = "inner_steps=1 sigma_max=5 mean_of=1" if STEPS <= 5 else "sigma_max=10 mean_of=1"
 TIMEOUT_MS = 120_000 + 5_000 * STEPS  # a busy single core: chromium, the server and pytest share it
 
 
@@ -47,15 +48,15 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_prior_path, tmp_path_factory):
-    """`spgd serve` with the tiny model on a free loopback port; yields (url, process)."""
+def server(tmp_path_factory):
+    """`spgd serve` with the built-in prior (its default) on a free loopback port; yields (url, process)."""
     folder = tmp_path_factory.mktemp("serve")
     port = free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(folder / "gradio"),
            "OMP_NUM_THREADS": "1"}
     log = open(folder / "server.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "spgd", "serve", "--model", str(tiny_prior_path), "--port",
-                                str(port), "--threads", "1", "--runs-dir", str(folder / "runs")],
+    process = subprocess.Popen([sys.executable, "-m", "spgd", "serve", "--port", str(port), "--threads", "1",
+                                "--runs-dir", str(folder / "runs")],
                                stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 120
@@ -112,7 +113,7 @@ def choose(page, dropdown: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).click()
 
 
-def test_restore_a_face_in_the_browser_equals_the_cli(page, server, tiny_prior_path, tmp_path, one_thread):
+def test_restore_a_face_in_the_browser_equals_the_cli(page, server, tmp_path, one_thread):
     from spgd.demo import resolve_input
 
     face = tmp_path / "face.png"
@@ -141,7 +142,7 @@ def test_restore_a_face_in_the_browser_equals_the_cli(page, server, tiny_prior_p
     if os.environ.get("SPGD_WEB_SCREENSHOT"):
         keep_small_screenshot(tmp_path / "screenshot.png", Path(os.environ["SPGD_WEB_SCREENSHOT"]))
     cli = tmp_path / "cli"
-    assert main(["restore", "-i", str(face), "-t", "super_resolution", "-m", str(tiny_prior_path), "--simulate",
+    assert main(["restore", "-i", str(face), "-t", "super_resolution", "--simulate",
                  "--resize", "--steps", str(STEPS), "--set", *SETTINGS.split(), "--seed", "1", "--threads", "1",
                  "-o", str(cli)]) == 0
     assert restored == (cli / "face.png").read_bytes()
@@ -171,7 +172,7 @@ def test_a_broken_upload_shows_the_error_and_the_server_goes_on(page, server, tm
     page.set_input_files("#image_file input[type=file]", str(write_face_like(tmp_path / "good.png", seed=3)))
     page.wait_for_selector("#before img")
     page.fill("#steps input", "2")
-    page.fill("#extra textarea", "inner_steps=1 sigma_max=5")
+    page.fill("#extra textarea", "inner_steps=1 sigma_max=5 mean_of=1")
     page.click("#run")
     page.wait_for_selector("#restored img")
     assert page.inner_text("#status").startswith("Done")
@@ -186,7 +187,7 @@ def test_visitors_queue_and_cancel_stops_the_sampler(page, browser, server):
     page.click("#demo")
     page.wait_for_selector("#before img")
     page.fill("#steps input", "500")
-    page.fill("#extra textarea", "inner_steps=1 sigma_max=5")
+    page.fill("#extra textarea", "inner_steps=1 sigma_max=5 mean_of=1")
     page.click("#run")
     page.wait_for_selector("#progress:has-text('step ')")
     [run] = set(runs.iterdir()) - before
@@ -196,7 +197,7 @@ def test_visitors_queue_and_cancel_stops_the_sampler(page, browser, server):
     other.click("#demo")
     other.wait_for_selector("#before img")
     other.fill("#steps input", "2")
-    other.fill("#extra textarea", "inner_steps=1 sigma_max=5")
+    other.fill("#extra textarea", "inner_steps=1 sigma_max=5 mean_of=1")
     other.click("#run")
     other.wait_for_selector("#live:has-text('queue: 1/1')")  # their place in the queue
     assert "step " in page.inner_text("#progress")  # the first visitor's run is untouched

@@ -1,22 +1,43 @@
 """Image files <-> tensors, atomic writes, and grids a person can look at.
 
-Tensors here are [0, 1] floats, CHW for one image and NCHW for a batch; files are 8-bit PNGs.
+Tensors here are [0, 1] floats, CHW for one image and NCHW for a batch. The rules for the modes of
+input files (`read_image`), and how a result is written back like its input (`save_image(..., like=)`):
+
+- Size: an image over `MAX_IMAGE_PIXELS` (40 megapixels, the command line's and the page's cap) is
+  refused from its header, before its pixels are decoded; so is an unreadable or truncated file.
+- Orientation: an EXIF orientation tag is applied on load; results are written upright, without one.
+- Grayscale (L, 1, I;16, I): the prior sees the gray channel replicated to RGB; the result is written
+  as a one-channel PNG, the mean of the three restored channels (the gray image nearest to them).
+- 16-bit: grayscale PNGs (I;16) are read at 16 bits (scaled by 1/65535) and written back at 16 bits;
+  16-bit colour PNGs are read by Pillow at 8 bits per channel and written at 8.
+- Palette (P) and other colour modes (CMYK, YCbCr, ...) are converted to RGB; results are RGB PNGs.
+- Transparency (RGBA, LA, PA, or a tRNS colour): the alpha channel is kept and put back on the result
+  (resized with the image). A pixel with alpha below `TRANSPARENT_BELOW` (128 of 255) is transparent:
+  unknown to the restore, which only an operator taking unknown pixels can use (see `spgd.run`).
 """
 from __future__ import annotations
 
 import io
 import json
 import os
+import re
 import tempfile
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+MAX_IMAGE_PIXELS = 40_000_000  # the largest image (decoded pixels) spgd reads, on the command line and the page
+TRANSPARENT_BELOW = 128  # alpha (of 255) under which a pixel is transparent: unknown to the restore
+GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N")
+SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # gray, read as I;16 ("I", 32-bit: clipped)
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
 
 class ImageError(ValueError):
@@ -36,23 +57,76 @@ def list_images(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def load_image(path: str | Path, size: int | tuple[int, int] | None = None, resize: bool = False,
-               role: str = "model") -> Tensor:
-    """An RGB image as a 3xHxW float tensor in [0, 1].
+@dataclass
+class InputImage:
+    """An input file as the restore sees it (`pixels`: 3xHxW RGB in [0, 1]) and what its result needs to be
+    written like it: one channel (`gray`), at `bits` per channel, with the file's `alpha` (1xHxW in [0, 1])."""
+
+    pixels: Tensor
+    gray: bool = False
+    bits: int = 8
+    alpha: Tensor | None = None
+
+    def transparent(self) -> Tensor | None:
+        """The transparent pixels (1xHxW bool, alpha below TRANSPARENT_BELOW of 255), or None if there are none."""
+        if self.alpha is None:
+            return None
+        transparent = self.alpha * 255 < TRANSPARENT_BELOW - 0.5
+        return transparent if bool(transparent.any()) else None
+
+    def as_written(self, x: Tensor) -> Tensor:
+        """A 3xHxW result as its file will hold it: for a gray input, the mean of its channels, replicated."""
+        return x.mean(dim=0, keepdim=True).expand_as(x) if self.gray else x
+
+
+def open_image(path: str | Path, what: str = "") -> Image.Image:
+    """The decoded image in `path`, upright (its EXIF orientation applied), or an ImageError naming the file
+    (`what` before its name, e.g. "mask file"): not found, not readable, truncated, or over MAX_IMAGE_PIXELS
+    (refused from the header, before decoding)."""
+    path = Path(path)
+    name = f"{what} {path}" if what else str(path)
+    cap = f"spgd reads images of up to {MAX_IMAGE_PIXELS / 1e6:g} megapixels; downscale it first"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except FileNotFoundError:
+        raise ImageError(f"{name}: file not found") from None
+    except Image.DecompressionBombError as exc:  # Pillow's own cap, checked as it opens: above ours
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(pixels.group(1)) / 1e6:.0f} megapixels" if pixels else "too many pixels"
+        raise ImageError(f"{name}: image has {size}: {cap}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{name}: not a readable image ({exc})") from None
+    with img:
+        if img.width * img.height > MAX_IMAGE_PIXELS:
+            raise ImageError(f"{name}: image is {img.width}x{img.height} (WxH), "
+                             f"{img.width * img.height / 1e6:.0f} megapixels: {cap}")
+        try:
+            img.load()
+            return ImageOps.exif_transpose(img)
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageError(f"{name}: not a readable image ({exc})") from None
+
+
+def read_image(path: str | Path, size: int | tuple[int, int] | None = None, resize: bool = False,
+               role: str = "model") -> InputImage:
+    """An image file as an `InputImage`, following the rules of the module docstring.
 
     With `size` (side or (H, W)) a different size is an error unless `resize`, which centre-crops
-    to the target aspect ratio and resizes with Lanczos filtering. `role` names what needs that
-    size in the message ("model", "measurement"); sizes are written WxH, as image viewers do.
+    to the target aspect ratio and resizes with Lanczos filtering (the alpha channel with it). `role`
+    names what needs that size in the message ("model", "measurement"); sizes are written WxH, as image
+    viewers do.
     """
     path = Path(path)
-    try:
-        with Image.open(path) as img:
-            img.load()
-            img = img.convert("RGB")
-    except FileNotFoundError:
-        raise ImageError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ImageError(f"{path}: not a readable image ({exc})") from None
+    img = open_image(path)
+    gray, bits = img.mode in GRAY_MODES, 16 if img.mode in SIXTEEN_BIT_MODES else 8
+    if bits == 16:
+        img = img if img.mode == "I;16" else img.convert("I;16")
+    elif img.mode in ALPHA_MODES or "transparency" in img.info:
+        img = img.convert("RGBA")
+    else:
+        img = img.convert("RGB")
     if size is not None:
         h, w = (size, size) if isinstance(size, int) else size
         if img.size != (w, h):
@@ -60,8 +134,18 @@ def load_image(path: str | Path, size: int | tuple[int, int] | None = None, resi
                 raise ImageError(f"{path}: image is {img.width}x{img.height} (WxH), the {role} needs {w}x{h}; "
                                  "pass --resize (centre-crop and resize) or resize it first")
             img = center_crop_resize(img, (h, w))
-    array = np.asarray(img, dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    if bits == 16:
+        gray_values = torch.from_numpy(np.asarray(img, dtype=np.float32) / 65535.0).clamp(0, 1)
+        return InputImage(gray_values.expand(3, -1, -1).contiguous(), gray=True, bits=16)
+    array = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+    alpha = array[3:].contiguous() if img.mode == "RGBA" else None
+    return InputImage(array[:3].contiguous(), gray=gray, bits=8, alpha=alpha)
+
+
+def load_image(path: str | Path, size: int | tuple[int, int] | None = None, resize: bool = False,
+               role: str = "model") -> Tensor:
+    """An image file as a 3xHxW RGB float tensor in [0, 1] (`read_image`'s pixels: any alpha dropped)."""
+    return read_image(path, size, resize, role).pixels
 
 
 def load_kernel(path: Path) -> Tensor:
@@ -117,10 +201,20 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
-def save_image(x: Tensor, path: str | Path) -> None:
-    """Save a 3xHxW [0, 1] tensor as an 8-bit PNG, atomically."""
+def save_image(x: Tensor, path: str | Path, like: InputImage | None = None) -> None:
+    """Save a 3xHxW [0, 1] tensor as a PNG, atomically: 8-bit RGB, or written `like` an input (gray as the mean
+    of the channels, at its bits, with its alpha resized to x's size)."""
+    if like is not None and like.gray:
+        gray = torch.nan_to_num(x.detach().float().cpu().mean(dim=0), nan=0.0).clamp(0, 1).numpy()
+        top, dtype = (65535, np.uint16) if like.bits == 16 else (255, np.uint8)
+        img = Image.fromarray((gray * top).round().astype(dtype))
+    else:
+        img = Image.fromarray(to_uint8(x))
+    if like is not None and like.alpha is not None:
+        alpha = Image.fromarray(to_uint8(like.alpha)[..., 0])
+        img.putalpha(alpha.resize(img.size, Image.BILINEAR) if alpha.size != img.size else alpha)
     buf = io.BytesIO()
-    Image.fromarray(to_uint8(x)).save(buf, format="PNG")
+    img.save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
 
 

@@ -60,7 +60,8 @@ class Operator(Protocol):
     """A forward model y = A(x) + noise that answers its own questions.
 
     `supports(name)` says which optional answers it has: "adjoint" (A_adjoint), "pinv" (A_pinv and
-    `null`), "svd" (`svd(shape, device, dtype)`, an `SVD` for image batches of that shape).
+    `null`), "svd" (`svd(shape, device, dtype)`, an `SVD` for image batches of that shape), and, for the
+    apps, "unknown_pixels" (`mark_unknown(unknown)`: it can leave any pixel out, e.g. a transparent one).
     `input_shape(y)` is the image batch shape behind a measurement, `preview(y)` the [0, 1] picture
     a person sees of it. Optional: `with_measured(x, y)`, x with the entries y measures directly put
     back (None, or no such method, when it measures none); `restore(..., keep_measured=True)` asks it.

@@ -3,6 +3,8 @@
 Two input modes. `simulate`: each input is a clean image, degraded here with the seeded operator,
 restored, and scored against the original. Otherwise each input is a measurement (a low-resolution
 image for super-resolution, an image plus a mask for inpainting, a blurry image plus a kernel).
+Each result is written like its input (one channel for gray, 16 bits for 16-bit gray, the alpha
+channel put back; `spgd.io` states the rules), and scored as written.
 Results never overwrite anything silently: two inputs with one name, or an output folder holding an
 earlier run, are refused up front (`overwrite` allows the latter); a failed image gets no PNG, and a
 run that fails before its first result leaves no files behind.
@@ -20,7 +22,7 @@ from tqdm.auto import tqdm
 from . import io, threads
 from .grids import grid_row, labelled_grid
 from .metrics import image_scores
-from .run import RunSpec, load_clean, load_measured, restore_batch
+from .run import RunSpec, load_measured, read_clean, restore_batch
 from .samplers import Trace
 
 RUN_FILES = ("config.yaml", "metrics.json", "grid.png")
@@ -74,12 +76,12 @@ def run_restore(job: RestoreJob, trace_factory: Callable[[], Trace] | None = Non
         operator = job.spec.make_operator()
         trace = trace_factory() if trace_factory is not None else None
         if job.simulate:
-            clean = load_clean(job.spec, paths, job.resize)
+            clean, images = read_clean(job.spec, operator, paths, job.resize)
             result = restore_batch(job.spec, seeds, clean=clean, operator=operator, trace=trace,
                                    keep_measured=job.keep_measured)
         else:
             clean = None
-            y = load_measured(job.spec, operator, paths, job.resize)
+            y, images = load_measured(job.spec, operator, paths, job.resize)
             result = restore_batch(job.spec, seeds, measured=y, operator=operator, trace=trace,
                                    keep_measured=job.keep_measured)
         if b == 0:
@@ -87,16 +89,16 @@ def run_restore(job: RestoreJob, trace_factory: Callable[[], Trace] | None = Non
         for k, path in enumerate(paths):
             step = result.failed_steps[k]
             entry: dict[str, Any] = {"failed": step is not None}
-            io.save_image(result.preview[k], job.output / f"{path.stem}_measurement.png")
+            restored = images[k].as_written(result.restored[k])  # scored as the file holds it
+            io.save_image(result.preview[k], job.output / f"{path.stem}_measurement.png", like=images[k])
             if step is not None:
                 entry["failed_step"], entry["reason"] = step, result.failed_reasons[k]
             else:
-                io.save_image(result.restored[k], job.output / f"{path.stem}.png")
+                io.save_image(restored, job.output / f"{path.stem}.png", like=images[k])
                 if clean is not None:
-                    entry.update(image_scores(result.restored[k], clean[k].cpu()))
+                    entry.update(image_scores(restored, clean[k].cpu()))
             results[path.name] = entry
-            rows.append(grid_row(clean[k].cpu() if clean is not None else None, result.preview[k],
-                                 result.restored[k], entry))
+            rows.append(grid_row(clean[k].cpu() if clean is not None else None, result.preview[k], restored, entry))
     summary = _summarise(results)
     failed = [name for name, entry in results.items() if entry["failed"]]
     io.save_json({"images": results, "mean": summary, "failed": failed}, job.output / "metrics.json")

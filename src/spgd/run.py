@@ -96,22 +96,52 @@ class BatchResult:
 
 
 def load_clean(spec: RunSpec, paths: Sequence[Path], resize: bool) -> Tensor:
-    """Clean images at the prior's size, as an NCHW [0, 1] batch on the run's device."""
+    """Clean images at the prior's size, as an NCHW [0, 1] RGB batch on the run's device (any alpha dropped)."""
     _, height, width = spec.image_shape()
     return torch.stack([io.load_image(p, (height, width), resize) for p in paths]).to(spec.device)
 
 
-def load_measured(spec: RunSpec, operator: Operator, paths: Sequence[Path], resize: bool) -> Tensor:
-    """Measured image files as measurements y in [-1, 1], checked against what the operator produces."""
+def read_clean(spec: RunSpec, operator: Operator, paths: Sequence[Path],
+               resize: bool) -> tuple[Tensor, list[io.InputImage]]:
+    """Clean images at the prior's size (an NCHW [0, 1] batch on the run's device) and each file's
+    `InputImage`; their transparent pixels are left out by `operator` (`mark_transparent`)."""
+    _, height, width = spec.image_shape()
+    images = [io.read_image(p, (height, width), resize) for p in paths]
+    mark_transparent(operator, images, paths)
+    return torch.stack([image.pixels for image in images]).to(spec.device), images
+
+
+def load_measured(spec: RunSpec, operator: Operator, paths: Sequence[Path],
+                  resize: bool) -> tuple[Tensor, list[io.InputImage]]:
+    """Measured image files as measurements y in [-1, 1], checked against what the operator produces, and
+    each file's `InputImage`. Transparent pixels are unknown (`mark_transparent`): with an operator that
+    takes unknown pixels, they stand in for a mask not given."""
     if not operator.image_measurement:
         raise ValueError(f"task {operator.name}: measurements are not images; use --simulate with clean images")
+    _, height, width = operator.measurement_shape(spec.image_shape())
+    images = [io.read_image(p, (height, width), resize, role="measurement") for p in paths]
     missing = operator.unset_parameters()
-    if missing:
+    if missing and not (operator.supports("unknown_pixels") and all(i.transparent() is not None for i in images)):
         raise ValueError(f"{operator.name}: a measured image needs its {' and '.join(missing)} "
                          f"(--{' and --'.join(missing)}), or use --simulate with clean images")
-    _, height, width = operator.measurement_shape(spec.image_shape())
-    images = torch.stack([io.load_image(p, (height, width), resize, role="measurement") for p in paths])
-    return operator.as_measurement(to_model_range(images).to(spec.device))
+    mark_transparent(operator, images, paths)
+    pixels = torch.stack([image.pixels for image in images])
+    return operator.as_measurement(to_model_range(pixels).to(spec.device)), images
+
+
+def mark_transparent(operator: Operator, images: Sequence[io.InputImage], paths: Sequence[Path]) -> None:
+    """The inputs' transparent pixels are unknown: an operator that can leave pixels out gets them (on top of
+    its mask, given or drawn); any other refuses the image, with one line."""
+    transparent = [image.transparent() for image in images]
+    if all(t is None for t in transparent):
+        return
+    if not operator.supports("unknown_pixels"):
+        k = next(k for k, t in enumerate(transparent) if t is not None)
+        raise io.ImageError(f"{paths[k]}: {int(transparent[k].sum())} transparent pixel(s) (alpha below "
+                            f"{io.TRANSPARENT_BELOW} of 255), which the {operator.name} operator cannot leave out "
+                            "as unknown; remove the transparency (flatten the image) or use an inpainting task")
+    operator.mark_unknown(torch.stack([t if t is not None else torch.zeros_like(image.pixels[:1], dtype=torch.bool)
+                                       for t, image in zip(transparent, images)]))
 
 
 def restore_batch(spec: RunSpec, seeds: list[int], clean: Tensor | None = None, measured: Tensor | None = None,

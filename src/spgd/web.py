@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
 from . import io
@@ -49,7 +49,6 @@ log = logging.getLogger("spgd.web")
 SIMULATE = "Degrade this clean image first (simulate, then score it)"
 MEASURED = "This is already the measurement"
 MAX_UPLOAD_MB = 20  # per file
-MAX_UPLOAD_PIXELS = 40_000_000  # an image larger than this (decoded) is refused before decoding it
 MAX_QUEUE = 32  # restores waiting at once; more are refused with Gradio's "queue is full"
 POLL_S = 0.1  # how often the page's thread looks at the sampler's progress
 PREVIEW_S = 0.5  # at most one refreshed estimate x0 per this many seconds
@@ -172,17 +171,7 @@ def check_upload(path: str | Path, what: str = "image") -> None:
     if what != "image":
         return
     try:
-        with Image.open(path) as img:
-            width, height = img.size
-    except Image.DecompressionBombError:
-        raise PageError(f"{path.name}: image is too large (over {MAX_UPLOAD_PIXELS // 10 ** 6} megapixels)") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        width = height = 0  # io.load_image says what is wrong, with the command line's words
-    if width * height > MAX_UPLOAD_PIXELS:
-        raise PageError(f"{path.name}: image is {width}x{height} (WxH), too large: the page takes images of up "
-                        f"to {MAX_UPLOAD_PIXELS // 10 ** 6} megapixels")
-    try:
-        io.load_image(path)
+        io.load_image(path)  # the command line's checks and words, the size cap (io.MAX_IMAGE_PIXELS) included
     except ImageError as exc:
         raise PageError(tidy(str(exc), [path.parent])) from None
 
@@ -193,11 +182,11 @@ def to_array(x: Tensor) -> np.ndarray:
 
 
 def view(path: str | Path, side: int = 1024) -> np.ndarray:
-    """An image file as the page shows it: RGB (HxWx3 uint8), at most `side` pixels on its longer side."""
-    with Image.open(path) as img:
-        img = img.convert("RGB")
-        img.thumbnail((side, side), Image.LANCZOS)
-        return np.asarray(img)
+    """An image file as the page shows it: RGB (HxWx3 uint8, read by `io.load_image`'s rules, so 16-bit gray
+    shows right), at most `side` pixels on its longer side."""
+    img = Image.fromarray(to_array(io.load_image(path)))
+    img.thumbnail((side, side), Image.LANCZOS)
+    return np.asarray(img)
 
 
 def upscale(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -34,14 +34,15 @@ def randn_like_per_image(x: Tensor, generators: Sequence[torch.Generator | None]
     return randn_per_image(x.shape[1:], generators, x.device, x.dtype)
 
 
-CAPABILITIES = ("adjoint", "pinv", "svd")
+CAPABILITIES = ("adjoint", "pinv", "svd", "unknown_pixels")
 
 
 class Operator(torch.nn.Module):
     """Base class of all forward models: each answers the questions samplers and apps ask of it.
 
     Subclasses implement `A`; linear ones also `A_adjoint` (exact adjoint, so <Ax, y> = <x, A^T y>)
-    and may implement `A_pinv` (then `null` follows) and an SVD; `supports` tells which. Random
+    and may implement `A_pinv` (then `null` follows) and an SVD, and operators that can leave any pixel
+    out `mark_unknown` (e.g. an input's transparent pixels); `supports` tells which. Random
     parameters are drawn in `draw(x, generators)`; `measure` calls it first, then adds Gaussian
     noise of `noise_sigma` from the same per-image generators. `image_measurement` says whether a
     measurement is an image a person can bring as a file (`as_measurement` makes it one y).
@@ -85,12 +86,13 @@ class Operator(torch.nn.Module):
         return type(self).svd is not Operator.svd
 
     def supports(self, capability: str) -> bool:
-        """Whether this operator answers "adjoint", "pinv" (A_pinv and null) or "svd"."""
+        """Whether this operator answers "adjoint", "pinv" (A_pinv and null), "svd" or "unknown_pixels"
+        (`mark_unknown`)."""
         if capability not in CAPABILITIES:
             raise ValueError(f"unknown operator capability {capability!r}; known: {CAPABILITIES}")
         if capability == "svd":
             return self.has_svd()
-        method = {"adjoint": "A_adjoint", "pinv": "A_pinv"}[capability]
+        method = {"adjoint": "A_adjoint", "pinv": "A_pinv", "unknown_pixels": "mark_unknown"}[capability]
         return getattr(type(self), method) is not getattr(Operator, method)
 
     def input_shape(self, y: Tensor) -> tuple[int, ...]:
@@ -113,6 +115,11 @@ class Operator(torch.nn.Module):
         """x with the entries that y measures directly (pixels y holds as they are, e.g. the known
         pixels of inpainting) replaced by y's values; None when y measures no entry of x directly."""
         return None
+
+    def mark_unknown(self, unknown: Tensor) -> None:
+        """Also leave out the pixels where `unknown` (Nx1xHxW or 1x1xHxW, true = unknown) is true, on top of
+        this operator's own parameters, given or still to be drawn (see `supports("unknown_pixels")`)."""
+        raise NotImplementedError(f"{self.name} cannot leave pixels out")
 
     def unset_parameters(self) -> list[str]:
         """Parameters drawn at random when simulating that a real measurement must come with (unset now)."""

@@ -16,9 +16,9 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
+from ..io import open_image
 from .base import Operator
 from .svd import DiagonalSVD, check_shape
 
@@ -31,13 +31,10 @@ def load_mask(path: str | Path, size: int | tuple[int, int] | None = None) -> Te
     `size` (H or (H, W)) is checked, not resized to: a mask of the wrong size is an error.
     """
     path = Path(path)
-    try:
-        with Image.open(path) as image:
-            gray = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
-    except FileNotFoundError:
-        raise FileNotFoundError(f"mask file not found: {path}") from None
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read mask file {path}: {error}") from error
+    if not path.exists():
+        raise FileNotFoundError(f"mask file not found: {path}")
+    with open_image(path, "mask file") as image:  # the size cap, EXIF orientation and errors of every image
+        gray = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
     if size is not None:
         expected = (size, size) if isinstance(size, int) else tuple(size)
         if gray.shape != expected:
@@ -93,15 +90,28 @@ class Inpainting(Operator):
         if self.box_size is not None and not 0 < self.box_size[0] <= self.box_size[1]:
             raise ValueError(f"inpainting box_size must be positive with min <= max, got {box_size}")
         self.register_buffer("mask", mask)
+        self._unknown_only = False  # the mask holds only `mark_unknown`'s pixels: a drawn one still joins them
 
     def draw(self, x: Tensor, generators: Sequence[torch.Generator | None]) -> None:
-        if self.mask is not None:
+        if self.mask is not None and not self._unknown_only:
             return
         if self.kind is None:
             raise RuntimeError("inpainting: no mask set and no kind to draw one from")
         height, width = x.shape[-2:]
         draw_one = self._box_mask if self.kind == "box" else self._random_mask
-        self.mask = torch.stack([draw_one(height, width, g) for g in generators]).to(x.device)
+        drawn = torch.stack([draw_one(height, width, g) for g in generators]).to(x.device)
+        self.mask = drawn if self.mask is None else drawn * self.mask.to(drawn)
+        self._unknown_only = False
+
+    def mark_unknown(self, unknown: Tensor) -> None:
+        """Leave out the pixels where `unknown` (Nx1xHxW or 1x1xHxW) is true as well: they join the holes of
+        the mask; without a mask they are its holes, until `draw` draws one (with the same random draws as
+        without them), which joins them."""
+        keep = (~unknown.bool()).float()
+        if self.mask is None:
+            self.mask, self._unknown_only = keep, True
+        else:
+            self.mask = self.mask * keep.to(self.mask)
 
     def _box_mask(self, height: int, width: int, generator: torch.Generator | None) -> Tensor:
         sides = [self.box_size or (n // 2, n // 2) for n in (height, width)]
