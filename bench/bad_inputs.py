@@ -30,7 +30,7 @@ from spgd.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT.parent / "shared" / "reference" / "tiny_adm64.pt"
 FAST = ["--steps", "2", "--inner-steps", "1"]
-PRIOR_NOTICE = "spgd: prior: "  # the line naming the loaded prior: information, not part of the answer
+NOTICES = ("spgd: prior: ", "spgd: threads: ")  # the lines naming the prior and threads: information, not the answer
 
 
 def raw_png(path: Path, width: int, height: int, scanlines: bytes = b"", bit_depth: int = 8,
@@ -189,7 +189,7 @@ def run(args: list[str]) -> tuple[int, list[str], bool]:
             traceback.print_exc()
             code, traced = -1, True
     lines = [line.rsplit("\r", 1)[-1].strip() for line in err.getvalue().split("\n")]
-    return code, [line for line in lines if line and not line.startswith(PRIOR_NOTICE)], traced or any("Traceback" in line for line in lines)
+    return code, [line for line in lines if line and not line.startswith(NOTICES)], traced or any("Traceback" in line for line in lines)
 
 
 def markdown(rows: list[tuple[str, list[str], int, list[str], bool]], model: str) -> str:
