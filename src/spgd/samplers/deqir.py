@@ -12,17 +12,37 @@ one joint fixed point over all T outputs given x_T:
 
 which `solver="anderson"` solves for all states at once (T network evaluations per iteration,
 batched), by Anderson acceleration (history 5, regulariser 1e-3, at most 15 evaluations of the
-map, stop at relative residual 1e-3, as released; see `anderson` for one difference).
+map, stop at relative residual 1e-3, as released; see `anderson` for one difference). The map runs
+the network once on all T guessed inputs, then walks the chain's (cheap) update from x_T with those
+noise estimates, x0_m = x_m - sigma_m eps_m: for the chain above that is the unrolled sum exactly.
 `solver="sequential"` walks the same chain step by step (T evaluations in sequence), the
 reference for the parallel solve's wall-clock advantage. States are kept in VP units (x_T ~ N(0, I)),
-as in the released code; measurement noise is not modelled (plain DDNM). Operators with a
-pseudo-inverse only: A^+ is `operator.A_pinv`, N is `operator.null` (for blurs the operator's
-truncated pseudo-inverse: exact through the SVD for circular and separable blurs, through the FFT
-under the circular-boundary approximation for the others). The chain is `ddnm.DDNMChain`, shared
-with the DDNM sampler (which walks it with eta > 0).
+as in the released code. Operators with a pseudo-inverse only: A^+ is `operator.A_pinv`, N is
+`operator.null` (for blurs the operator's truncated pseudo-inverse: exact through the SVD for circular
+and separable blurs, through the FFT under the circular-boundary approximation for the others). The
+chain's levels are `ddnm.DDNMChain`'s, shared with the DDNM sampler (which walks it with eta > 0).
+
+Noisy measurements (`noise_aware`, on by default; spgd's addition): where the operator has an SVD
+A = U diag(s) V^T and noise_sigma > 0, each step is DDNM+'s (`ddrm.spectral_step`, the step DDNM+ and
+DDRM share, eta_b = 1) in V-coordinates: the range correction of a coordinate is scaled by
+lambda_i = min(1, s_i sigma' / sigma_y), and a coordinate noisier than the measurement (s_i sigma' >
+sigma_y) is reset to y_bar_i + sqrt(sigma'^2 - sigma_y^2 / s_i^2) d_i. DDNM+'s fresh noise z is
+replaced by the chain's deterministic direction d = sqrt(1 - etw^2) eps + nw n, so the map stays a
+fixed point. The last step (sigma' = 0) returns x0 without range correction, as DDNM+ does. Without
+an SVD (blurs under the FFT approximation, ...), or with noise_sigma = 0, the noise-free chain above
+runs. Singular values at or below `svd_cutoff` (3e-2) count as zero, as in `ddnm_plus`.
+
+The released knobs `etw` and `nw` (both 0 by default, as released; the README's deblurring example
+uses etw = 0.1) weigh the direction: eps by sqrt(1 - etw^2), plus nw times one standard normal draw n
+per image shared by all steps (as released: it keeps the map deterministic), drawn from the seed.
+
+Deviations from the released code (caojiezhang/DeqIR): noise handling (released: none; A^+ y is
+injected whatever sigma_y); one set of Anderson mixing coefficients per image, not per state (see
+`anderson`); random draws per image from the seed.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -30,15 +50,69 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..protocols import Denoiser, Operator
+from ..seeding import StepNoise
 from .common import DivergenceGuard, Trace, require, start_noise
 from .ddnm import DDNMChain
+from .ddrm import Spectral, spectral_step
 
 SOLVERS = ("anderson", "sequential")
+
+
+class DeqIRChain(DDNMChain):
+    """DeqIR's deterministic chain (module docstring): DDNM's step, or DDNM+'s where `spectral` is given, with the
+    released etw/nw direction; one step at a time (`step`) or as the joint map of all T outputs (`joint`)."""
+
+    def __init__(self, prior: Denoiser, operator: Operator, y: Tensor, steps: int, etw: float, nw: float,
+                 shared_noise: Tensor | None, spectral: Spectral | None) -> None:
+        super().__init__(prior, operator, y, steps)
+        self.keep, self.nw, self.noise, self.spectral = math.sqrt(1 - etw ** 2), nw, shared_noise, spectral
+        self.noise_bar = None
+        if spectral is not None and shared_noise is not None:
+            with torch.no_grad():
+                self.noise_bar = spectral.svd.V_adjoint(shared_noise)
+
+    def _direction(self, eps: Tensor, noise: Tensor | None) -> Tensor:
+        direction = eps if self.keep == 1 else self.keep * eps
+        return direction if noise is None else direction + self.nw * noise
+
+    def update(self, m: int, x0: Tensor, eps: Tensor) -> Tensor:
+        """Level m's output (EDM units) from its prediction (x0, eps)."""
+        if self.spectral is None:
+            return self.consistent(x0) + self.sigma_out[m] * self._direction(eps, self.noise)
+        svd = self.spectral.svd
+        eps_bar = svd.V_adjoint(eps)
+        kick = eps_bar if self.noise_bar is None else self.noise_bar  # weight 0 without shared noise
+        out = spectral_step(self.spectral, svd.V_adjoint(x0), eps_bar, self.sigma_out[m], self.keep,
+                            self.nw if self.noise_bar is not None else 0.0, kick,
+                            self._direction(eps_bar, self.noise_bar), 1.0)
+        return svd.V(out)
+
+    def step(self, m: int, x: Tensor) -> Tensor:
+        """x_{m+1} from x_m (VP units)."""
+        return self.update(m, *self.predict(m, x)) * self.scale_out[m]
+
+    def joint(self, z: Tensor, x_T: Tensor, first: Tensor | None = None) -> Tensor:
+        """All T outputs (T x batch x ..., VP units) from the current guess `z` of them: the network runs once,
+        batched, on the T inputs (`first`, default x_T, then z's first T - 1 rows), then the update walks the
+        levels from x_T with those noise estimates."""
+        steps, batch = z.shape[:2]
+        inputs = torch.cat([(x_T if first is None else first).unsqueeze(0), z[:-1]])
+        scale_in = torch.tensor(self.scale_in, device=z.device).reshape(-1, 1, 1, 1, 1)
+        sigma_in = torch.tensor(self.sigma_in, device=z.device)
+        x = (inputs / scale_in).flatten(0, 1)
+        sigmas = sigma_in.repeat_interleave(batch)
+        eps = ((x - self.prior.denoise(x, sigmas)) / sigmas.reshape(-1, 1, 1, 1)).unflatten(0, (steps, batch))
+        state, outputs = x_T / self.scale_in[0], []
+        for m in range(steps):
+            state = self.update(m, state - self.sigma_in[m] * eps[m], eps[m])
+            outputs.append(state * self.scale_out[m])
+        return torch.stack(outputs)
 
 
 def deqir(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None = None,
           seed: int | Sequence[int] = 0, *, steps: int = 100, solver: str = "anderson", history: int = 5,
           max_iter: int = 15, tol: float = 1e-3, anderson_lam: float = 1e-3, anderson_beta: float = 1.0,
+          noise_aware: bool = True, etw: float = 0.0, nw: float = 0.0, svd_cutoff: float = 3e-2,
           shape: Sequence[int] | None = None, on_nan: str = "raise", check_every: int = 1,
           trace: Trace | None = None, progress: bool = True) -> Tensor:
     """Restore x from y = A(x) + noise with DeqIR; `x_start` is x_T in VP units (standard normal)."""
@@ -47,9 +121,11 @@ def deqir(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None
         raise ValueError(f"unknown DeqIR solver {solver!r}; solvers: {SOLVERS}")
     if history < 2 or max_iter < 3:
         raise ValueError(f"need history >= 2 and max_iter >= 3, got {history} and {max_iter}")
+    if not (0 <= etw <= 1 and nw >= 0):
+        raise ValueError(f"need 0 <= etw <= 1 and nw >= 0, got {etw} and {nw}")
     shape = tuple(shape) if shape is not None else operator.input_shape(y)
     x_T = start_noise(shape, 1.0, seed, y.device, x_start)
-    chain = DDNMChain(prior, operator, y, x_T, steps)
+    chain = make_chain(prior, operator, y, shape, seed, steps, noise_aware, etw, nw, svd_cutoff)
     guard = DivergenceGuard("DeqIR", y, operator.noise_sigma, on_nan, check_every,
                             "check the measurement and the operator", trace)
 
@@ -60,21 +136,35 @@ def deqir(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None
             trace.record(sigma, fit, None, x)
         return x
 
-    if solver == "sequential":
-        x = x_T
-        for m in tqdm(range(steps), desc="DeqIR (sequential)", disable=not progress, leave=False):
-            x = report(m, chain.step(m, x), chain.sigma_in[m], m == steps - 1)
-            if guard.all_failed:
-                break
-        return x.detach()
-    initial = x_T.unsqueeze(0).expand(steps, *shape).contiguous()
-    return anderson(chain.joint, initial, history, max_iter, anderson_lam, anderson_beta, tol,
-                    lambda k, x, last: report(k, x, 0.0, last), progress).detach()
+    with torch.no_grad():
+        if solver == "sequential":
+            x = x_T
+            for m in tqdm(range(steps), desc="DeqIR (sequential)", disable=not progress, leave=False):
+                x = report(m, chain.step(m, x), chain.sigma_in[m], m == steps - 1)
+                if guard.all_failed:
+                    break
+            return x
+        initial = x_T.unsqueeze(0).expand(steps, *shape).contiguous()
+        return anderson(lambda z: chain.joint(z, x_T), initial, history, max_iter, anderson_lam, anderson_beta, tol,
+                        lambda k, x, last: report(k, x, 0.0, last), progress)[-1]
+
+
+def make_chain(prior: Denoiser, operator: Operator, y: Tensor, shape: Sequence[int], seed: int | Sequence[int],
+               steps: int, noise_aware: bool, etw: float, nw: float, svd_cutoff: float) -> DeqIRChain:
+    """The chain of a DeqIR run: DDNM+'s step where the operator has an SVD and the measurement is noisy (and
+    `noise_aware`), the shared noise drawn per image from the seed where nw > 0."""
+    shared = StepNoise(seed, shape[0], "deqir", y.device)(shape[1:]) if nw > 0 else None
+    spectral = None
+    if noise_aware and operator.noise_sigma > 0 and operator.supports("svd"):
+        with torch.no_grad():
+            spectral = Spectral(operator.svd(shape, y.device), y, operator.noise_sigma, svd_cutoff)
+    return DeqIRChain(prior, operator, y, steps, etw, nw, shared, spectral)
 
 
 def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, history: int, max_iter: int, lam: float, beta: float,
              tol: float, report: Callable[[int, Tensor, bool], Tensor], progress: bool = False) -> Tensor:
-    """Anderson-accelerated fixed point z = f(z) for z of shape T x batch x ...; returns f's last state per image.
+    """Anderson-accelerated fixed point z = f(z) for z of shape T x batch x ...; returns f's last state (all T
+    rows) per image. `report(k, last_row, last)` sees the last row of each iteration and may replace it.
 
     One set of mixing coefficients per image, for all its T states jointly (the released code
     solves one set per state, which converged several times slower on the exact Gaussian test
@@ -100,7 +190,7 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, history: int, max_iter: 
     H[:, 0, 1:] = H[:, 1:, 0] = 1
     rhs = z0.new_zeros(batch, history + 1, 1)
     rhs[:, 0] = 1
-    result = from_rows(F[:, 1])[-1].clone()
+    result = from_rows(F[:, 1]).clone()
     done = torch.zeros(batch, dtype=torch.bool, device=z0.device)
     bar = tqdm(range(2, max_iter), desc="DeqIR (Anderson)", disable=not progress, leave=False)
     for k in bar:
@@ -114,10 +204,10 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, history: int, max_iter: 
         X[:, k % history] = mixed[:, 0]
         F[:, k % history] = to_rows(f(from_rows(X[:, k % history])))
         residual = (F[:, k % history] - X[:, k % history]).norm(dim=1) / (1e-5 + F[:, k % history].norm(dim=1))
-        live = torch.where(done.reshape(-1, *([1] * (z0.dim() - 2))), result, from_rows(F[:, k % history])[-1])
+        result = torch.where(done.reshape(1, -1, *([1] * (z0.dim() - 2))), result, from_rows(F[:, k % history]))
         done = done | (residual < tol)
         last = k == max_iter - 1 or bool(done.all())
-        result = report(k, live, last)
+        result[-1] = report(k, result[-1], last)
         if last:
             break
     return result
