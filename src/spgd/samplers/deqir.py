@@ -56,6 +56,7 @@ from .ddnm import DDNMChain
 from .ddrm import Spectral, spectral_step
 
 SOLVERS = ("anderson", "sequential")
+GRADIENTS = ("implicit", "phantom")
 
 
 class DeqIRChain(DDNMChain):
@@ -162,7 +163,8 @@ def make_chain(prior: Denoiser, operator: Operator, y: Tensor, shape: Sequence[i
 
 
 def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, history: int, max_iter: int, lam: float, beta: float,
-             tol: float, report: Callable[[int, Tensor, bool], Tensor], progress: bool = False) -> Tensor:
+             tol: float, report: Callable[[int, Tensor, bool], Tensor] | None = None, progress: bool = False,
+             desc: str = "DeqIR (Anderson)") -> Tensor:
     """Anderson-accelerated fixed point z = f(z) for z of shape T x batch x ...; returns f's last state (all T
     rows) per image. `report(k, last_row, last)` sees the last row of each iteration and may replace it.
 
@@ -192,7 +194,7 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, history: int, max_iter: 
     rhs[:, 0] = 1
     result = from_rows(F[:, 1]).clone()
     done = torch.zeros(batch, dtype=torch.bool, device=z0.device)
-    bar = tqdm(range(2, max_iter), desc="DeqIR (Anderson)", disable=not progress, leave=False)
+    bar = tqdm(range(2, max_iter), desc=desc, disable=not progress, leave=False)
     for k in bar:
         n = min(k, history)
         G = torch.nan_to_num(F[:, :n] - X[:, :n], nan=0.0, posinf=0.0, neginf=0.0)
@@ -207,7 +209,63 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, history: int, max_iter: 
         result = torch.where(done.reshape(1, -1, *([1] * (z0.dim() - 2))), result, from_rows(F[:, k % history]))
         done = done | (residual < tol)
         last = k == max_iter - 1 or bool(done.all())
-        result[-1] = report(k, result[-1], last)
+        if report is not None:
+            result[-1] = report(k, result[-1], last)
         if last:
             break
     return result
+
+
+def equilibrium_output(chain: DeqIRChain, x_T: Tensor, solve: Callable[[Callable[[Tensor], Tensor], Tensor, float, int], Tensor],
+                       gradient: str = "implicit", adjoint_tol: float = 1e-4, adjoint_max_iter: int = 30,
+                       phantom_steps: int = 1, phantom_tau: float = 0.1, z0: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The chain's output x_0 at its equilibrium given x_T, differentiable w.r.t. x_T (and whatever else the map
+    depends on), and the equilibrium z* itself (no gradient; the warm start of a next solve, `z0`).
+
+    `solve(f, start, tol, max_iter)` finds z = f(z) (here: `anderson` with the run's history and regulariser).
+    gradient="implicit": the exact gradient of the equilibrium (implicit function theorem). The output is
+    F(z*) (one map evaluation with autograd after the solve), and backward replaces its incoming gradient
+    v by the solution of the adjoint fixed point g = J^T g + v, J = dF/dz at z*, solved by `solve` with
+    `adjoint_tol` and `adjoint_max_iter` (each iteration one vector-Jacobian product through the T
+    network evaluations), then carries g through F to x_T. (The released code has this, for the
+    unconditional chain, as `find_source_noise_deq_ift` with Broyden, and never calls it.)
+    gradient="phantom": the released code's default backward, `phantom_steps` damped steps
+    z <- (1 - tau) z + tau F(z) from the detached z*, with autograd through them. As released, x_T is
+    the chain's row 0, detached with z* and pinned to x_T by each step, so with one step the network's
+    input carries no gradient: the gradient is tau N dL/dx_0 / sqrt(alpha_bar_T) (no network Jacobian).
+    """
+    if gradient not in GRADIENTS:
+        raise ValueError(f"unknown DeqIR gradient {gradient!r}; gradients: {GRADIENTS}")
+    if phantom_steps < 1 or not 0 < phantom_tau <= 1:
+        raise ValueError(f"need phantom_steps >= 1 and 0 < phantom_tau <= 1, got {phantom_steps} and {phantom_tau}")
+    fixed = x_T.detach()
+    with torch.no_grad():
+        start = z0 if z0 is not None else fixed.unsqueeze(0).expand(chain.steps, *fixed.shape).contiguous()
+        z_star = solve(lambda z: chain.joint(z, fixed), start, None, None)
+    if gradient == "phantom":
+        z, first = z_star, fixed
+        for _ in range(phantom_steps):
+            z, first = ((1 - phantom_tau) * z + phantom_tau * chain.joint(z, x_T, first),
+                        (1 - phantom_tau) * first + phantom_tau * x_T)
+        return z[-1], z_star
+    leaf = z_star.clone().requires_grad_(torch.is_grad_enabled())
+    fz = chain.joint(leaf, x_T)
+    if fz.requires_grad:
+        def adjoint(v: Tensor) -> Tensor:
+            hook.remove()  # the vector-Jacobian products below start at fz: they must not re-enter this hook
+            return solve(lambda g: torch.autograd.grad(fz, leaf, g, retain_graph=True)[0] + v, v, adjoint_tol,
+                         adjoint_max_iter)
+
+        hook = fz.register_hook(adjoint)
+    return fz[-1], z_star
+
+
+def anderson_solver(history: int, max_iter: int, tol: float, lam: float, beta: float
+                    ) -> Callable[[Callable[[Tensor], Tensor], Tensor, float | None, int | None], Tensor]:
+    """`solve(f, start, tol, max_iter)` for `equilibrium_output`: `anderson` with these settings (tol and
+    max_iter as given when they are None)."""
+    def solve(f: Callable[[Tensor], Tensor], start: Tensor, tol_: float | None = None,
+              max_iter_: int | None = None) -> Tensor:
+        return anderson(f, start, history, max_iter if max_iter_ is None else max_iter_, lam, beta,
+                        tol if tol_ is None else tol_)
+    return solve
