@@ -57,6 +57,7 @@ from .ddrm import Spectral, spectral_step
 
 SOLVERS = ("anderson", "sequential")
 GRADIENTS = ("implicit", "phantom")
+OBJECTIVES = ("measurement", "l2", "lpips")
 
 
 class DeqIRChain(DDNMChain):
@@ -114,9 +115,15 @@ def deqir(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None
           seed: int | Sequence[int] = 0, *, steps: int = 100, solver: str = "anderson", history: int = 5,
           max_iter: int = 15, tol: float = 1e-3, anderson_lam: float = 1e-3, anderson_beta: float = 1.0,
           noise_aware: bool = True, etw: float = 0.0, nw: float = 0.0, svd_cutoff: float = 3e-2,
+          init_steps: int = 0, init_objective: str = "measurement", init_lr: float = 0.02, init_patience: int = 5,
+          init_prior_weight: float = 1.0, reference: Tensor | None = None, init_gradient: str = "implicit",
+          adjoint_tol: float = 1e-4, adjoint_max_iter: int = 30, phantom_steps: int = 1, phantom_tau: float = 0.1,
           shape: Sequence[int] | None = None, on_nan: str = "raise", check_every: int = 1,
           trace: Trace | None = None, progress: bool = True) -> Tensor:
-    """Restore x from y = A(x) + noise with DeqIR; `x_start` is x_T in VP units (standard normal)."""
+    """Restore x from y = A(x) + noise with DeqIR; `x_start` is x_T in VP units (standard normal).
+
+    `init_steps` > 0 first optimises x_T (`optimise_start`) for `init_objective`, `reference` the image
+    the "l2" and "lpips" objectives pull toward ([-1, 1], one per image or one for all)."""
     require(operator, "pinv", "deqir")
     if solver not in SOLVERS:
         raise ValueError(f"unknown DeqIR solver {solver!r}; solvers: {SOLVERS}")
@@ -127,6 +134,13 @@ def deqir(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None
     shape = tuple(shape) if shape is not None else operator.input_shape(y)
     x_T = start_noise(shape, 1.0, seed, y.device, x_start)
     chain = make_chain(prior, operator, y, shape, seed, steps, noise_aware, etw, nw, svd_cutoff)
+    if init_steps > 0:
+        objective = make_objective(init_objective, operator, y, reference, init_prior_weight, shape)
+        x_T = optimise_start(chain, x_T, objective, anderson_solver(history, max_iter, tol, anderson_lam, anderson_beta),
+                             init_steps, init_lr, init_patience, dict(gradient=init_gradient, adjoint_tol=adjoint_tol,
+                                                                      adjoint_max_iter=adjoint_max_iter,
+                                                                      phantom_steps=phantom_steps,
+                                                                      phantom_tau=phantom_tau), progress)
     guard = DivergenceGuard("DeqIR", y, operator.noise_sigma, on_nan, check_every,
                             "check the measurement and the operator", trace)
 
@@ -160,6 +174,81 @@ def make_chain(prior: Denoiser, operator: Operator, y: Tensor, shape: Sequence[i
         with torch.no_grad():
             spectral = Spectral(operator.svd(shape, y.device), y, operator.noise_sigma, svd_cutoff)
     return DeqIRChain(prior, operator, y, steps, etw, nw, shared, spectral)
+
+
+def make_objective(name: str, operator: Operator, y: Tensor, reference: Tensor | None, prior_weight: float,
+                   shape: Sequence[int]) -> Callable[[Tensor, Tensor], Tensor]:
+    """objective(x_0, x_T) per image, to minimise over x_T.
+
+    "measurement" (needs no ground truth): ||A(x_0) - y||^2 / (2 sigma_y^2) + prior_weight (||x_T||^2 / 2 -
+    (d - 1) log ||x_T||), the data fit plus the negative log-density of x_T's norm under N(0, I) (d its
+    size), which keeps x_T on the shell where standard normal draws lie (||x_T||^2 / 2 alone would pull it
+    to 0, nowhere near a draw). Needs sigma_y > 0: without noise the chain fits y exactly whatever x_T.
+    "l2": the mean squared difference to `reference`; "lpips": LPIPS (AlexNet) to it (the released code's
+    reference mode uses LPIPS-VGG).
+    """
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown DeqIR init_objective {name!r}; objectives: {OBJECTIVES}")
+    if name == "measurement":
+        if operator.noise_sigma <= 0:
+            raise ValueError("DeqIR's init_objective 'measurement' needs measurement noise (noise_sigma > 0): "
+                             "without it the chain's output fits y exactly whatever x_T")
+        size = math.prod(shape[1:])
+
+        def measurement(x0: Tensor, x_T: Tensor) -> Tensor:
+            fit = (operator.A(x0) - y).flatten(1).pow(2).sum(dim=1) / (2 * operator.noise_sigma ** 2)
+            norm = x_T.flatten(1).norm(dim=1)
+            return fit + prior_weight * (norm ** 2 / 2 - (size - 1) * norm.log())
+        return measurement
+    if reference is None:
+        raise ValueError(f"DeqIR's init_objective {name!r} needs a reference image (--reference)")
+    if tuple(reference.shape[1:]) != tuple(shape[1:]) or reference.shape[0] not in (1, shape[0]):
+        raise ValueError(f"DeqIR's reference has shape {tuple(reference.shape)}, expected {tuple(shape)} "
+                         f"or {(1, *shape[1:])}")
+    target = reference.to(y.device, torch.float32).expand(*shape)
+    if name == "l2":
+        return lambda x0, x_T: (x0 - target).flatten(1).pow(2).mean(dim=1)
+    from ..metrics import LPIPS
+
+    distance = LPIPS("alex").to(y.device).requires_grad_(False)
+    return lambda x0, x_T: distance(x0, target)
+
+
+def optimise_start(chain: DeqIRChain, x_T: Tensor, objective: Callable[[Tensor, Tensor], Tensor],
+                   solve: Callable, steps: int, lr: float, patience: int, gradient: dict, progress: bool) -> Tensor:
+    """The x_T with the lowest objective found by Adam (`steps` at most, learning rate `lr`), per image: an
+    image stops when its objective has not improved for `patience` steps, and keeps its best x_T. Each step
+    solves the equilibrium warm-started from the last one, and back-propagates through it (`gradient`: the
+    settings of `equilibrium_output`). The bar shows the mean objective."""
+    if lr <= 0 or patience < 1:
+        raise ValueError(f"need init_lr > 0 and init_patience >= 1, got {lr} and {patience}")
+    x = x_T.clone().requires_grad_()
+    optimiser = torch.optim.Adam([x], lr=lr)
+    best, best_value = x_T.clone(), torch.full((x_T.shape[0],), math.inf, device=x_T.device)
+    stale = torch.zeros(x_T.shape[0], dtype=torch.long, device=x_T.device)
+    z = None
+    bar = tqdm(range(steps), desc="DeqIR (initialisation)", disable=not progress, leave=False)
+    for _ in bar:
+        with torch.enable_grad():
+            out, z = equilibrium_output(chain, x, solve, z0=z, **gradient)
+            value = objective(out, x)
+        with torch.no_grad():
+            improved = value < best_value
+            best[improved] = x[improved]
+            best_value = torch.where(improved, value, best_value)
+            stale = torch.where(improved, 0, stale + 1)
+            active = stale < patience
+        if not bar.disable:
+            bar.set_postfix(objective=f"{best_value.mean().item():.5g}")
+        if not bool(active.any()):
+            break
+        optimiser.zero_grad()
+        with torch.enable_grad():
+            (value * active).sum().backward()
+        optimiser.step()
+        with torch.no_grad():
+            x[~active] = best[~active]
+    return best
 
 
 def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, history: int, max_iter: int, lam: float, beta: float,
