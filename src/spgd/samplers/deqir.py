@@ -36,9 +36,30 @@ The released knobs `etw` and `nw` (both 0 by default, as released; the README's 
 uses etw = 0.1) weigh the direction: eps by sqrt(1 - etw^2), plus nw times one standard normal draw n
 per image shared by all steps (as released: it keeps the map deterministic), drawn from the seed.
 
-Deviations from the released code (caojiezhang/DeqIR): noise handling (released: none; A^+ y is
-injected whatever sigma_y); one set of Anderson mixing coefficients per image, not per state (see
-`anderson`); random draws per image from the seed.
+Gradients through the equilibrium (`equilibrium_output`) w.r.t. x_T: "implicit", the exact gradient
+(adjoint fixed point g = J^T g + v by the same Anderson solver, `adjoint_tol`, `adjoint_max_iter`), or
+"phantom", the released backward (`phantom_steps` damped steps z <- (1 - tau) z + tau F(z) from the
+detached equilibrium, `phantom_tau`; released defaults 1 and 0.1, with which the gradient is
+tau N dL/dx_0 / sqrt(alpha_bar_T): no network Jacobian). BENCHMARKS.md measures both against autograd.
+
+Initialisation optimisation (`init_steps` > 0; spgd's settings, released as `--ls_sr_opt`): Adam on
+x_T for at most `init_steps` steps (`init_lr`), an image stopping when its objective has not improved
+for `init_patience` steps and keeping its best x_T; each step solves the equilibrium warm-started from
+the last one, then the restore runs from the best x_T (with `solver`). Objectives (`make_objective`):
+"measurement" (no ground truth; data fit plus a prior on x_T's norm), "l2" or "lpips" to `reference`
+(`spgd restore --reference IMG`; "control the generation direction").
+
+Deviations from the released code (caojiezhang/DeqIR):
+- Noise handling (released: none; A^+ y is injected whatever sigma_y; DDNM+'s Lambda is defined but
+  never called). `noise_aware=False` is the released chain.
+- One set of Anderson mixing coefficients per image, not per state (see `anderson`).
+- Initialisation: the release cannot run as shipped (it imports a module whose source is absent). Its
+  objective is the L2 to the ground-truth image (here only in the benchmark, as the "oracle"), LPIPS-VGG
+  to a SwinIR output or to a reference image; Adam at lr 2e-5 for up to 2,000 steps, early stop at a
+  loss below 0.1, only the phantom gradient, a cold Anderson start (m = 3, damping 0.9, tol 1e-2) each
+  step. Here: the implicit gradient by default, warm starts, patience-based stopping, a measurement-only
+  objective, LPIPS-AlexNet, per-image seeds and stopping.
+- Random draws per image from the seed.
 """
 from __future__ import annotations
 
