@@ -237,7 +237,7 @@ def make_objective(name: str, operator: Operator, y: Tensor, reference: Tensor |
 
 def optimise_start(chain: DeqIRChain, x_T: Tensor, objective: Callable[[Tensor, Tensor], Tensor],
                    solve: Callable, steps: int, lr: float, patience: int, gradient: dict, progress: bool) -> Tensor:
-    """The x_T with the lowest objective found by Adam (`steps` at most, learning rate `lr`), per image: an
+    """The x_T with the lowest objective found by Adam (`steps` updates at most, learning rate `lr`), per image: an
     image stops when its objective has not improved for `patience` steps, and keeps its best x_T. Each step
     solves the equilibrium warm-started from the last one, and back-propagates through it (`gradient`: the
     settings of `equilibrium_output`). The bar shows the mean objective."""
@@ -248,8 +248,8 @@ def optimise_start(chain: DeqIRChain, x_T: Tensor, objective: Callable[[Tensor, 
     best, best_value = x_T.clone(), torch.full((x_T.shape[0],), math.inf, device=x_T.device)
     stale = torch.zeros(x_T.shape[0], dtype=torch.long, device=x_T.device)
     z = None
-    bar = tqdm(range(steps), desc="DeqIR (initialisation)", disable=not progress, leave=False)
-    for _ in bar:
+    bar = tqdm(range(steps + 1), desc="DeqIR (initialisation)", disable=not progress, leave=False)
+    for step in bar:  # steps + 1 evaluations: the start and each of the `steps` updates
         with torch.enable_grad():
             out, z = equilibrium_output(chain, x, solve, z0=z, **gradient)
             value = objective(out, x)
@@ -261,7 +261,7 @@ def optimise_start(chain: DeqIRChain, x_T: Tensor, objective: Callable[[Tensor, 
             active = stale < patience
         if not bar.disable:
             bar.set_postfix(objective=f"{best_value.mean().item():.5g}")
-        if not bool(active.any()):
+        if step == steps or not bool(active.any()):
             break
         optimiser.zero_grad()
         with torch.enable_grad():
