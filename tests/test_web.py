@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 pytest.importorskip("gradio", reason="the web page needs gradio: pip install 'spgd[web]'")
@@ -213,9 +214,10 @@ def test_a_drawn_kernel_is_the_one_simulating_draws_and_restores_a_measurement(a
 def test_task_form_follows_the_operator(app):
     assert app.task_form("inpainting_box", "spgd") | {"note": ""} == {
         "mask": True, "kernel": False, "measured": True, "required": True, "steps": 200, "lr": 2.5,
-        "steps_from": "sampler default", "lr_from": "task preset", "has_lr": True, "note": ""}
+        "steps_from": "sampler default", "lr_from": "task preset", "has_lr": True, "reference": False, "note": ""}
     motion = app.task_form("motion_blur", "deqir")
     assert motion["kernel"] and motion["required"] and not motion["has_lr"] and motion["steps"] == 100
+    assert motion["reference"]  # DeqIR's initialisation can pull toward a reference image
     assert not app.task_form("phase_retrieval", "spgd")["measured"]
     assert "cannot run here" in app.task_form("nonlinear_blur", "spgd")["note"]
 
@@ -278,3 +280,14 @@ def test_serve_command_line(monkeypatch, capsys, one_thread):
     monkeypatch.setitem(sys.modules, "gradio", None)  # as if `spgd[web]` were not installed
     assert main(["serve", "-m", "missing.pt", "--threads", "1"]) == 2
     assert "spgd serve: error: spgd serve needs gradio: pip install 'spgd[web]'" in capsys.readouterr().err
+
+
+def test_a_reference_image_reaches_a_sampler_that_takes_one(app, face, tmp_path):
+    guide = write_face_like(tmp_path / "guide.png", seed=3)
+    result, _ = finish(app, request(face, sampler="deqir", steps=2, reference_file=str(guide),
+                                    extra="max_iter=3 init_steps=1 init_objective=l2 init_gradient=phantom"))
+    assert result["status"].startswith("Done")
+    config = yaml.safe_load((run_folders(app)[-1] / "config.yaml").read_text())
+    assert Path(config["sampler_settings"]["reference"]).name == "guide.png"
+    with pytest.raises(PageError, match="spgd takes no reference image"):
+        finish(app, request(face, reference_file=str(guide)))

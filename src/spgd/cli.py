@@ -48,6 +48,8 @@ def _add_setting_args(p: argparse.ArgumentParser) -> None:
                    "(a posterior-mean estimate: higher PSNR, smoother; K times the cost)")
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="any other sampler setting (repeatable; `spgd tasks TASK` lists them)")
+    p.add_argument("--reference", type=Path, help="reference image for a sampler that takes one (DeqIR's "
+                   "init_objective=l2 or lpips pulls its result toward it); centre-cropped and resized to the prior")
     p.add_argument("--op", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="operator parameters (override the task; repeatable)")
     p.add_argument("--noise-sigma", type=float, help="measurement noise std in [-1, 1] units")
@@ -127,7 +129,8 @@ def _run_spec(args: argparse.Namespace, prior: Any, model_name: str, device: str
             check_settings(args.sampler, {key: getattr(args, key)}, flag)
             settings[key] = getattr(args, key)
     return make_spec(prior, args.task, args.sampler, operator, settings, mask=getattr(args, "mask", None),
-                     kernel=getattr(args, "kernel", None), device=device, model_name=model_name)
+                     kernel=getattr(args, "kernel", None), reference=args.reference, device=device,
+                     model_name=model_name)
 
 
 def _restore(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from . import io
 from .api import restore, simulate, to_model_range
 from .operators import Operator, load_mask, make_operator
 from .protocols import Denoiser
-from .samplers import Trace
+from .samplers import Trace, takes_reference
 from .tasks import load_task, setting_layers
 
 
@@ -31,6 +31,7 @@ class RunSpec:
     model_name: str = ""
     recommended: dict[str, Any] = field(default_factory=dict)  # the part of `settings` the prior chose
     layers: dict[str, dict[str, Any]] = field(default_factory=dict)  # where `settings` came from (make_spec)
+    reference_file: str = ""  # the image file of settings["reference"], if any
 
     def make_operator(self) -> Operator:
         """A fresh operator (random parameters not drawn yet) on the run's device."""
@@ -45,9 +46,14 @@ class RunSpec:
 
     def describe(self) -> dict[str, Any]:
         """The resolved settings as plain values (tensors by their shape), for config.yaml."""
-        operator = {k: f"tensor{tuple(v.shape)}" if isinstance(v, Tensor) else v for k, v in self.operator.items()}
-        return {"model": self.model_name, "operator": operator, "sampler": self.sampler,
-                "sampler_settings": dict(self.settings), "recommended_by_the_prior": dict(self.recommended)}
+        def plain(values: dict[str, Any]) -> dict[str, Any]:
+            return {k: f"tensor{tuple(v.shape)}" if isinstance(v, Tensor) else v for k, v in values.items()}
+
+        settings = plain(self.settings)
+        if self.reference_file:
+            settings["reference"] = self.reference_file
+        return {"model": self.model_name, "operator": plain(self.operator), "sampler": self.sampler,
+                "sampler_settings": settings, "recommended_by_the_prior": dict(self.recommended)}
 
     def setting_rows(self) -> dict[str, dict[str, Any]]:
         """{setting: its value in each layer that sets it ({layer name: value}, see `spgd.tasks.LAYERS`),
@@ -55,16 +61,19 @@ class RunSpec:
         rows = {}
         for key, value in self.settings.items():
             row = {name: layer[key] for name, layer in self.layers.items() if key in layer}
+            value = f"tensor{tuple(value.shape)}" if isinstance(value, Tensor) else value
             rows[key] = {**row, "value": value, "from": next(n for n in reversed(self.layers) if key in self.layers[n])}
         return rows
 
 
 def make_spec(prior: Denoiser, task: str | Path, sampler: str = "spgd", operator: dict[str, Any] | None = None,
               settings: dict[str, Any] | None = None, *, mask: Path | None = None, kernel: Path | None = None,
-              device: str = "cpu", model_name: str = "") -> RunSpec:
+              reference: Path | None = None, device: str = "cpu", model_name: str = "") -> RunSpec:
     """The resolved run of a task preset (name or YAML file): operator parameters (preset < `operator` <
     a mask or kernel file) and sampler settings (defaults < preset < the prior's recommended <
-    `settings`), each checked against what the operator or sampler accepts; `layers` keeps each layer."""
+    `settings`), each checked against what the operator or sampler accepts; `layers` keeps each layer.
+    `reference`: an image file for a sampler that takes one (a `reference` setting), centre-cropped and
+    resized to the prior's size."""
     preset = load_task(task)
     params = {**preset["operator"], **(operator or {})}
     if mask is not None:
@@ -74,8 +83,18 @@ def make_spec(prior: Denoiser, task: str | Path, sampler: str = "spgd", operator
     recommended = getattr(prior, "recommended", lambda *_: {})(Path(str(task)).stem, sampler)
     layers = setting_layers(sampler, preset, settings, recommended)
     resolved = {key: value for layer in layers.values() for key, value in layer.items()}
-    return RunSpec(prior=prior, operator=params, sampler=sampler, settings=resolved, device=device,
+    spec = RunSpec(prior=prior, operator=params, sampler=sampler, settings=resolved, device=device,
                    model_name=model_name, recommended=recommended, layers=layers)
+    if reference is not None:
+        if not takes_reference(sampler):
+            raise ValueError(f"--reference {reference}: {sampler} takes no reference image (samplers that do: "
+                             f"{', '.join(takes_reference())})")
+        _, height, width = spec.image_shape()
+        image = io.load_image(reference, (height, width), resize=True, role="reference")
+        spec.settings["reference"] = to_model_range(image[None]).to(device)
+        spec.reference_file = str(reference)
+        spec.layers[next(reversed(spec.layers))]["reference"] = spec.reference_file
+    return spec
 
 
 def shown_value(value: Any) -> str:

@@ -39,7 +39,7 @@ from .priors import CheckpointError
 from .protocols import Denoiser
 from .restore_job import RestoreJob, run_restore
 from .run import RunSpec, make_spec, shown_value
-from .samplers import SAMPLERS, DivergenceError, Trace, check_settings
+from .samplers import SAMPLERS, DivergenceError, Trace, check_settings, takes_reference
 from .seeding import make_generators
 from .tasks import LAYERS, default_task, load_task, parse_key_values, task_names
 from .weights import MissingWeightsError, WeightsFetchError, WeightsIntegrityError, weights_path
@@ -130,6 +130,7 @@ class RestoreRequest:
     mask_file: str | None = None
     mask_drawing: Mapping[str, Any] | None = None
     kernel_file: str | None = None
+    reference_file: str | None = None
 
 
 @dataclass
@@ -306,7 +307,7 @@ class WebApp:
         """What the form shows for `task`, `sampler` and the prior `model` (default: the first offered):
         whether the operator takes a mask and/or a kernel, whether its measurements are images, the
         steps and learning rate a restore runs with and the layer each comes from (`make_spec`, as
-        `spgd tasks TASK` shows them), and a note that names every setting not at the sampler's default."""
+        `spgd tasks TASK` shows them), whether the sampler takes a reference image, and a note that names every setting not at the sampler's default."""
         spec = make_spec(self.prior(model if model is not None else next(iter(self.priors))), check_task(task),
                          sampler)
         rows, sources = spec.setting_rows(), {}
@@ -317,7 +318,7 @@ class WebApp:
         form: dict[str, Any] = {"mask": False, "kernel": False, "measured": True, "required": False,
                                 "steps": spec.settings.get("steps"), "lr": spec.settings.get("lr"),
                                 "steps_from": rows.get("steps", {}).get("from"), "lr_from": rows.get("lr", {}).get("from"),
-                                "has_lr": "lr" in spec.settings, "note": note}
+                                "has_lr": "lr" in spec.settings, "reference": takes_reference(sampler), "note": note}
         try:
             operator = spec.make_operator()
         except USER_ERRORS as exc:
@@ -418,6 +419,10 @@ class WebApp:
         if req.kernel_file:
             check_upload(req.kernel_file, "kernel")
             kernel = self._keep(req.kernel_file, inputs / "kernel", folders)
+        reference = None
+        if req.reference_file:
+            check_upload(req.reference_file, "reference image")
+            reference = self._keep(req.reference_file, inputs / "reference", folders)
 
         def build() -> RunSpec:
             settings = parse_key_values(split_settings(req.extra), "--set")
@@ -427,7 +432,7 @@ class WebApp:
                     check_settings(req.sampler, {key: value}, label)
                     settings[key] = value
             return make_spec(prior, req.task, req.sampler, {}, settings, mask=mask, kernel=kernel,
-                             device=self.device, model_name=str(req.model))
+                             reference=reference, device=self.device, model_name=str(req.model))
 
         spec = self._spec_or_error(build, folders)
         seed = _int(req.seed, "Seed") or 0
@@ -649,6 +654,11 @@ def build_page(app: WebApp) -> Any:
                         kernel_view = gr.Image(label="Kernel", interactive=False, height=120, format="png",
                                                buttons=[], elem_id="kernel_view")
                     draw_kernel = gr.Button("Draw a kernel from the seed", size="sm", elem_id="draw_kernel")
+                with gr.Accordion("Reference image (--reference)", open=False, visible=False) as reference_box:
+                    gr.Markdown("An image the sampler steers its result toward (its settings say how, e.g. "
+                                "init_steps=20 init_objective=l2 under Other settings).")
+                    reference_file = gr.File(label="Reference image", type="filepath", height=100,
+                                             elem_id="reference_file")
                 with gr.Accordion("Prior and settings", open=True):
                     model = gr.Dropdown(models, value=models[0], label="Prior", elem_id="model")
                     with gr.Row():
@@ -695,7 +705,7 @@ def build_page(app: WebApp) -> Any:
             def box(shown: bool) -> Any:
                 return gr.update(visible=True, open=form["required"]) if shown else gr.update(visible=False)
 
-            return (box(form["mask"]), box(form["kernel"]), form["note"],
+            return (box(form["mask"]), box(form["kernel"]), gr.update(visible=form["reference"]), form["note"],
                     gr.update(info=f"runs with {form['steps']} ({form['steps_from']})"),
                     gr.update(info=lr_info, interactive=form["has_lr"], value=None),
                     gr.update(value=SIMULATE) if not form["measured"] else gr.update())
@@ -714,12 +724,12 @@ def build_page(app: WebApp) -> Any:
 
         def on_run(image: str | None, chosen_task: str, chosen_mode: str, chosen_sampler: str, chosen_model: str,
                    chosen_steps: Any, chosen_lr: Any, chosen_seed: Any, chosen_resize: bool, chosen_extra: str,
-                   chosen_mask: str | None, drawing: Any, chosen_kernel: str | None,
+                   chosen_mask: str | None, drawing: Any, chosen_kernel: str | None, chosen_reference: str | None,
                    request: gr.Request) -> Iterator[dict[Any, Any]]:
             req = RestoreRequest(image=image, task=chosen_task, mode=chosen_mode, sampler=chosen_sampler,
                                  model=chosen_model, steps=chosen_steps, lr=chosen_lr, seed=chosen_seed,
                                  resize=chosen_resize, extra=chosen_extra, mask_file=chosen_mask,
-                                 mask_drawing=drawing, kernel_file=chosen_kernel)
+                                 mask_drawing=drawing, kernel_file=chosen_kernel, reference_file=chosen_reference)
             clear = {"live": None, "measurement": None, "restored": None, "slider": None, "metrics": "",
                      "files": None}
             try:
@@ -744,12 +754,12 @@ def build_page(app: WebApp) -> Any:
         model.change(on_image, [image_file, model], [before, mask_drawing])
         demo.click(lambda: str(resolve_input(DEMO_INPUTS[0])), None, image_file)
         for trigger in (task.change, sampler.change, model.change):
-            trigger(on_task, [task, sampler, model], [mask_box, kernel_box, note, steps, lr, mode])
-        page.load(on_task, [task, sampler, model], [mask_box, kernel_box, note, steps, lr, mode])
+            trigger(on_task, [task, sampler, model], [mask_box, kernel_box, reference_box, note, steps, lr, mode])
+        page.load(on_task, [task, sampler, model], [mask_box, kernel_box, reference_box, note, steps, lr, mode])
         draw_kernel.click(on_draw_kernel, [task, model, seed], [kernel_file, kernel_view])
         kernel_file.change(on_kernel, kernel_file, kernel_view)
         running = run.click(on_run, [image_file, task, mode, sampler, model, steps, lr, seed, resize, extra,
-                                     mask_file, mask_drawing, kernel_file], list(outputs.values()),
+                                     mask_file, mask_drawing, kernel_file, reference_file], list(outputs.values()),
                             concurrency_limit=app.workers, concurrency_id="restore", show_progress="full",
                             show_progress_on=[live])
         stop.click(on_cancel, None, [status, bar], queue=False, cancels=[running])

@@ -46,6 +46,14 @@ def sampler_settings(name: str) -> dict[str, Any]:
     return {**own, **COMMON_SETTINGS}
 
 
+def takes_reference(name: str | None = None) -> Any:
+    """Whether sampler `name` takes a reference image (a `reference` setting); without a name, the samplers
+    that do."""
+    if name is None:
+        return [n for n in sorted(SAMPLERS) if "reference" in sampler_settings(n)]
+    return "reference" in sampler_settings(name)
+
+
 def check_settings(name: str, settings: dict[str, Any], source: str = "settings") -> None:
     """A ValueError for a key that is not a setting of sampler `name` (listing the ones it has), and for a
     value of the wrong kind: text where the default is a number, NaN or infinity, a fraction for a count."""
@@ -69,4 +77,5 @@ def check_settings(name: str, settings: dict[str, Any], source: str = "settings"
 
 
 __all__ = ["DivergenceError", "SAMPLERS", "Trace", "check_settings", "daps", "ddnm", "ddnm_plus", "ddrm", "deqir",
-           "diffpir", "dps", "get_sampler", "mean_of_runs", "pigdm", "pnpdm", "reddiff", "sampler_settings", "spgd"]
+           "diffpir", "dps", "get_sampler", "mean_of_runs", "pigdm", "pnpdm", "reddiff", "sampler_settings", "spgd",
+           "takes_reference"]

@@ -60,59 +60,34 @@ from .ddrm import Spectral, ddrm_step
 
 
 class DDNMChain:
-    """The DDIM + DDNM chain from x_T over `steps` strided levels (VP units), one step at a time or (eta = 0)
-    as the joint map of all outputs."""
+    """The DDIM + DDNM chain over `steps` strided levels (VP units), one step at a time. Differentiable: the
+    samplers run it under `torch.no_grad`, DeqIR's gradients through it with autograd."""
 
-    def __init__(self, prior: Denoiser, operator: Operator, y: Tensor, x_T: Tensor, steps: int) -> None:
+    def __init__(self, prior: Denoiser, operator: Operator, y: Tensor, steps: int) -> None:
         ab_in = chain_alpha_bars(prior, steps, "strided")
         ab_out = ab_in[1:] + [1.0]
-        self.prior, self.operator, self.x_T = prior, operator, x_T
+        self.prior, self.operator, self.steps = prior, operator, steps
         self.scale_in = [math.sqrt(a) for a in ab_in]
         self.scale_out = [math.sqrt(a) for a in ab_out]
         self.sigma_in = [math.sqrt((1 - a) / a) for a in ab_in]
         self.sigma_out = [math.sqrt((1 - a) / a) for a in ab_out]
         with torch.no_grad():
             self.b = operator.A_pinv(y)
-            self.base = self.b + operator.null(x_T / self.scale_in[0])
 
-    @torch.no_grad()
     def predict(self, m: int, x: Tensor) -> tuple[Tensor, Tensor]:
         """(x0, eps) in EDM units from the VP state x at chain level m."""
         x = x / self.scale_in[m]
         x0 = self.prior.denoise(x, self.sigma_in[m])
         return x0, (x - x0) / self.sigma_in[m]
 
-    @torch.no_grad()
     def consistent(self, x0: Tensor) -> Tensor:
         """A^+ y + (I - A^+ A) x0."""
         return self.b + self.operator.null(x0)
 
-    @torch.no_grad()
     def advance(self, m: int, x0: Tensor, eps: Tensor, eta: float = 0.0, noise: Tensor | None = None) -> Tensor:
         """x_{m+1} (VP units) from level m's prediction: x0' + sigma'_m (sqrt(1 - eta^2) eps + eta z)."""
         direction = eps if eta == 0 else math.sqrt(1 - eta ** 2) * eps + eta * noise
         return (self.consistent(x0) + self.sigma_out[m] * direction) * self.scale_out[m]
-
-    def step(self, m: int, x: Tensor, eta: float = 0.0, noise: Tensor | None = None) -> Tensor:
-        """x_{m+1} from x_m (VP units)."""
-        return self.advance(m, *self.predict(m, x), eta, noise)
-
-    @torch.no_grad()
-    def joint(self, z: Tensor) -> Tensor:
-        """All T outputs (T x batch x ...) of the eta = 0 chain from the current guess of all T outputs, in one
-        batched call."""
-        steps, batch = z.shape[:2]
-        inputs = torch.cat([self.x_T.unsqueeze(0), z[:-1]])
-        scale_in = torch.tensor(self.scale_in, device=z.device).reshape(-1, 1, 1, 1, 1)
-        sigma_in = torch.tensor(self.sigma_in, device=z.device)
-        x = (inputs / scale_in).flatten(0, 1)
-        sigmas = sigma_in.repeat_interleave(batch)
-        eps = ((x - self.prior.denoise(x, sigmas)) / sigmas.reshape(-1, 1, 1, 1)).unflatten(0, (steps, batch))
-        null_eps = torch.stack([self.operator.null(e) for e in eps])
-        sigma_out = torch.tensor(self.sigma_out, device=z.device).reshape(-1, 1, 1, 1, 1)
-        drift = ((sigma_out - sigma_in.reshape(-1, 1, 1, 1, 1)) * null_eps).cumsum(dim=0)
-        out = self.base + drift + sigma_out * (eps - null_eps)
-        return out * torch.tensor(self.scale_out, device=z.device).reshape(-1, 1, 1, 1, 1)
 
 
 def travel_path(steps: int, length: int, repeat: int) -> list[int]:
@@ -159,7 +134,7 @@ def _run(name: str, prior: Denoiser, operator: Operator, y: Tensor, x_start: Ten
     shape = tuple(shape) if shape is not None else operator.input_shape(y)
     path = travel_path(steps, travel_length, travel_repeat)
     x = start_noise(shape, 1.0, seed, y.device, x_start)
-    chain = DDNMChain(prior, operator, y, x, steps)
+    chain = DDNMChain(prior, operator, y, steps)
     noise = StepNoise(seed, shape[0], "ddnm", y.device)  # one stream: with sigma_y = 0 DDNM+ is DDNM exactly
     spectral = None
     if svd_cutoff is not None and operator.noise_sigma > 0:

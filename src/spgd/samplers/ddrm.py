@@ -61,18 +61,26 @@ class Spectral:
 def ddrm_step(m: Spectral, x0bar: Tensor, epsbar: Tensor, zbar: Tensor, sigma_next: float, eta: float,
               eta_b: float) -> Tensor:
     """One DDRM step in spectral coordinates (see the module docstring); DDNM+ is this with eta_b = 1."""
+    return spectral_step(m, x0bar, epsbar, sigma_next, math.sqrt(1 - eta ** 2), eta, zbar, zbar, eta_b)
+
+
+def spectral_step(m: Spectral, x0bar: Tensor, epsbar: Tensor, sigma_next: float, keep: float, kick_weight: float,
+                  kick: Tensor, spread: Tensor, eta_b: float) -> Tensor:
+    """The DDRM step with its random parts given: `keep` weighs eps (DDRM: sqrt(1 - eta^2)), `kick_weight`
+    `kick` is the added noise (DDRM: eta z) of the missing and less-noisy coordinates, `spread` the unit
+    direction that spreads the noisier ones (DDRM: z). DeqIR passes deterministic ones (its shared noise)."""
     s, sigma_y = m.s, m.sigma_y
-    missing = x0bar + math.sqrt(1 - eta ** 2) * sigma_next * epsbar + eta * sigma_next * zbar
+    missing = x0bar + keep * sigma_next * epsbar + kick_weight * sigma_next * kick
     less_noisy_mask = m.seen & (s * sigma_next < sigma_y)
     noisier_mask = m.seen & (s * sigma_next > sigma_y)
     if sigma_y > 0:
-        less_noisy = (x0bar + math.sqrt(1 - eta ** 2) * sigma_next * (m.uty - s * x0bar) / sigma_y
-                      + eta * sigma_next * zbar)
-        spread = (sigma_next ** 2 - (eta_b * sigma_y) ** 2 / torch.where(noisier_mask, s, torch.ones_like(s)) ** 2)
+        less_noisy = (x0bar + keep * sigma_next * (m.uty - s * x0bar) / sigma_y
+                      + kick_weight * sigma_next * kick)
+        variance = (sigma_next ** 2 - (eta_b * sigma_y) ** 2 / torch.where(noisier_mask, s, torch.ones_like(s)) ** 2)
     else:
         less_noisy = missing
-        spread = torch.full_like(s, sigma_next ** 2)
-    noisier = (1 - eta_b) * x0bar + eta_b * m.ybar + spread.clamp_min(0).sqrt() * zbar
+        variance = torch.full_like(s, sigma_next ** 2)
+    noisier = (1 - eta_b) * x0bar + eta_b * m.ybar + variance.clamp_min(0).sqrt() * spread
     return torch.where(noisier_mask, noisier, torch.where(less_noisy_mask, less_noisy, missing))
 
 
