@@ -60,13 +60,13 @@ def timed(command: list[str], env: dict[str, str], load: int) -> float:
 
 
 def workloads(work: Path, train_steps: int) -> dict[str, list[str]]:
-    """The two commands, with their output folders under `work`."""
+    """The two commands; OUT stands for an output folder, new for every run."""
     data = work / "random64.npy"
     np.save(data, np.random.default_rng(0).integers(0, 256, (256, 3, 64, 64), dtype=np.uint8))
     return {
-        "restore (README's first command)": [*README_RESTORE, "-o", str(work / "restore")],
+        "restore (README's first command)": [*README_RESTORE, "-o", "OUT"],
         f"train ({train_steps} steps, batch 32)": [
-            "train", "--data", str(data), "--out", str(work / "train"), "--config", "faces64", "--objective", "edm",
+            "train", "--data", str(data), "--out", "OUT", "--config", "faces64", "--objective", "edm",
             "--batch-size", "32", "--steps", str(train_steps), "--grid-every", "0", "--ckpt-every", "0"],
     }
 
@@ -115,7 +115,8 @@ def main() -> None:
                 continue
             for load in args.loads:
                 for name, (env, flags) in settings.items():
-                    seconds = timed([*command, *flags], {**base_env, **env}, load)
+                    out = str(Path(tempfile.mkdtemp(dir=tmp)) / "run")
+                    seconds = timed([out if a == "OUT" else a for a in command] + flags, {**base_env, **env}, load)
                     rows.append((work_name, load, name, seconds))
                     print(f"{work_name} | {load} busy | {name}: {seconds:.1f} s", file=sys.stderr, flush=True)
     import torch
