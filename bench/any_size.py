@@ -4,7 +4,7 @@ seams: restores images larger than the prior (4x SR, SPGD at short settings) wit
 half a tile, halo tile/8: spgd's default) and with independent tiles (no overlap, no halo: the usual
 alternative), and compares the mean gradient magnitude of the restored image on the pixel pairs that
 straddle a tile seam (where the blending weights of one tile end) against all other pixel pairs: a ratio
-near 1 means no visible seam. The image is smooth (a blurred random field), so a seam is not hidden by
+near 1 means no visible seam. The image is smooth (random values every 8 px, upsampled), so a seam is not hidden by
 texture. Writes the worst case as a picture.
 cost: one denoiser call and one input gradient (the per-tile VJP SPGD and DPS need) per size, each in a
 fresh process, with its seconds and peak resident memory above the loaded model.
@@ -33,7 +33,7 @@ TILINGS = {"blended (overlap tile/2, halo tile/8)": {}, "independent tiles": {"o
 
 
 def smooth_image(height: int, width: int, seed: int) -> torch.Tensor:
-    """A [0, 1] colour image with only low frequencies: a random field blurred at 12 px."""
+    """A [0, 1] colour image with only low frequencies: random values every 8 px, bicubically upsampled."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(1, 3, height // 8 + 2, width // 8 + 2, generator=g)
     x = torch.nn.functional.interpolate(x, size=(height, width), mode="bicubic", align_corners=False)
