@@ -63,6 +63,7 @@ class TiledDenoiser(nn.Module):
             raise ValueError(f"need 0 <= overlap < tile and 2 * halo <= overlap, got tile {self.tile}, "
                              f"overlap {self.overlap}, halo {self.halo}")
         self.batch = int(batch)
+        self._grids: dict[tuple[int, int], tuple[list[tuple[int, int]], Tensor]] = {}  # every step asks again
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -84,6 +85,8 @@ class TiledDenoiser(nn.Module):
 
     def grid(self, height: int, width: int) -> tuple[list[tuple[int, int]], Tensor]:
         """Tile offsets (top, left) and their blending weights (tiles x tile x tile, summing to 1 per pixel)."""
+        if (height, width) in self._grids:
+            return self._grids[height, width]
         stride = self.tile - self.overlap
         rows, cols = tile_starts(height, self.tile, stride), tile_starts(width, self.tile, stride)
         spots = [(t, l) for t in rows for l in cols]
@@ -92,7 +95,9 @@ class TiledDenoiser(nn.Module):
         total = torch.zeros(height, width, dtype=torch.float64)
         for (t, l), w in zip(spots, windows):
             total[t:t + self.tile, l:l + self.tile] += w
-        return spots, torch.stack([w / total[t:t + self.tile, l:l + self.tile] for (t, l), w in zip(spots, windows)])
+        weights = torch.stack([w / total[t:t + self.tile, l:l + self.tile] for (t, l), w in zip(spots, windows)])
+        self._grids[height, width] = spots, weights
+        return spots, weights
 
     def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         n, _, height, width = x.shape
