@@ -2,9 +2,9 @@
 
 torch's CPU kernels run on an OpenMP pool whose threads meet at a barrier after every parallel
 region. When another program holds one of the cores, the torch thread that shares it runs at half
-speed and every barrier waits for it: on 2 cores with one busy, a restore with 2 threads ran 3x slower
-than with 1 (9x with OMP_WAIT_POLICY=ACTIVE). OMP_WAIT_POLICY=PASSIVE softens that but costs 1.5x on
-idle cores, where 2 spinning threads are fastest (bench/threads.py, BENCHMARKS.md). So by default spgd
+speed and every barrier waits for it: on 2 cores with one busy, the README's first command with 2
+threads ran 15.7x slower than with 1. OMP_WAIT_POLICY=PASSIVE avoids most of that but costs 1.8x on idle
+cores, where 2 spinning threads are fastest (bench/threads.py, BENCHMARKS.md). So by default spgd
 counts the cores other programs keep busy (from /proc/stat, less this process's own CPU time) and
 runs one torch thread per free core, looking again between training steps.
 
