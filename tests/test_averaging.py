@@ -10,7 +10,7 @@ from spgd.cli import main
 from spgd.io import load_image
 from spgd.operators import make_operator
 from spgd.priors.gaussian import GaussianPrior
-from spgd.samplers import SAMPLERS, Trace, sampler_settings
+from spgd.samplers import POSTERIOR_SAMPLERS, Trace, sampler_settings
 from spgd.samplers.averaging import mean_of_runs, run_seeds
 from spgd.seeding import make_generators
 from spgd.tasks import load_task, resolve_settings
@@ -21,7 +21,7 @@ from .test_samplers import FAST, gaussian_batch, rms
 
 def test_one_run_is_the_sampler_itself():
     prior, op, _, y = gaussian_batch()
-    plain = SAMPLERS["spgd"](prior, op, y, seed=[10, 11, 12], progress=False, **FAST["spgd"])
+    plain = POSTERIOR_SAMPLERS["spgd"](prior, op, y, seed=[10, 11, 12], progress=False, **FAST["spgd"])
     assert torch.equal(restore(y, op, prior, seed=[10, 11, 12], progress=False, mean_of=1, **FAST["spgd"]),
                        restore(y, op, prior, seed=[10, 11, 12], progress=False, **FAST["spgd"]))
     assert torch.equal(restore(y, op, prior, seed=[10, 11, 12], progress=False, **FAST["spgd"]),
@@ -32,15 +32,15 @@ def test_one_run_is_the_sampler_itself():
 def test_mean_of_runs_averages_independent_per_image_runs(name):
     prior, op, _, y = gaussian_batch()
     seeds = [10, 11, 12]
-    runs = [SAMPLERS[name](prior, op, y, seed=run_seeds(seeds, k), progress=False, **FAST[name]) for k in range(3)]
-    mean = mean_of_runs(SAMPLERS[name], prior, op, y, runs=3, seed=seeds, progress=False, **FAST[name])
+    runs = [POSTERIOR_SAMPLERS[name](prior, op, y, seed=run_seeds(seeds, k), progress=False, **FAST[name]) for k in range(3)]
+    mean = mean_of_runs(POSTERIOR_SAMPLERS[name], prior, op, y, runs=3, seed=seeds, progress=False, **FAST[name])
     assert torch.allclose(mean, sum(runs) / 3, atol=1e-6)
     assert not torch.allclose(runs[0], runs[1], atol=1e-3)  # the runs are different draws
     all_seeds = [s for k in range(3) for s in run_seeds(seeds, k)]
     assert len(set(all_seeds)) == 9 and run_seeds(seeds, 0) == seeds
     # image 1 alone, with its own mask and seed, gets the same mean: the batch does not matter
     op_1 = make_operator("inpainting", mask=op.mask[1:2], noise_sigma=0.05)
-    alone = mean_of_runs(SAMPLERS[name], prior, op_1, y[1:2], runs=3, seed=[11], progress=False, **FAST[name])
+    alone = mean_of_runs(POSTERIOR_SAMPLERS[name], prior, op_1, y[1:2], runs=3, seed=[11], progress=False, **FAST[name])
     assert (alone - mean[1:2]).abs().max() < 1e-5
 
 
@@ -53,8 +53,8 @@ def test_the_mean_of_runs_approaches_the_exact_posterior_mean():
     y = op.measure(x, make_generators([1, 2, 3, 4], 4, "measure"))
     exact, std = prior.posterior(op, y)
     settings = dict(steps=250, zeta=0.3, clip_denoised=False)  # as in test_samplers' exact problems
-    one = SAMPLERS["dps"](prior, op, y, seed=0, progress=False, **settings)
-    mean = mean_of_runs(SAMPLERS["dps"], prior, op, y, runs=16, seed=0, progress=False, **settings)
+    one = POSTERIOR_SAMPLERS["dps"](prior, op, y, seed=0, progress=False, **settings)
+    mean = mean_of_runs(POSTERIOR_SAMPLERS["dps"], prior, op, y, runs=16, seed=0, progress=False, **settings)
     error_one, error_mean = rms(one - exact) / rms(std), rms(mean - exact) / rms(std)
     assert 0.6 < error_one < 1.3  # a draw: about one posterior std away (measured 0.85)
     assert error_mean < error_one / 2.5  # sqrt(1/16 + bias^2): measured 0.21
@@ -63,7 +63,7 @@ def test_the_mean_of_runs_approaches_the_exact_posterior_mean():
 def test_a_failed_run_fails_its_image_only():
     prior, op, _, y = gaussian_batch(fail=1)
     trace = Trace(keep_images=False)
-    x = mean_of_runs(SAMPLERS["spgd"], prior, op, y, runs=2, seed=0, progress=False, on_nan="mark", trace=trace,
+    x = mean_of_runs(POSTERIOR_SAMPLERS["spgd"], prior, op, y, runs=2, seed=0, progress=False, on_nan="mark", trace=trace,
                      **FAST["spgd"])
     assert torch.isfinite(x[[0, 2]]).all() and torch.isnan(x[1]).all()
     assert set(trace.failed) == {1}
@@ -73,7 +73,7 @@ def test_a_trace_sees_every_step_of_every_run():
     """The web page's progress and cancel live in the trace: it must see all runs, not only the first."""
     prior, op, _, y = gaussian_batch()
     trace = Trace(keep_images=False)
-    mean_of_runs(SAMPLERS["spgd"], prior, op, y, runs=3, seed=0, progress=False, trace=trace, **FAST["spgd"])
+    mean_of_runs(POSTERIOR_SAMPLERS["spgd"], prior, op, y, runs=3, seed=0, progress=False, trace=trace, **FAST["spgd"])
     assert len(trace.sigma) == 3 * FAST["spgd"]["steps"]
 
 
@@ -90,7 +90,7 @@ def test_bad_uses_are_clear_errors():
 
 
 def test_every_sampler_takes_mean_of_beside_its_own_settings():
-    for name in SAMPLERS:
+    for name in POSTERIOR_SAMPLERS:
         assert sampler_settings(name)["mean_of"] == 1
     # PnP-DM's own `samples` (the iterates it averages within one chain) stays its own setting
     assert sampler_settings("pnpdm")["samples"] == 20

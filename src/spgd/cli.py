@@ -23,7 +23,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     from .samplers import SAMPLERS
 
     p.add_argument("--task", "-t", required=True, help="task preset name (`spgd tasks` lists them) or a YAML file")
-    p.add_argument("--model", "-m", default=DEFAULT_MODEL, help="checkpoint file or builtin:<name> (default: %(default)s)")
+    p.add_argument("--model", "-m", help=f"checkpoint file or builtin:<name> (default: {DEFAULT_MODEL}; with "
+                                         "--sampler diffir the built-in DiffIR weights for the task and the images)")
     _add_arch(p)
     p.add_argument("--sampler", default="spgd", choices=sorted(SAMPLERS), metavar="SAMPLER",
                    help=f"sampler: {', '.join(sorted(SAMPLERS))} (default: %(default)s)")
@@ -76,17 +77,41 @@ def _announce(prior: Any) -> None:
     print(f"spgd: prior: {prior.description}\nspgd: threads: {summary()}", file=sys.stderr)
 
 
-def _load_run_prior(args: argparse.Namespace, device: str) -> tuple[Any, str]:
-    """The prior of a restore/bench run, on the fast path when asked, and a name that records how it runs."""
-    from .priors import load_prior
-    from .priors.fast import FastDenoiser
+def _clean_size(args: argparse.Namespace, first_input: Path | None) -> tuple[int, int] | None:
+    """(H, W) of the clean image behind the first input, from its header (a measurement's through the task's
+    operator): what the choice of a trained restorer's built-in weights goes by."""
+    import torch
 
-    prior = load_prior(args.model, _arch(args), device=device)
+    from .io import open_image
+    from .operators import make_operator
+    from .tasks import load_task
+
+    if first_input is None:
+        return None
+    with open_image(first_input) as image:
+        width, height = image.size
+    if getattr(args, "simulate", True):
+        return height, width
+    operator = make_operator(**load_task(args.task)["operator"])
+    return tuple(operator.input_shape(torch.empty(1, 3, height, width))[-2:])
+
+
+def _load_run_prior(args: argparse.Namespace, device: str, first_input: Path | None = None) -> tuple[Any, str]:
+    """The model of a restore/bench run (`spgd.run.load_model`), on the fast path when asked, and a name that
+    records how it runs."""
+    from .priors.fast import FastDenoiser
+    from .run import load_model
+    from .samplers import model_kind
+
+    trained = model_kind(args.sampler) != "prior"
+    size = _clean_size(args, first_input) if trained and args.model is None else None
+    prior = load_model(args.model, args.sampler, args.task, device, _arch(args), size, args.resize)
+    name = str(args.model or getattr(prior, "name", DEFAULT_MODEL))
     _announce(prior)
-    if args.precision == "fp32" and not args.compile:
-        return prior, str(args.model)
+    if trained or (args.precision == "fp32" and not args.compile):
+        return prior, name
     fast = FastDenoiser(prior, args.precision, channels_last=True, compile=args.compile)
-    return fast, f"{args.model} ({args.precision}{', compiled' if args.compile else ''})"
+    return fast, f"{name} ({args.precision}{', compiled' if args.compile else ''})"
 
 
 def _add_restore(sub: argparse._SubParsersAction) -> None:
@@ -141,7 +166,7 @@ def _restore(args: argparse.Namespace) -> int:
     inputs = list_images(expand_inputs(args.input))
     if not inputs:
         raise ValueError(f"no images found in {' '.join(args.input)}")
-    prior, model_name = _load_run_prior(args, args.device)
+    prior, model_name = _load_run_prior(args, args.device, inputs[0])
     spec = _run_spec(args, prior, model_name, args.device)
     job = RestoreJob(inputs=inputs, output=Path(args.output), spec=spec, seed=args.seed,
                      batch_size=args.batch_size, simulate=args.simulate, resize=args.resize,
@@ -175,6 +200,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     from .bench import BenchJob, run_bench
     from .distributed import process_group
+    from .io import list_images
 
     if args.lpips:
         from .weights import weights_path
@@ -183,7 +209,8 @@ def _bench(args: argparse.Namespace) -> int:
     if args.record and importlib.util.find_spec("matplotlib") is None:
         raise ValueError("--record plots need matplotlib: pip install 'spgd[plots]'")
     with process_group(args.device) as (group, device):
-        prior, model_name = _load_run_prior(args, device)
+        first = next(iter(list_images([args.data])), None) if args.data.is_dir() else None
+        prior, model_name = _load_run_prior(args, device, first)
         job = BenchJob(data=args.data, out=args.out, spec=_run_spec(args, prior, model_name, device),
                        task_name=str(args.task), seed=args.seed, batch_size=args.batch_size, limit=args.limit,
                        resize=args.resize, lpips=args.lpips, record=args.record)
@@ -514,6 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_sample(sub)
     _add_serve(sub)
+    from .diffir.cli import add_parsers as add_diffir_parsers
+
+    add_diffir_parsers(sub, _add_threads)
     return parser
 
 

@@ -123,9 +123,12 @@ class TiledDenoiser(nn.Module):
 
 
 def for_size(prior: Any, shape: tuple[int, int]) -> Any:
-    """`prior` for images of `shape` (H, W): itself at its native size or when it states none, else tiled."""
+    """`prior` for images of `shape` (H, W): itself at its native size, when it states none, or when it is no
+    denoiser (a trained restorer such as DiffIR takes any size itself), else tiled."""
     size = prior.image_size
-    return prior if size is None or tuple(shape) == (size, size) else TiledDenoiser(prior)
+    if size is None or tuple(shape) == (size, size) or not hasattr(prior, "denoise"):
+        return prior
+    return TiledDenoiser(prior)
 
 
 def _pad_to(x: Tensor, tile: int) -> Tensor:

@@ -17,6 +17,7 @@ from .daps import daps
 from .ddnm import ddnm, ddnm_plus
 from .ddrm import ddrm
 from .deqir import deqir
+from .diffir import diffir
 from .diffpir import diffpir
 from .dps import dps
 from .pigdm import pigdm
@@ -24,9 +25,11 @@ from .pnpdm import pnpdm
 from .reddiff import reddiff
 from .spgd import spgd
 
-SAMPLERS: dict[str, Callable] = {"spgd": spgd, "dps": dps, "daps": daps, "reddiff": reddiff, "deqir": deqir,
+POSTERIOR_SAMPLERS: dict[str, Callable] = {"spgd": spgd, "dps": dps, "daps": daps, "reddiff": reddiff, "deqir": deqir,
                                  "diffpir": diffpir, "ddnm": ddnm, "ddnm_plus": ddnm_plus, "ddrm": ddrm,
                                  "pigdm": pigdm, "pnpdm": pnpdm}
+# every method `--sampler` names: the posterior samplers of a diffusion prior, and trained restorers
+SAMPLERS: dict[str, Callable] = {**POSTERIOR_SAMPLERS, "diffir": diffir}
 RUN_CONTROLS = ("shape", "trace", "progress")  # keyword arguments that steer a call, not the algorithm
 COMMON_SETTINGS = {"mean_of": 1}  # settings of every sampler, applied around it by `mean_of_runs`
 
@@ -44,6 +47,12 @@ def sampler_settings(name: str) -> dict[str, Any]:
     own = {p.name: p.default for p in signature.parameters.values()
            if p.kind is p.KEYWORD_ONLY and p.name not in RUN_CONTROLS}
     return {**own, **COMMON_SETTINGS}
+
+
+def model_kind(name: str) -> str:
+    """What sampler `name` restores with: "prior" (a diffusion prior, every posterior sampler) or the kind of
+    trained restorer it runs (e.g. "diffir")."""
+    return getattr(get_sampler(name), "model_kind", "prior")
 
 
 def takes_reference(name: str | None = None) -> Any:
@@ -76,6 +85,6 @@ def check_settings(name: str, settings: dict[str, Any], source: str = "settings"
             raise ValueError(f"{source}: {key} must be >= 1, got {value:g}")
 
 
-__all__ = ["DivergenceError", "SAMPLERS", "Trace", "check_settings", "daps", "ddnm", "ddnm_plus", "ddrm", "deqir",
-           "diffpir", "dps", "get_sampler", "mean_of_runs", "pigdm", "pnpdm", "reddiff", "sampler_settings", "spgd",
+__all__ = ["DivergenceError", "POSTERIOR_SAMPLERS", "SAMPLERS", "Trace", "check_settings", "daps", "ddnm", "ddnm_plus", "ddrm", "deqir", "diffir",
+           "diffpir", "dps", "get_sampler", "mean_of_runs", "model_kind", "pigdm", "pnpdm", "reddiff", "sampler_settings", "spgd",
            "takes_reference"]

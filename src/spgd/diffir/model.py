@@ -1,0 +1,193 @@
+"""A trained DiffIR restorer: what `--sampler diffir` runs in place of a prior + sampler.
+
+A weight file holds one stage's EMA weights (fp16 safetensors) and, as JSON metadata, the network
+configuration, the task and operator parameters it was trained on, its training steps and data. The model
+takes a measurement y of that operator at any size: the degraded input is reflect-padded on the bottom and
+right to a multiple of the network's stride and the result cropped back, as the released `pad_test` does.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file
+from torch import Tensor
+
+from ..seeding import make_generators, randn_per_image
+from .network import DiffIRConfig, DiffIRS1, DiffIRS2, config_from_dict
+
+FORMAT = "spgd-diffir"
+
+
+def degraded_input(cfg: DiffIRConfig, operator: Any, y: Tensor) -> Tensor:
+    """The DIRformer's input in [0, 1] from a measurement y in [-1, 1]: the degraded image itself, and for
+    inpainting the image with its holes zeroed beside the hole mask (1 on holes), the released layout."""
+    image = (y + 1) / 2
+    if cfg.head != "inpaint":
+        return image
+    known = operator.A(torch.ones_like(y))[:, :1]  # y = x * mask: the mask of known pixels
+    return torch.cat([image * known, 1 - known], dim=1)
+
+
+def composite(cfg: DiffIRConfig, lq: Tensor, restored: Tensor) -> Tensor:
+    """Inpainting's output: the network's pixels in the holes, the measured ones elsewhere (released
+    `mask * pred + (1 - mask) * img`); other heads return the network's output."""
+    if cfg.head != "inpaint":
+        return restored
+    hole = lq[:, 3:4]
+    return hole * restored + (1 - hole) * lq[:, :3]
+
+
+def pad_to_stride(x: Tensor, stride: int) -> tuple[Tensor, int, int]:
+    """x reflect-padded on the bottom/right to multiples of `stride` (replicate where reflection cannot
+    reach), and the padding added (rows, columns)."""
+    ph, pw = -x.shape[-2] % stride, -x.shape[-1] % stride
+    if ph or pw:
+        mode = "reflect" if ph < x.shape[-2] and pw < x.shape[-1] else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    return x, ph, pw
+
+
+class DiffIRModel:
+    """A stage-2 DiffIR network (or a stage-1 one, which needs the ground truth: the upper bound of the
+    ablation) with what it was trained on. `restore_measurement` is the seam the `diffir` sampler calls."""
+
+    image_channels = 3
+
+    def __init__(self, network: DiffIRS2 | DiffIRS1, metadata: dict[str, Any], name: str = "") -> None:
+        self.network = network.eval()
+        self.cfg: DiffIRConfig = network.cfg
+        self.metadata = metadata
+        self.name = name or metadata.get("name", "DiffIR")
+        self.task = metadata.get("task", "")
+        self.operator_params: dict[str, Any] = dict(metadata.get("operator", {}))
+        # the clean-image size it was trained at ("--resize" brings images to it); any size restores
+        self.image_size: int | None = metadata.get("image_size")
+        self.chosen = ""  # why the run layer chose these built-in weights, if it did
+
+    @property
+    def description(self) -> str:
+        """One line for the command line's `spgd: prior:` notice."""
+        parameters = sum(p.numel() for p in self.network.parameters())
+        steps = self.metadata.get("steps")
+        chosen = f" ({self.chosen})" if self.chosen else ""
+        return (f"DiffIR {self.name}{chosen}: stage {self.metadata.get('stage', 2)}, {parameters / 1e6:.2f}M parameters, "
+                f"trained for {self.task}{f' ({steps} steps)' if steps else ''} on {self.metadata.get('data', '?')}")
+
+    def recommended(self, task: str, sampler: str) -> dict[str, Any]:
+        return {}
+
+    def check_operator(self, operator: Any) -> None:
+        """A ValueError naming both when `operator` is not the one these weights were trained for."""
+        trained = self.operator_params.get("name")
+        if trained and operator.name != trained:
+            raise ValueError(f"{self.name}: DiffIR weights trained for {self.task or trained} ({trained}) cannot "
+                             f"restore a {operator.name} measurement; use DiffIR weights trained for it")
+        scale = self.operator_params.get("scale")
+        if scale is not None and getattr(operator, "scale", scale) != scale:
+            raise ValueError(f"{self.name}: DiffIR weights trained for {scale}x {trained} cannot restore a "
+                             f"{operator.scale}x {operator.name} measurement")
+
+    def to(self, device: str | torch.device) -> "DiffIRModel":
+        self.network.to(device)
+        return self
+
+    def restore_measurement(self, operator: Any, y: Tensor, seed: int | Sequence[int] = 0,
+                            ipr_start: Tensor | None = None, gt: Tensor | None = None) -> Tensor:
+        """The restored images in [-1, 1] from measurements y: CPEN_S2 once, the 4-step IPR diffusion from
+        N(0, I) drawn per image (`ipr_start` overrides it), one DIRformer pass. A stage-1 network takes the
+        ground truth `gt` ([0, 1]) instead of the diffusion."""
+        self.check_operator(operator)
+        device = next(self.network.parameters()).device
+        with torch.no_grad():
+            lq = degraded_input(self.cfg, operator, y.to(device))
+            padded, ph, pw = pad_to_stride(lq, self.cfg.stride)
+            scale = self.cfg.scale if self.cfg.head == "sr" else 1
+            if isinstance(self.network, DiffIRS1):
+                if gt is None:
+                    raise ValueError(f"{self.name} is a stage-1 DiffIR network: it needs the ground truth")
+                gt_padded, _, _ = pad_to_stride(gt.to(device), self.cfg.stride * scale)
+                out = self.network(padded, gt_padded)
+            else:
+                if ipr_start is None:
+                    generators = make_generators(seed, y.shape[0], "diffir")
+                    ipr_start = randn_per_image((self.cfg.ipr,), generators, device)
+                out, _ = self.network(padded, ipr_start.to(device))
+            out = out[..., :out.shape[-2] - ph * scale, :out.shape[-1] - pw * scale]
+            return composite(self.cfg, lq, out).clamp(0, 1) * 2 - 1
+
+
+BUILTIN_DIR = Path(__file__).parent / "builtin"  # shipped weight files: <name>.safetensors
+
+
+def builtin_diffir() -> dict[str, Path]:
+    """The shipped DiffIR weight files by name ("builtin:diffir-<file stem>")."""
+    return {f"builtin:diffir-{p.stem}": p for p in sorted(BUILTIN_DIR.glob("*.safetensors"))}
+
+
+def choose_builtin(task: str, image_size: tuple[int, int] | None, resize: bool = False) -> tuple[str, str]:
+    """The shipped DiffIR weights for `task` and clean images of `image_size` (H, W): those trained at that
+    size (the 64x64 faces) when one matches or the images are to be resized, else those trained on natural
+    images (no fixed size); and why."""
+    candidates = [(name, read_metadata(path)) for name, path in builtin_diffir().items()]
+    for_task = [(name, meta) for name, meta in candidates if meta and meta.get("task") == task]
+    if not for_task:
+        trained = sorted({meta.get("task") for _, meta in candidates if meta})
+        raise ValueError(f"no built-in DiffIR weights for task {task} (built-in ones: {', '.join(trained) or 'none'}); "
+                         "train them with `spgd train-diffir` and pass --model FILE")
+    sized = [(n, m) for n, m in for_task if m.get("image_size") and (resize or image_size == (m["image_size"],) * 2)]
+    if sized:
+        size = sized[0][1]["image_size"]
+        return sized[0][0], f"chosen for {'images resized to ' if resize else ''}{size}x{size}"
+    anysize = [(n, m) for n, m in for_task if not m.get("image_size")]
+    if anysize:
+        return anysize[0][0], "chosen for images of any size"
+    name, meta = for_task[0]
+    return name, f"the only built-in DiffIR weights for {task} (trained at {meta['image_size']}x{meta['image_size']})"
+
+
+def resolve_source(source: str | Path) -> Path:
+    """A weight file path from a file name or a "builtin:diffir-<name>"."""
+    name = str(source)
+    if name.startswith("builtin:"):
+        shipped = builtin_diffir()
+        if name not in shipped:
+            raise ValueError(f"{name}: no such built-in DiffIR weights (available: {', '.join(shipped) or 'none'})")
+        return shipped[name]
+    return Path(source)
+
+
+def read_metadata(path: str | Path) -> dict[str, Any] | None:
+    """The DiffIR metadata of a safetensors file, or None when it is not a DiffIR file."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != FORMAT:
+        return None
+    return json.loads(meta["diffir"])
+
+
+def is_diffir_file(path: str | Path) -> bool:
+    path = Path(path)
+    return path.suffix == ".safetensors" and path.is_file() and read_metadata(path) is not None
+
+
+def load_diffir(source: str | Path, device: str | torch.device = "cpu", name: str = "") -> DiffIRModel:
+    """A DiffIR weight file (or "builtin:diffir-<name>") as a model; every key of the network must be in it."""
+    path = resolve_source(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"DiffIR weight file not found: {path}")
+    metadata = read_metadata(path)
+    if metadata is None:
+        raise ValueError(f"{path}: not a DiffIR weight file (no '{FORMAT}' metadata)")
+    cfg = config_from_dict(metadata["config"])
+    network = (DiffIRS1 if metadata.get("stage", 2) == 1 else DiffIRS2)(cfg)
+    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    missing, unexpected = network.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: DiffIR weights do not match their configuration (missing {len(missing)} keys, "
+                         f"e.g. {missing[:2]}; unexpected {len(unexpected)}, e.g. {unexpected[:2]})")
+    return DiffIRModel(network, metadata, name or str(source)).to(device)
