@@ -64,6 +64,7 @@ class DiffIRModel:
         self.metadata = metadata
         self.name = name or metadata.get("name", "DiffIR")
         self.task = metadata.get("task", "")
+        self.tasks: list[str] = metadata.get("tasks", [self.task])
         self.operator_params: dict[str, Any] = dict(metadata.get("operator", {}))
         # the clean-image size it was trained at ("--resize" brings images to it); any size restores
         self.image_size: int | None = metadata.get("image_size")
@@ -76,7 +77,7 @@ class DiffIRModel:
         steps = self.metadata.get("steps")
         chosen = f" ({self.chosen})" if self.chosen else ""
         return (f"DiffIR {self.name}{chosen}: stage {self.metadata.get('stage', 2)}, {parameters / 1e6:.2f}M parameters, "
-                f"trained for {self.task}{f' ({steps} steps)' if steps else ''} on {self.metadata.get('data', '?')}")
+                f"trained for {' and '.join(self.tasks)}{f' ({steps} steps)' if steps else ''} on {self.metadata.get('data', '?')}")
 
     def recommended(self, task: str, sampler: str) -> dict[str, Any]:
         return {}
@@ -100,7 +101,7 @@ class DiffIRModel:
                             ipr_start: Tensor | None = None, gt: Tensor | None = None) -> Tensor:
         """The restored images in [-1, 1] from measurements y: CPEN_S2 once, the 4-step IPR diffusion from
         N(0, I) drawn per image (`ipr_start` overrides it), one DIRformer pass. A stage-1 network takes the
-        ground truth `gt` ([0, 1]) instead of the diffusion."""
+        ground truth `gt` ([0, 1]) instead of the diffusion (one trained with a constant IPR, none)."""
         self.check_operator(operator)
         device = next(self.network.parameters()).device
         with torch.no_grad():
@@ -108,9 +109,9 @@ class DiffIRModel:
             padded, ph, pw = pad_to_stride(lq, self.cfg.stride)
             scale = self.cfg.scale if self.cfg.head == "sr" else 1
             if isinstance(self.network, DiffIRS1):
-                if gt is None:
+                if gt is None and not self.cfg.constant_ipr:
                     raise ValueError(f"{self.name} is a stage-1 DiffIR network: it needs the ground truth")
-                gt_padded, _, _ = pad_to_stride(gt.to(device), self.cfg.stride * scale)
+                gt_padded = None if gt is None else pad_to_stride(gt.to(device), self.cfg.stride * scale)[0]
                 out = self.network(padded, gt_padded)
             else:
                 if ipr_start is None:
@@ -134,7 +135,7 @@ def choose_builtin(task: str, image_size: tuple[int, int] | None, resize: bool =
     size (the 64x64 faces) when one matches or the images are to be resized, else those trained on natural
     images (no fixed size); and why."""
     candidates = [(name, read_metadata(path)) for name, path in builtin_diffir().items()]
-    for_task = [(name, meta) for name, meta in candidates if meta and meta.get("task") == task]
+    for_task = [(name, meta) for name, meta in candidates if meta and task in meta.get("tasks", [meta.get("task")])]
     if not for_task:
         trained = sorted({meta.get("task") for _, meta in candidates if meta})
         raise ValueError(f"no built-in DiffIR weights for task {task} (built-in ones: {', '.join(trained) or 'none'}); "

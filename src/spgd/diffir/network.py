@@ -41,6 +41,7 @@ class DiffIRConfig:
     timesteps: int = 4
     linear_start: float = 0.1
     linear_end: float = 0.99
+    constant_ipr: bool = False  # ablation: stage 1 with one learned IPR for every image (no CPEN, no GT)
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
@@ -278,6 +279,17 @@ class IPRSchedule(nn.Module):
         return z
 
 
+class ConstantIPR(nn.Module):
+    """One learned IPR for every image: the same backbone without an image-dependent prior (the ablation)."""
+
+    def __init__(self, cfg: DiffIRConfig) -> None:
+        super().__init__()
+        self.z = nn.Parameter(torch.ones(1, cfg.ipr))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.z.expand(x.shape[0], -1)
+
+
 class DiffIRS1(nn.Module):
     """Stage 1: the IPR from ground truth and degraded input (CPEN_S1), and the DIRformer it modulates."""
 
@@ -285,13 +297,15 @@ class DiffIRS1(nn.Module):
         super().__init__()
         self.cfg = cfg
         quarter = 3 if cfg.head == "sr" else 16 * cfg.input_channels
-        self.E = CPEN(quarter + 48, cfg)
+        self.E = ConstantIPR(cfg) if cfg.constant_ipr else CPEN(quarter + 48, cfg)
         self.G = DIRformer(cfg)
 
-    def ipr(self, lq: Tensor, gt: Tensor) -> Tensor:
+    def ipr(self, lq: Tensor, gt: Tensor | None) -> Tensor:
+        if self.cfg.constant_ipr:
+            return self.E(lq)
         return self.E(torch.cat([_quarter(lq, self.cfg), F.pixel_unshuffle(gt, 4)], 1))
 
-    def forward(self, lq: Tensor, gt: Tensor) -> Tensor:
+    def forward(self, lq: Tensor, gt: Tensor | None) -> Tensor:
         return self.G(lq, self.ipr(lq, gt))
 
 

@@ -44,7 +44,8 @@ class DiffIRTrainConfig:
 
     data: str  # uint8 N x 3 x S x S .npy of clean training crops
     out: str
-    task: str = ""  # the task preset whose operator synthesises the pairs (default: spgd's default task)
+    task: str = ""  # the task preset(s) whose operator synthesises the pairs, "a,b": step k uses preset k mod 2
+    # (one model for several masks of one operator); default: spgd's default task
     stage: int = 1
     teacher: str = ""  # stage 2: the stage-1 run folder (its latest checkpoint) or checkpoint file
     model: dict[str, Any] = field(default_factory=dict)  # DiffIRConfig fields (head and scale come from the task)
@@ -64,6 +65,10 @@ class DiffIRTrainConfig:
     def __post_init__(self) -> None:
         self.task = self.task or default_task()
 
+    @property
+    def tasks(self) -> list[str]:
+        return self.task.split(",")
+
 
 def task_head(task: str) -> dict[str, Any]:
     """The head (and scale) a task's operator needs, from what the operator answers: a smaller image
@@ -80,7 +85,10 @@ def task_head(task: str) -> dict[str, Any]:
 
 
 def network_config(cfg: DiffIRTrainConfig) -> DiffIRConfig:
-    return config_from_dict({**cfg.model, **task_head(cfg.task)})
+    heads = [task_head(task) for task in cfg.tasks]
+    if any(head != heads[0] for head in heads):
+        raise ValueError(f"tasks {cfg.task}: one DiffIR model serves tasks of one operator kind only")
+    return config_from_dict({**cfg.model, **heads[0]})
 
 
 def _augment(x: Tensor, mode: str, gen: torch.Generator) -> Tensor:
@@ -103,7 +111,7 @@ def training_pair(cfg: DiffIRTrainConfig, data: np.ndarray, step: int,
     gen = torch.Generator().manual_seed(stream_seed(step, f"diffir-train-{cfg.seed}"))
     idx = torch.randint(0, len(data), (cfg.batch_size,), generator=gen)
     gt = _augment(torch.from_numpy(data[idx.numpy()]).float() / 255, cfg.augment, gen)
-    operator = make_operator(**load_task(cfg.task)["operator"])
+    operator = make_operator(**load_task(cfg.tasks[step % len(cfg.tasks)])["operator"])
     seeds = [stream_seed(step * cfg.batch_size + k, f"diffir-pairs-{cfg.seed}") for k in range(cfg.batch_size)]
     with torch.no_grad():
         y = operator.measure(gt * 2 - 1, make_generators(seeds, cfg.batch_size, "measure"))
@@ -190,11 +198,12 @@ def validation_images(folder: str, count: int, stride: int) -> list[Tensor]:
 
 
 def validate(cfg: DiffIRTrainConfig, net: torch.nn.Module, images: list[Tensor]) -> float:
-    """Mean RGB PSNR (dB) of the network on the validation images, degraded with seeds 0, 1, ..."""
-    model = DiffIRModel(net, {"task": cfg.task, "stage": cfg.stage, "operator": load_task(cfg.task)["operator"]})
+    """Mean RGB PSNR (dB) of the network on the validation images, degraded with seeds 0, 1, ... (image k
+    by task k mod the number of tasks)."""
+    model = DiffIRModel(net, {"task": cfg.task, "stage": cfg.stage})
     psnrs = []
     for k, clean in enumerate(images):
-        operator = make_operator(**load_task(cfg.task)["operator"])
+        operator = make_operator(**load_task(cfg.tasks[k % len(cfg.tasks)])["operator"])
         with torch.no_grad():
             y = operator.measure(clean[None] * 2 - 1, make_generators([k], 1, "measure"))
         restored = (model.restore_measurement(operator, y, seed=k, gt=clean[None]) + 1) / 2
@@ -301,8 +310,11 @@ def export(checkpoint: str | Path, out_file: str | Path, name: str = "", data_no
         checkpoint = latest_checkpoint(checkpoint) or checkpoint
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     cfg = state["config"]
+    tasks = cfg["task"].split(",")
+    operators = [load_task(task)["operator"] for task in tasks]
     metadata = {"name": name or Path(out_file).stem, "stage": cfg["stage"], "config": state["network"],
-                "task": cfg["task"], "operator": load_task(cfg["task"])["operator"], "steps": state["step"],
+                "task": tasks[0], "tasks": tasks, "operator": {"name": operators[0]["name"]} if len(tasks) > 1
+                else operators[0], "operators": operators, "steps": state["step"],
                 "cpu_hours": round(state["cpu_seconds"] / 3600, 3), "data": data_note or cfg["data"],
                 "batch_size": cfg["batch_size"], "lr": cfg["lr"], "image_size": image_size}
     tensors = {k: v.to(dtype).contiguous() for k, v in state["ema"].items()}
