@@ -188,3 +188,27 @@ def test_cli_restore_with_a_diffir_file(tmp_path, capsys):
     assert main(["restore", "-t", "super_resolution", "--sampler", "spgd", "--model", str(path), "--simulate",
                  "-i", str(tmp_path / "photo.png"), "--resize", "-o", str(tmp_path / "notaprior")]) == 2
     assert "is a diffir weight file, not a diffusion prior: use it with --sampler diffir" in capsys.readouterr().err
+
+
+def test_constant_ipr_backbone_restores_without_ground_truth(tmp_path):
+    cfg = _cfg(tmp_path, out="plain")
+    cfg.model["constant_ipr"] = True
+    train(cfg, progress=False)
+    model = load_diffir(export(cfg.out, tmp_path / "plain.safetensors"))
+    assert model.metadata["stage"] == 1 and "E.z" in model.network.state_dict()
+    op = make_operator("super_resolution", scale=4)
+    y = torch.rand(1, 3, 8, 8) * 2 - 1
+    assert model.restore_measurement(op, y).shape == (1, 3, 32, 32)
+
+
+def test_one_model_for_two_mask_kinds(tmp_path, monkeypatch):
+    from spgd.diffir import model as diffir_model
+
+    path = _weights(tmp_path, task="inpainting_random,inpainting_box", image_size=64)
+    meta = load_diffir(path).metadata
+    assert meta["tasks"] == ["inpainting_random", "inpainting_box"]
+    assert [o["kind"] for o in meta["operators"]] == ["random", "box"]
+    monkeypatch.setattr(diffir_model, "BUILTIN_DIR", path.parent)
+    assert choose_builtin("inpainting_box", (64, 64))[0] == f"builtin:diffir-{path.stem}"
+    with pytest.raises(ValueError, match="one operator kind"):
+        build(_cfg(tmp_path, task="inpainting_random,super_resolution", out="mixed"))
