@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import spgd
 from spgd import make_operator
 from spgd.cli import main
 from spgd.diffir.model import DiffIRModel, choose_builtin, degraded_input, load_diffir, pad_to_stride
@@ -169,6 +170,14 @@ def test_builtin_choice_by_task_and_size(tmp_path, monkeypatch):
         choose_builtin("gaussian_blur", (64, 64))
     model = load_model(None, "diffir", "super_resolution", image_size=(120, 80))
     assert isinstance(model, DiffIRModel) and "any size" in model.description
+    # the API without a model: the built-in weights for the operator and the size
+    op = make_operator("super_resolution", scale=4, noise_sigma=0.01)
+    y = torch.rand(1, 3, 16, 16) * 2 - 1
+    faces = load_diffir("builtin:diffir-faces64_sr4")
+    expected = (faces.restore_measurement(op, y, seed=[7]) + 1) / 2
+    assert torch.allclose(spgd.restore(y, op, sampler="diffir", seed=7), expected)
+    with pytest.raises(ValueError, match="no built-in DiffIR weights for task inpainting"):
+        spgd.restore(y, make_operator("inpainting", kind="random"), sampler="diffir")
 
 
 def test_cli_restore_with_a_diffir_file(tmp_path, capsys):

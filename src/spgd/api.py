@@ -42,7 +42,8 @@ def restore(y: Tensor, operator: Operator, prior: Denoiser | None = None, sample
             seed: int | Sequence[int] = 0, x_start: Tensor | None = None, keep_measured: bool = False,
             **sampler_params: Any) -> Tensor:
     """Restored images in [0, 1] from measurements y, with the named sampler and the prior (by default the
-    built-in face prior, on y's device).
+    built-in face prior, on y's device; for `sampler="diffir"` a DiffIR model, by default the built-in
+    weights for the operator and the image size).
 
     y is checked against the operator and the prior first (`check_measurement`). `x_start` (in the
     sampler's own units, e.g. sigma_max-scaled noise) overrides the seeded start. The settings are the
@@ -53,10 +54,10 @@ def restore(y: Tensor, operator: Operator, prior: Denoiser | None = None, sample
     known pixels, noise included, so a measured photo's own pixels come back unchanged); operators that
     measure no pixel directly leave the result as the sampler made it (`keep_measured_pixels`).
     """
-    if prior is None:
-        from .priors import load_prior
+    if prior is None:  # the built-in face prior, or a trained restorer's built-in weights for the operator
+        from .run import load_model
 
-        prior = load_prior(device=y.device)
+        prior = load_model(None, sampler, operator, device=str(y.device), image_size=operator.input_shape(y)[-2:])
     check_measurement(y, operator, prior)
     prior = for_size(prior, operator.input_shape(y)[-2:])
     if y.device.type == "cpu":

@@ -29,12 +29,12 @@ def _diffir_loaders() -> tuple[Any, Any, Any]:
 TRAINED_RESTORERS = {"diffir": _diffir_loaders}
 
 
-def load_model(source: str | Path | None, sampler: str, task: str | Path, device: str = "cpu",
+def load_model(source: str | Path | None, sampler: str, task: str | Path | Operator, device: str = "cpu",
                arch: Any = None, image_size: tuple[int, int] | None = None, resize: bool = False) -> Any:
     """The model a run restores with: for the posterior samplers a diffusion prior (`source`, by default the
     built-in face prior); for a sampler that runs a trained restorer (`spgd.samplers.model_kind`), its weight
-    file (`source`, by default the built-in one for the task and for clean images of `image_size`, the choice
-    stated in its `description`)."""
+    file (`source`, by default the built-in one for the task, or the operator, and for clean images of
+    `image_size`, the choice stated in its `description`)."""
     kind = model_kind(sampler)
     if kind == "prior":
         from .priors import load_prior
@@ -48,7 +48,7 @@ def load_model(source: str | Path | None, sampler: str, task: str | Path, device
     load, choose, _ = TRAINED_RESTORERS[kind]()
     if source is not None:
         return load(source, device)
-    name, why = choose(Path(str(task)).stem, image_size, resize)
+    name, why = choose(Path(task).stem if isinstance(task, (str, Path)) else task, image_size, resize)
     model = load(name, device)
     model.chosen = why
     return model

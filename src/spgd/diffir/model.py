@@ -130,12 +130,19 @@ def builtin_diffir() -> dict[str, Path]:
     return {f"builtin:diffir-{p.stem}": p for p in sorted(BUILTIN_DIR.glob("*.safetensors"))}
 
 
-def choose_builtin(task: str, image_size: tuple[int, int] | None, resize: bool = False) -> tuple[str, str]:
-    """The shipped DiffIR weights for `task` and clean images of `image_size` (H, W): those trained at that
-    size (the 64x64 faces) when one matches or the images are to be resized, else those trained on natural
-    images (no fixed size); and why."""
+def choose_builtin(task: str | Any, image_size: tuple[int, int] | None, resize: bool = False) -> tuple[str, str]:
+    """The shipped DiffIR weights for `task` (a preset name, or an operator: weights trained for an operator
+    of its name and scale) and clean images of `image_size` (H, W): those trained at that size (the 64x64
+    faces) when one matches or the images are to be resized, else those trained on natural images (no fixed
+    size); and why."""
     candidates = [(name, read_metadata(path)) for name, path in builtin_diffir().items()]
-    for_task = [(name, meta) for name, meta in candidates if meta and task in meta.get("tasks", [meta.get("task")])]
+    if isinstance(task, str):
+        for_task = [(name, meta) for name, meta in candidates if meta and task in meta.get("tasks", [meta.get("task")])]
+    else:
+        operator, task = task, task.name
+        for_task = [(name, meta) for name, meta in candidates if meta and any(
+            o["name"] == operator.name and o.get("scale") == getattr(operator, "scale", None)
+            for o in meta.get("operators", [meta.get("operator", {})]))]
     if not for_task:
         trained = sorted({meta.get("task") for _, meta in candidates if meta})
         raise ValueError(f"no built-in DiffIR weights for task {task} (built-in ones: {', '.join(trained) or 'none'}); "
