@@ -115,6 +115,37 @@ def test_super_resolution_pinv_and_identity():
     assert torch.equal(SuperResolution(scale=1).A(x), x)
 
 
+def _matlab_imresize_matrix(n: int, scale: int) -> torch.Tensor:
+    """MATLAB imresize's bicubic downscaling by 1/scale of a length-n axis (antialiased), as a matrix,
+    written after the steps of its `contributions`: 1-based, one output pixel at a time."""
+    width = 4.0 * scale  # the cubic's width 4, widened by the scale factor
+    taps = int(np.ceil(width)) + 2
+    mirrored = list(range(n)) + list(range(n - 1, -1, -1))  # MATLAB's aux = [1:n, n:-1:1]
+    matrix = torch.zeros(n // scale, n, dtype=torch.float64)
+    for out in range(1, n // scale + 1):
+        u = out * scale + 0.5 * (1 - scale)
+        left = int(np.floor(u - width / 2))
+        weights = [_keys_cubic((u - (left + j)) / scale) / scale for j in range(taps)]
+        for j, weight in enumerate(weights):
+            matrix[out - 1, mirrored[(left + j - 1) % (2 * n)]] += weight / sum(weights)
+    return matrix
+
+
+def _keys_cubic(t: float) -> float:
+    t = abs(t)
+    return (1.5 * t**3 - 2.5 * t**2 + 1 if t <= 1 else -0.5 * t**3 + 2.5 * t**2 - 4 * t + 2 if t <= 2 else 0.0)
+
+
+@pytest.mark.parametrize("n, scale", [(16, 2), (24, 3), (32, 4), (64, 8)])
+def test_super_resolution_is_matlab_imresize_bicubic(n, scale):
+    rows, cols = _matlab_imresize_matrix(n, scale), _matlab_imresize_matrix(n // 2, scale)
+    x = torch.rand(1, 1, n, n // 2, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
+    assert max_err(SuperResolution(scale=scale).A(x), rows @ x @ cols.T) < 1e-12
+    if scale == 2:  # an inner row by hand: cubic(d / 2) at d = 0.5, 1.5, 2.5, 3.5 either side, summing to 2
+        half = [-0.0234375, -0.0703125, 0.2265625, 0.8671875]
+        assert rows[4, 5:13].tolist() == pytest.approx([w / 2 for w in half + half[::-1]], abs=1e-15)
+
+
 # --- per-image draws -------------------------------------------------------------------------
 
 BATCHED = {

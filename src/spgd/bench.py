@@ -6,7 +6,8 @@ result is written atomically the moment it is done: restored/<stem>.png, measure
 traces/<stem>.pt (with --record), then records/<stem>.json, which marks it finished. A re-run skips
 finished images, so an interrupted run loses nothing. Rank 0 then rebuilds metrics.json,
 metrics.md and grid.png from the records. Scores are those of the saved 8-bit PNGs, so they can be
-recomputed from the files.
+recomputed from the files; scores a resumed run asks for that a result lacks (LPIPS, the Y-channel
+scores at another crop) are computed from them.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from . import io
 from .api import to_image_range
 from .distributed import Group
 from .grids import grid_row, labelled_grid, strip_positions
-from .metrics import image_scores
+from .metrics import METRIC_SPACES, image_scores, ssim_y
 from .run import RunSpec, load_clean, restore_batch
 from .samplers import Trace
 
@@ -35,6 +36,7 @@ RESTORED, MEASUREMENTS, RECORDS, TRACES = "restored", "measurements", "records",
 SETTINGS_FILE = "config.yaml"
 GRID_ROWS = 4
 METRICS = ("psnr", "ssim", "lpips")
+Y_METRICS = ("psnr_y", "ssim_y")  # with metric_space "y", beside METRICS
 
 
 @dataclass
@@ -51,6 +53,8 @@ class BenchJob:
     resize: bool = False
     lpips: bool = False
     record: bool = False
+    metric_space: str = "rgb"  # "y": also PSNR/SSIM of the BT.601 luma without crop_border pixels per side
+    crop_border: int = 0
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,7 @@ def run_bench(job: BenchJob, group: Group = Group()) -> dict[str, Any]:
     """
     if job.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {job.batch_size}")
+    _check_metric_space(job)
     items, duplicates = list_items(job.data, job.limit)
     settings = _settings(job)
     _check_settings(job.out, settings)
@@ -137,6 +142,26 @@ def run_bench(job: BenchJob, group: Group = Group()) -> dict[str, Any]:
     metrics = summarise(job, items, duplicates, settings)
     _write_reports(job, items, metrics)
     return {"restored": total, "metrics": metrics}
+
+
+def _check_metric_space(job: BenchJob) -> None:
+    """Bad metric options fail before anything is restored."""
+    if job.metric_space not in METRIC_SPACES:
+        raise ValueError(f"--metric-space must be one of {', '.join(METRIC_SPACES)}, got {job.metric_space!r}")
+    if job.metric_space == "rgb":
+        if job.crop_border:
+            raise ValueError("--crop-border applies to --metric-space y (the RGB scores are of whole images)")
+        return
+    probe = torch.zeros(1, *job.spec.image_shape())
+    ssim_y(probe, probe, job.crop_border)  # a crop the images cannot take, or images without RGB, fail here
+
+
+def _scores(job: BenchJob, restored: Tensor, clean: Tensor, with_lpips: bool) -> dict[str, Any]:
+    """The scores of one result a record holds (with the crop of its Y-channel scores)."""
+    scores: dict[str, Any] = image_scores(restored, clean, with_lpips, job.metric_space, job.crop_border)
+    if job.metric_space == "y":
+        scores["crop_border"] = job.crop_border
+    return scores
 
 
 def _settings(job: BenchJob) -> dict[str, Any]:
@@ -221,7 +246,7 @@ def _restore_batch(job: BenchJob, batch: list[tuple[Item, Tensor]], group: Group
                   "failed": failed_step is not None, "failed_step": failed_step,
                   "reason": result.failed_reasons[k]}
         if not record["failed"]:
-            record.update(image_scores(result.restored[k], clean[k], job.lpips))
+            record.update(_scores(job, result.restored[k], clean[k], job.lpips))
         io.save_json(record, result_path(job.out, RECORDS, stem))
         records.append(record)
     return records
@@ -250,29 +275,39 @@ def summarise(job: BenchJob, items: list[Item], duplicates: dict[str, str], sett
         stem = item.path.stem
         record = read_record(job.out, stem)
         if is_finished(job.out, stem, job.record):
-            if job.lpips and not record["failed"] and "lpips" not in record:
-                record = _add_lpips(job, item, record)
+            if not record["failed"] and _lacks_scores(job, record):
+                record = _add_scores(job, item, record)
             records[item.path.name] = record
         else:
             skipped[item.path.name] = (record or {}).get("skipped", "no result (the run was interrupted)")
     ok = [r for r in records.values() if not r["failed"]]
     summary = {}
-    for key in METRICS:
+    for key in _metric_keys(job):
         values = np.array([r[key] for r in ok if key in r], dtype=np.float64)
         if ok and len(values) == len(ok):
             summary[key] = {"mean": values.mean(), "std": values.std(), "min": values.min(), "max": values.max()}
     failed = {name: r["failed_step"] for name, r in records.items() if r["failed"]}
     counts = {"images": len(items) + len(duplicates), "restored": len(ok), "failed": len(failed),
               "skipped": len(skipped)}
-    return {"settings": settings, "counts": counts, "summary": summary, "images": records,
-            "failed": failed, "skipped": skipped}
+    return {"settings": settings, "metric_space": job.metric_space, "crop_border": job.crop_border,
+            "counts": counts, "summary": summary, "images": records, "failed": failed, "skipped": skipped}
 
 
-def _add_lpips(job: BenchJob, item: Item, record: dict[str, Any]) -> dict[str, Any]:
-    """LPIPS for a result from a run without --lpips, from its saved files."""
+def _metric_keys(job: BenchJob) -> tuple[str, ...]:
+    return METRICS + Y_METRICS if job.metric_space == "y" else METRICS
+
+
+def _lacks_scores(job: BenchJob, record: dict[str, Any]) -> bool:
+    """Whether a result's record lacks LPIPS the run asks for, or Y-channel scores at the run's crop."""
+    return ((job.lpips and "lpips" not in record)
+            or (job.metric_space == "y" and ("psnr_y" not in record or record.get("crop_border") != job.crop_border)))
+
+
+def _add_scores(job: BenchJob, item: Item, record: dict[str, Any]) -> dict[str, Any]:
+    """The scores a result from a run with other metric options lacks, from its saved files."""
     clean = clean_image(job, item)
     restored = io.load_image(result_path(job.out, RESTORED, item.path.stem))
-    record = {**record, "lpips": image_scores(restored, clean, True)["lpips"]}
+    record = {**record, **_scores(job, restored, clean, job.lpips and "lpips" not in record)}
     io.save_json(record, result_path(job.out, RECORDS, item.path.stem))
     return record
 
@@ -306,20 +341,31 @@ def _estimates(job: BenchJob, stem: str) -> list[tuple[int, Tensor]]:
 def markdown_table(metrics: dict[str, Any]) -> str:
     """metrics.md: the summary (mean ± std, min, max over the restored images) and one row per image."""
     settings, summary, counts = metrics["settings"], metrics["summary"], metrics["counts"]
-    keys = [k for k in METRICS if k in summary]
+    keys = [k for k in METRICS + Y_METRICS if k in summary]
     lines = [f"# {settings['task']} · {settings['sampler']} · {Path(str(settings['model'])).name}", "",
-             _row(["", *(f"{k.upper()} {'↓' if k == 'lpips' else '↑'}" for k in keys)]),
+             _row(["", *(f"{_label(k)} {'↓' if k == 'lpips' else '↑'}" for k in keys)]),
              "|---" * (len(keys) + 1) + "|",
              _row(["mean ± std", *(f"{_fmt(k, summary[k]['mean'])} ± {_fmt(k, summary[k]['std'])}" for k in keys)]),
              *(_row([stat, *(_fmt(k, summary[k][stat]) for k in keys)]) for stat in ("min", "max")), "",
              f"{counts['images']} images: {counts['restored']} restored, {counts['failed']} failed, "
-             f"{counts['skipped']} skipped.", "",
-             _row(["image", *(k.upper() for k in keys), "status"]), "|---" * (len(keys) + 2) + "|"]
+             f"{counts['skipped']} skipped.{_convention(metrics)}", "",
+             _row(["image", *(_label(k) for k in keys), "status"]), "|---" * (len(keys) + 2) + "|"]
     for name, r in metrics["images"].items():
         status = f"failed at step {r['failed_step']}" if r["failed"] else "ok"
         lines.append(_row([name, *(_fmt(k, r.get(k)) for k in keys), status]))
     lines += [_row([name, *([""] * len(keys)), f"skipped: {reason}"]) for name, reason in metrics["skipped"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _label(key: str) -> str:
+    return key.upper().replace("_Y", "-Y")
+
+
+def _convention(metrics: dict[str, Any]) -> str:
+    if metrics.get("metric_space") != "y":
+        return ""
+    return (f" PSNR-Y/SSIM-Y: BT.601 luma (0..255) without {metrics['crop_border']} pixel(s) on each side; "
+            "the others: RGB, whole images.")
 
 
 def _row(cells: list[str]) -> str:
@@ -329,4 +375,4 @@ def _row(cells: list[str]) -> str:
 def _fmt(key: str, value: float | None) -> str:
     if value is None:
         return "–"
-    return f"{value:.2f}" if key == "psnr" else f"{value:.4f}"
+    return f"{value:.2f}" if key.startswith("psnr") else f"{value:.4f}"

@@ -191,6 +191,11 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument("--lpips", action="store_true", help="also score LPIPS (AlexNet; weights from `spgd weights fetch`)")
     p.add_argument("--record", action="store_true", help="keep each image's per-step trace and plot diagnostics")
+    p.add_argument("--metric-space", choices=("rgb", "y"), default="rgb",
+                   help="y: also PSNR/SSIM of the BT.601 luma (psnr_y, ssim_y), the super-resolution papers' "
+                        "convention; RGB scores stay (default: rgb)")
+    p.add_argument("--crop-border", type=int, default=0, metavar="N",
+                   help="pixels cut off each side before the Y-channel scores (often the SR scale; default 0)")
     _add_run_args(p)
     p.set_defaults(func=_bench)
 
@@ -213,7 +218,8 @@ def _bench(args: argparse.Namespace) -> int:
         prior, model_name = _load_run_prior(args, device, first)
         job = BenchJob(data=args.data, out=args.out, spec=_run_spec(args, prior, model_name, device),
                        task_name=str(args.task), seed=args.seed, batch_size=args.batch_size, limit=args.limit,
-                       resize=args.resize, lpips=args.lpips, record=args.record)
+                       resize=args.resize, lpips=args.lpips, record=args.record, metric_space=args.metric_space,
+                       crop_border=args.crop_border)
         try:
             result = run_bench(job, group)
         except KeyboardInterrupt:

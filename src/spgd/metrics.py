@@ -1,7 +1,8 @@
 """Standard image-quality metrics: PSNR, SSIM, LPIPS and FID, usable on their own.
 
 Convention: the functions take NCHW float images in [0, 1] (the library's [-1, 1] images map
-there by (x + 1) / 2) and return one value per image. The exception is the `LPIPS` module, whose
+there by (x + 1) / 2) and return one value per image. `psnr_y` and `ssim_y` score the BT.601 luma
+with a cropped border instead, the convention of super-resolution papers. The exception is the `LPIPS` module, whose
 input range is a constructor argument (default [-1, 1], the range the LPIPS definition uses).
 LPIPS and FID need weights from `spgd.weights` (`spgd weights fetch`, once).
 """
@@ -24,7 +25,7 @@ from .io import list_images
 from .weights import weights_path
 
 __all__ = [
-    "psnr", "ssim", "LPIPS", "lpips", "inception_features", "feature_statistics",
+    "psnr", "ssim", "rgb_to_y", "psnr_y", "ssim_y", "LPIPS", "lpips", "inception_features", "feature_statistics",
     "frechet_distance", "fid_from_folders", "FIDResult",
 ]
 
@@ -80,6 +81,50 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0) -> Tensor:
         (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
     )
     return ssim_map.flatten(1).mean(dim=1)
+
+
+# --- PSNR / SSIM on the luma (Y) channel --------------------------------------------------------
+
+METRIC_SPACES = ("rgb", "y")
+_BT601_Y = (65.481, 128.553, 24.966)  # R, G, B weights of [0, 1] values; Y = 16 + ... on the 0..255 scale
+
+
+def rgb_to_y(x: Tensor) -> Tensor:
+    """ITU-R BT.601 luma of NCHW [0, 1] RGB images on the 0..255 scale, (B, 1, H, W) float64 in [16, 235].
+
+    Y = 16 + 65.481 R + 128.553 G + 24.966 B, as MATLAB's rgb2ycbcr and BasicSR's rgb2ycbcr(y_only=True)
+    compute it, left unrounded as BasicSR's metrics leave it.
+    """
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected NCHW RGB images, got shape {tuple(x.shape)}")
+    weights = torch.tensor(_BT601_Y, dtype=torch.float64, device=x.device).view(1, 3, 1, 1)
+    return 16.0 + (x.double() * weights).sum(dim=1, keepdim=True)
+
+
+def _cropped_y(x: Tensor, crop_border: int) -> Tensor:
+    """The luma of `x` without `crop_border` pixels on each side."""
+    if int(crop_border) != crop_border or crop_border < 0:
+        raise ValueError(f"crop_border must be a non-negative integer, got {crop_border}")
+    height, width = x.shape[-2:]
+    if 2 * crop_border >= min(height, width):
+        raise ValueError(f"crop_border {crop_border} leaves nothing of {height}x{width} (HxW) images")
+    c = int(crop_border)
+    return rgb_to_y(x)[..., c:height - c, c:width - c]
+
+
+def psnr_y(x: Tensor, ref: Tensor, crop_border: int = 0) -> Tensor:
+    """PSNR in dB per image, (B,) float64, of the BT.601 luma (0..255, peak 255) of [0, 1] RGB images
+    without `crop_border` pixels on each side: BasicSR's calculate_psnr(test_y_channel=True)."""
+    _check_pair(x, ref)
+    return psnr(_cropped_y(x, crop_border), _cropped_y(ref, crop_border), data_range=255.0)
+
+
+def ssim_y(x: Tensor, ref: Tensor, crop_border: int = 0) -> Tensor:
+    """SSIM per image, (B,) float64, of the BT.601 luma (0..255) of [0, 1] RGB images without
+    `crop_border` pixels on each side, with `ssim`'s Gaussian window: BasicSR's
+    calculate_ssim(test_y_channel=True)."""
+    _check_pair(x, ref)
+    return ssim(_cropped_y(x, crop_border), _cropped_y(ref, crop_border), data_range=255.0)
 
 
 # --- LPIPS ----------------------------------------------------------------------------------------
@@ -340,16 +385,22 @@ def fid_from_folders(
     return FIDResult(frechet_distance(*stats_a, *stats_b), num_a, num_b, note)
 
 
-def image_scores(restored: Tensor, clean: Tensor, with_lpips: bool = False) -> dict[str, float]:
-    """PSNR (dB), SSIM (and LPIPS, AlexNet) of a 3xHxW [0, 1] restored image against the clean one.
+def image_scores(restored: Tensor, clean: Tensor, with_lpips: bool = False, metric_space: str = "rgb",
+                 crop_border: int = 0) -> dict[str, float]:
+    """PSNR (dB), SSIM (and LPIPS, AlexNet) of a 3xHxW [0, 1] restored image against the clean one;
+    with metric_space "y" also psnr_y and ssim_y (`psnr_y`, `ssim_y` at `crop_border`).
 
     The restored image is scored as its 8-bit PNG holds it, so the numbers match the saved file.
     """
+    if metric_space not in METRIC_SPACES:
+        raise ValueError(f"metric space must be one of {', '.join(METRIC_SPACES)}, got {metric_space!r}")
     from .io import to_uint8
 
     stored = torch.from_numpy(to_uint8(restored)).permute(2, 0, 1).float() / 255
     x, y = stored[None], clean[None].float().cpu()
     out = {"psnr": float(psnr(x, y)[0]), "ssim": float(ssim(x, y)[0])}
+    if metric_space == "y":
+        out.update(psnr_y=float(psnr_y(x, y, crop_border)[0]), ssim_y=float(ssim_y(x, y, crop_border)[0]))
     if with_lpips:
         out["lpips"] = float(lpips(x, y)[0])
     return out
