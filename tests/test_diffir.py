@@ -221,3 +221,14 @@ def test_one_model_for_two_mask_kinds(tmp_path, monkeypatch):
     assert choose_builtin("inpainting_box", (64, 64))[0] == f"builtin:diffir-{path.stem}"
     with pytest.raises(ValueError, match="one operator kind"):
         build(_cfg(tmp_path, task="inpainting_random,super_resolution", out="mixed"))
+
+
+def test_constant_ipr_run_can_start_from_a_stage1_dirformer(tmp_path):
+    train(_cfg(tmp_path), progress=False)
+    cfg = _cfg(tmp_path, out="plain", teacher=str(tmp_path / "s1"))
+    cfg.model["constant_ipr"] = True
+    network, teacher = build(cfg)
+    s1, _ = build(_cfg(tmp_path))
+    state = torch.load(latest_checkpoint(tmp_path / "s1"), weights_only=False)["ema"]
+    assert teacher is None
+    assert all(torch.equal(v, state[f"G.{k}"]) for k, v in network.G.state_dict().items())

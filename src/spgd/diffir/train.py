@@ -19,7 +19,7 @@ import io
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,8 @@ class DiffIRTrainConfig:
     task: str = ""  # the task preset(s) whose operator synthesises the pairs, "a,b": step k uses preset k mod 2
     # (one model for several masks of one operator); default: spgd's default task
     stage: int = 1
-    teacher: str = ""  # stage 2: the stage-1 run folder (its latest checkpoint) or checkpoint file
+    teacher: str = ""  # stage 2: the stage-1 run folder (its latest checkpoint) or checkpoint file; a
+    # constant-IPR stage 1 (the ablation) takes its DIRformer from there
     model: dict[str, Any] = field(default_factory=dict)  # DiffIRConfig fields (head and scale come from the task)
     batch_size: int = 16
     lr: float = 2e-4
@@ -132,7 +133,8 @@ def _teacher_state(path: str) -> dict[str, Any]:
 
 def build(cfg: DiffIRTrainConfig) -> tuple[torch.nn.Module, DiffIRS1 | None]:
     """The network to train and, for stage 2, the frozen stage-1 teacher (its EMA weights). Stage 2's
-    DIRformer is initialised from the teacher's, every key loaded (strict)."""
+    DIRformer (and a constant-IPR run's, given a teacher) is initialised from the teacher's, every key
+    loaded (strict)."""
     net_cfg = network_config(cfg)
     with torch.random.fork_rng(devices=[]):  # the initial weights follow the run's seed alone
         torch.manual_seed(stream_seed(cfg.seed, f"diffir-init-{cfg.stage}"))
@@ -140,12 +142,18 @@ def build(cfg: DiffIRTrainConfig) -> tuple[torch.nn.Module, DiffIRS1 | None]:
 
 
 def _build(cfg: DiffIRTrainConfig, net_cfg: DiffIRConfig) -> tuple[torch.nn.Module, DiffIRS1 | None]:
-    if cfg.stage == 1:
+    if cfg.stage == 1 and not cfg.teacher:
         return DiffIRS1(net_cfg), None
     state = _teacher_state(cfg.teacher)
     teacher_cfg = config_from_dict(state["network"])
-    if teacher_cfg != net_cfg:
+    if replace(teacher_cfg, constant_ipr=net_cfg.constant_ipr) != net_cfg:
         raise ValueError(f"{cfg.teacher}: the stage-1 network's configuration differs from this stage's")
+    if cfg.stage == 1:  # the ablation: a constant IPR, the DIRformer from a stage-1 run (every key)
+        if not net_cfg.constant_ipr:
+            raise ValueError("--teacher in stage 1 is only for a constant-IPR run (the ablation)")
+        network = DiffIRS1(net_cfg)
+        network.G.load_state_dict({k[2:]: v for k, v in state["ema"].items() if k.startswith("G.")}, strict=True)
+        return network, None
     teacher = DiffIRS1(teacher_cfg)
     teacher.load_state_dict(state["ema"])
     teacher.eval().requires_grad_(False)
