@@ -228,7 +228,6 @@ def test_constant_ipr_run_can_start_from_a_stage1_dirformer(tmp_path):
     cfg = _cfg(tmp_path, out="plain", teacher=str(tmp_path / "s1"))
     cfg.model["constant_ipr"] = True
     network, teacher = build(cfg)
-    s1, _ = build(_cfg(tmp_path))
     state = torch.load(latest_checkpoint(tmp_path / "s1"), weights_only=False)["ema"]
     assert teacher is None
     assert all(torch.equal(v, state[f"G.{k}"]) for k, v in network.G.state_dict().items())
