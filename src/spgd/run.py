@@ -29,28 +29,66 @@ def _diffir_loaders() -> tuple[Any, Any, Any]:
 TRAINED_RESTORERS = {"diffir": _diffir_loaders}
 
 
+def file_kind(source: str | Path | None) -> str:
+    """What a model file holds: the kind of trained restorer whose weights it is (`TRAINED_RESTORERS`), else
+    "prior" (a diffusion prior's checkpoint, or a name `spgd.priors.load_prior` resolves)."""
+    return next((kind for kind, loaders in TRAINED_RESTORERS.items() if source is not None and loaders()[2](source)),
+                "prior")
+
+
+def clean_size(task: str | Path, path: str | Path, measured: bool) -> tuple[int, int]:
+    """(H, W) of the clean image behind an input file, from its header (a measurement's through the task's
+    operator): what the choice of a trained restorer's built-in weights goes by."""
+    with io.open_image(path) as image:
+        width, height = image.size
+    if not measured:
+        return height, width
+    operator = make_operator(**load_task(task)["operator"])
+    return tuple(operator.input_shape(torch.empty(1, 3, height, width))[-2:])
+
+
+def kind_of(model: Any) -> str:
+    """What a loaded model is, in `spgd.samplers.model_kind`'s words: "prior" or a trained restorer's kind."""
+    return getattr(model, "model_kind", "prior")
+
+
+def load_file(source: str | Path, arch: Any = None, device: str = "cpu") -> Any:
+    """A model file as what it holds (`file_kind`): a trained restorer's weights or a diffusion prior."""
+    kind = file_kind(source)
+    if kind == "prior":
+        from .priors import load_prior
+
+        return load_prior(source, arch, device=device)
+    return TRAINED_RESTORERS[kind]()[0](source, device)
+
+
 def load_model(source: str | Path | None, sampler: str, task: str | Path, device: str = "cpu",
-               arch: Any = None, image_size: tuple[int, int] | None = None, resize: bool = False) -> Any:
+               arch: Any = None, image_size: tuple[int, int] | None = None, resize: bool = False,
+               cache: dict[str, Any] | None = None) -> Any:
     """The model a run restores with: for the posterior samplers a diffusion prior (`source`, by default the
     built-in face prior); for a sampler that runs a trained restorer (`spgd.samplers.model_kind`), its weight
     file (`source`, by default the built-in one for the task and for clean images of `image_size`, the choice
-    stated in its `description`)."""
+    stated in its `description`). `cache`: built-in weights loaded before, by name (the web page's); those
+    loaded here are added to it."""
     kind = model_kind(sampler)
     if kind == "prior":
         from .priors import load_prior
         from .priors.loaders import DEFAULT_PRIOR
 
-        for other, loaders in TRAINED_RESTORERS.items():
-            if source is not None and loaders()[2](source):
-                raise ValueError(f"{source} is a {other} weight file, not a diffusion prior: use it with "
-                                 f"--sampler {other}")
+        held = file_kind(source)
+        if held != "prior":
+            raise ValueError(f"{source} is a {held} weight file, not a diffusion prior: use it with --sampler {held}")
         return load_prior(source or DEFAULT_PRIOR, arch, device=device)
     load, choose, _ = TRAINED_RESTORERS[kind]()
     if source is not None:
         return load(source, device)
     name, why = choose(Path(str(task)).stem, image_size, resize)
-    model = load(name, device)
-    model.chosen = why
+    model = cache.get(name) if cache is not None else None
+    if model is None:
+        model = load(name, device)
+        model.chosen = why
+        if cache is not None:
+            cache[name] = model
     return model
 
 
@@ -101,14 +139,15 @@ class RunSpec:
         return rows
 
 
-def make_spec(prior: Denoiser, task: str | Path, sampler: str = "spgd", operator: dict[str, Any] | None = None,
+def make_spec(prior: Denoiser | None, task: str | Path, sampler: str = "spgd", operator: dict[str, Any] | None = None,
               settings: dict[str, Any] | None = None, *, mask: Path | None = None, kernel: Path | None = None,
               reference: Path | None = None, device: str = "cpu", model_name: str = "") -> RunSpec:
     """The resolved run of a task preset (name or YAML file): operator parameters (preset < `operator` <
     a mask or kernel file) and sampler settings (defaults < preset < the prior's recommended <
     `settings`), each checked against what the operator or sampler accepts; `layers` keeps each layer.
     `reference`: an image file for a sampler that takes one (a `reference` setting), centre-cropped and
-    resized to the prior's size."""
+    resized to the prior's size. `prior` None: the settings without a model's recommendation (the page's form
+    before its model is known)."""
     preset = load_task(task)
     params = {**preset["operator"], **(operator or {})}
     if mask is not None:
