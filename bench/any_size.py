@@ -80,7 +80,7 @@ def seams(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     save_image(worst[1][0], args.out / "worst_seams.png")
     (args.out / "seams.json").write_text(json.dumps(rows, indent=1))
-    print(f"| tiling | seam ratio (mean, max) | PSNR | s/image |\n|---|---|---|---|")
+    print("| tiling | seam ratio (mean, max) | PSNR | s/image |\n|---|---|---|---|")
     for name in TILINGS:
         r = [row for row in rows if row["tiling"] == name]
         ratios = [row["seam_ratio"] for row in r]

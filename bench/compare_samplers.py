@@ -3,6 +3,9 @@
 PSNR / SSIM / LPIPS against the clean images (LPIPS "n/a" when its weights are not cached: `spgd
 weights fetch`), network evaluations per image (counted at the prior) and wall time, plus the
 wall-clock of DeqIR's parallel (Anderson) solve against the same chain walked sequentially.
+A trained restorer in `--samplers` (diffir) restores with its own weights (`--diffir FILE`, by default the
+built-in ones for the task and the size) on the same measurements; its network evaluations per image are 1:
+its one DIRformer pass (CPEN and the IPR's four MLP steps, small beside it, are not counted), timed the same way.
 
     python bench/compare_samplers.py --model ../shared/reference/tiny_adm64.pt \\
         --data ../shared/datasets/ffhq-demo --size 64 --limit 2 --task super_resolution \\
@@ -22,7 +25,9 @@ import spgd
 from spgd import io
 from spgd.metrics import lpips, psnr, ssim
 from spgd.priors.fast import PRECISIONS, FastDenoiser
+from spgd.models import load_model
 from spgd.run import make_spec
+from spgd.samplers import model_kind
 from spgd.tasks import load_task, parse_key_values
 from spgd.weights import MissingWeightsError
 
@@ -32,7 +37,7 @@ WARMUP = {"spgd": {"steps": 1, "inner_steps": 1}, "dps": {"steps": 1}, "reddiff"
           "daps": {"steps": 1, "ode_steps": 1, "langevin_steps": 1}, "deqir": {"steps": 1, "max_iter": 3},
           "diffpir": {"steps": 2}, "ddnm": {"steps": 1}, "ddnm_plus": {"steps": 1}, "ddrm": {"steps": 1},
           "pigdm": {"steps": 1}, "pnpdm": {"steps": 1, "diffusion_steps": 2, "langevin_steps": 1, "burn_in": 0,
-                                           "samples": 1}}
+                                           "samples": 1}, "diffir": {}}
 DEFAULT_SAMPLERS = "spgd,dps,daps,reddiff,deqir,diffpir,ddnm,ddnm_plus,ddrm,pigdm,pnpdm"
 
 
@@ -48,6 +53,20 @@ class CountingPrior:
     def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         self.images += x.shape[0]
         return self.prior.denoise(x, sigma)
+
+
+class CountingRestorer:
+    """A trained restorer (DiffIR), counting the images it restores: one network evaluation each."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.images = model, 0
+
+    def __getattr__(self, name: str) -> Any:  # its channels, size, name
+        return getattr(self.model, name)
+
+    def restore_measurement(self, operator: Any, y: Tensor, **kwargs: Any) -> Tensor:
+        self.images += y.shape[0]
+        return self.model.restore_measurement(operator, y, **kwargs)
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -66,7 +85,8 @@ def timed_restore(clean: Tensor, task: dict, prior: Any, name: str, seeds: list[
     """Degrade and restore `clean` `batch_size` images at a time (image i with seeds[i], so its result
     does not depend on the chunking); returns the restored images in [0, 1], the wall seconds of the
     restores and the network evaluations per image. `warmup`: settings of one untimed run first."""
-    counter, parts, seconds = CountingPrior(prior), [], 0.0
+    counter = (CountingPrior if model_kind(name) == "prior" else CountingRestorer)(prior)
+    parts, seconds = [], 0.0
     for start in range(0, clean.shape[0], batch_size):
         op = spgd.make_operator(**task["operator"]).to(clean.device)
         y = spgd.simulate(clean[start: start + batch_size], op, seeds[start: start + batch_size])
@@ -128,17 +148,23 @@ def run(args: argparse.Namespace) -> str:
     task = load_task(args.task)
     seeds = [args.seed + i for i in range(len(paths))]
     overrides = parse_overrides(args.set)
-    rows, settings, deqir_times = [], [], {}
+    rows, settings, deqir_times, restorers = [], [], {}, {}
     for name in args.samplers.split(","):
-        params = make_spec(prior, args.task, name, settings=overrides.get(name, {})).settings
+        model, model_name, precision = prior, str(args.model), args.precision
+        if model_kind(name) != "prior":  # a trained restorer: its own weights, on the same measurements
+            if name not in restorers:
+                restorers[name] = load_model(args.diffir, name, args.task, str(device), image_size=(args.size,) * 2)
+                settings.append(f"- {name} weights: {restorers[name].description}")
+            model, model_name, precision = restorers[name], str(args.diffir or restorers[name].name), "fp32"
+        params = make_spec(model, args.task, name, settings=overrides.get(name, {})).settings
         settings.append(f"- {name}: {params}")
-        key = {"model": str(args.model), "precision": args.precision, "data": str(args.data), "size": args.size,
+        key = {"model": model_name, "precision": precision, "data": str(args.data), "size": args.size,
                "images": len(paths), "task": args.task, "seed": args.seed, "batch_size": args.batch_size,
                "device": str(device), "params": params}
         result = cached_result(args.out, name, key)
         if result is None:
             try:
-                result = compare_one(clean, task, prior, name, seeds, params, args.batch_size)
+                result = compare_one(clean, task, model, name, seeds, params, args.batch_size)
             except ValueError as error:  # a sampler this task's operator cannot serve: a row that says why
                 if "needs an operator with" not in str(error):
                     raise
@@ -153,12 +179,13 @@ def run(args: argparse.Namespace) -> str:
         f"# Sampler comparison: {args.task}, {len(paths)} image(s) of {args.data} at {args.size}x{args.size}",
         "",
         *([args.note, ""] if args.note else []),
-        f"Model `{args.model}` ({args.precision}), device {device}"
+        f"Model `{args.model}` ({args.precision})"
+        f"{''.join(f'; {name}: `{m.name}` (fp32, its own weights)' for name, m in restorers.items())}, device {device}"
         f"{f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else ''}, "
         f"{torch.get_num_threads()} CPU thread(s), seeds {seeds[0]}..{seeds[-1]} "
         "(image i: seed + i, the same for every sampler). Metrics are means over the images; NFE = network "
-        f"evaluations per image (a backward pass not counted); wall time for all images, restored {args.batch_size} "
-        "at a time, after one untimed warm-up run per sampler.",
+        "evaluations per image (a backward pass not counted; a trained restorer's: its one network pass); wall "
+        f"time for all images, restored {args.batch_size} at a time, after one untimed warm-up run per sampler.",
         "",
         "| sampler | PSNR (dB) | SSIM | LPIPS | NFE | wall (s) |",
         "|---|---|---|---|---|---|",
@@ -184,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--samplers", default=DEFAULT_SAMPLERS,
                         help="comma-separated (default: all; one the task's operator cannot serve gets an n/a row)")
     parser.add_argument("--set", nargs="*", default=[], metavar="SAMPLER.KEY=VALUE", help="override preset settings")
+    parser.add_argument("--diffir", help="DiffIR weights for a diffir row (`spgd export-diffir`; default: the "
+                                          "built-in ones for the task and --size)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
                         help="network precision (autocast, channels_last; default: %(default)s)")

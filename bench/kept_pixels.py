@@ -12,7 +12,6 @@ Scores are of the 8-bit images, as `spgd restore` saves them. Prints a Markdown 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch

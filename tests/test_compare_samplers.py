@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from .conftest import bench_script
 
@@ -48,3 +49,41 @@ def test_a_sampler_the_operator_cannot_serve_gets_a_row_saying_why(compare, tiny
     report = out.read_text()
     assert "| ddrm | n/a | n/a | n/a | - | - |" in report and "| dps | " in report
     assert "ddrm needs an operator with a singular value decomposition; motion_blur has none" in report
+
+
+def test_diffir_is_a_row_of_the_same_table_with_its_own_weights(compare, tiny_prior_path, ffhq_demo, tmp_path,
+                                                                 monkeypatch):
+    from spgd.diffir import model as diffir_model
+
+    from .test_diffir import _weights
+
+    weights = _weights(tmp_path)
+    out = tmp_path / "compare.md"
+    args = ["--model", str(tiny_prior_path), "--data", str(ffhq_demo), "--size", "64", "--limit", "2",
+            "--batch-size", "1", "--device", "cpu", "--out", str(out)]
+    compare.main([*args, "--samplers", "spgd,diffir", "--diffir", str(weights), *FEW])
+    report = out.read_text()
+    [row] = [line for line in report.splitlines() if line.startswith("| diffir | ")]
+    assert row.split(" | ")[4] == "1"  # NFE per image: one DIRformer pass
+    assert f"diffir: `{weights}` (fp32, its own weights)" in report and "- diffir weights: DiffIR " in report
+    assert "| spgd | " in report
+    # the diffir row equals restoring the same measurements with the weights themselves
+    import spgd
+    from spgd import io
+    from spgd.diffir.model import load_diffir
+    from spgd.metrics import psnr
+    from spgd.tasks import load_task
+
+    paths = io.list_images([ffhq_demo])[:2]
+    clean = torch.stack([io.load_image(p, 64, resize=True) for p in paths])
+    model, parts = load_diffir(weights), []
+    for i in range(2):  # a fresh operator per batch of one, image i with seed i, as the table's run
+        op = spgd.make_operator(**load_task("super_resolution")["operator"])
+        parts.append(spgd.restore(spgd.simulate(clean[i:i + 1], op, [i]), op, model, sampler="diffir", seed=[i],
+                                  progress=False))
+    x = torch.cat(parts)
+    assert row.split(" | ")[1] == f"{float(psnr(x, clean).mean()):.2f}"
+    monkeypatch.setattr(diffir_model, "BUILTIN_DIR", tmp_path / "none")  # no built-in DiffIR weights
+    with pytest.raises(SystemExit, match="compare_samplers: error: no built-in DiffIR weights for task "
+                                         "super_resolution"):
+        compare.main([*args[:-2], "--samplers", "diffir"])

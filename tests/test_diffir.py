@@ -15,7 +15,7 @@ from spgd.diffir.model import DiffIRModel, choose_builtin, degraded_input, load_
 from spgd.diffir.network import DiffIRConfig, DiffIRS1, DiffIRS2, IPRSchedule
 from spgd.diffir.train import DiffIRTrainConfig, build, export, latest_checkpoint, train
 from spgd.io import save_image
-from spgd.run import load_model
+from spgd.models import load_model
 
 TINY = {"dim": 8, "blocks": [1, 1, 1, 1], "refinement": 0, "heads": [1, 1, 2, 2], "cpen_feats": 4, "cpen_res": 1}
 

@@ -291,3 +291,69 @@ def test_a_reference_image_reaches_a_sampler_that_takes_one(app, face, tmp_path)
     assert Path(config["sampler_settings"]["reference"]).name == "guide.png"
     with pytest.raises(PageError, match="spgd takes no reference image"):
         finish(app, request(face, reference_file=str(guide)))
+
+
+@pytest.fixture(scope="module")
+def diffir_file(tmp_path_factory):
+    from .test_diffir import _weights
+
+    return _weights(tmp_path_factory.mktemp("diffir"), image_size=64)  # 4x SR weights trained at 64x64
+
+
+def test_diffir_restores_with_its_weights_and_a_wrong_task_is_one_line(tiny_prior, tiny_prior_path, diffir_file,
+                                                                        face, tmp_path, one_thread, monkeypatch):
+    import shutil
+
+    from spgd.diffir import model as diffir_model
+    from spgd.diffir.model import DiffIRModel, load_diffir
+    from spgd.models import load_file
+
+    monkeypatch.setattr(diffir_model, "BUILTIN_DIR", tmp_path / "builtin")  # none shipped
+    assert isinstance(load_file(diffir_file), DiffIRModel)  # what `spgd serve --model FILE` loads
+    assert not isinstance(load_file(tiny_prior_path), DiffIRModel)
+    app = WebApp({MODEL: tiny_prior, "tiny-diffir": load_diffir(diffir_file, name="tiny-diffir")},
+                 runs_dir=tmp_path / "served")
+    assert list(app.priors) == [MODEL]  # a DiffIR file is no prior of the posterior samplers
+    assert app.model_choices("spgd") == [MODEL] and app.model_choices("diffir") == ["tiny-diffir", web.BUILTIN]
+    form = app.task_form("super_resolution", "diffir")
+    assert not form["has_lr"] and form["steps"] is None and not form["mask"] and not form["reference"]
+    assert "the defaults of diffir (on_nan raise, mean_of 1)" in form["note"] and "DiffIR tiny-diffir" in form["note"]
+    assert "cannot restore a inpainting measurement" in app.task_form("inpainting_random", "diffir")["note"]
+
+    def diffir(task="super_resolution", model="tiny-diffir") -> RestoreRequest:
+        return RestoreRequest(image=str(face), task=task, sampler="diffir", model=model, seed=2)
+
+    result, _ = finish(app, diffir())
+    assert result["status"].startswith("Done") and "PSNR" in result["metrics"]
+    [run] = run_folders(app)
+    cli = tmp_path / "cli"
+    assert main(["restore", "-i", str(face), "-t", "super_resolution", "--sampler", "diffir", "-m", str(diffir_file),
+                 "--simulate", "--resize", "--seed", "2", "--threads", "1", "-o", str(cli)]) == 0
+    assert (run / "face.png").read_bytes() == (cli / "face.png").read_bytes()  # the command line's restore
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"] == "tiny-diffir"
+
+    def error(req) -> str:
+        with pytest.raises(PageError) as info:
+            finish(app, req)
+        assert "\n" not in str(info.value)
+        return str(info.value)
+
+    assert re.search(r"DiffIR weights trained for super_resolution .*cannot restore a inpainting measurement",
+                     error(diffir("inpainting_random")))
+    assert error(diffir(model=web.BUILTIN)) == ("no built-in DiffIR weights for task super_resolution (built-in "
+                                               "ones: none); train them with `spgd train-diffir` and pass --model FILE")
+    spgd_with_diffir = RestoreRequest(image=str(face), task="super_resolution", model="tiny-diffir")
+    assert error(spgd_with_diffir) == "model 'tiny-diffir' is a diffir model; spgd restores with: tiny"
+    assert error(diffir(model=MODEL)).startswith("model 'tiny' is a prior model; diffir restores with: tiny-diffir, "
+                                                 "built-in")
+    assert len(run_folders(app)) == 1  # the refused requests left nothing
+    assert finish(app, diffir())[0]["status"].startswith("Done")  # and the server goes on
+
+    (tmp_path / "builtin").mkdir()
+    shutil.copyfile(diffir_file, tmp_path / "builtin" / "faces64_sr4.safetensors")
+    assert finish(app, diffir(model=web.BUILTIN))[0]["status"].startswith("Done")
+    [loaded] = app._builtin.values()  # loaded once, by its name
+    assert list(app._builtin) == ["builtin:diffir-faces64_sr4"]
+    assert loaded.chosen == "chosen for images resized to 64x64"
+    assert finish(app, diffir(model=web.BUILTIN))[0]["status"].startswith("Done")
+    assert app._builtin["builtin:diffir-faces64_sr4"] is loaded

@@ -55,7 +55,7 @@ def restore(y: Tensor, operator: Operator, prior: Denoiser | None = None, sample
     measure no pixel directly leave the result as the sampler made it (`keep_measured_pixels`).
     """
     if prior is None:  # the built-in face prior, or a trained restorer's built-in weights for the operator
-        from .run import load_model
+        from .models import load_model
 
         prior = load_model(None, sampler, operator, device=str(y.device), image_size=operator.input_shape(y)[-2:])
     check_measurement(y, operator, prior)

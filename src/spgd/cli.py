@@ -78,29 +78,17 @@ def _announce(prior: Any) -> None:
 
 
 def _clean_size(args: argparse.Namespace, first_input: Path | None) -> tuple[int, int] | None:
-    """(H, W) of the clean image behind the first input, from its header (a measurement's through the task's
-    operator): what the choice of a trained restorer's built-in weights goes by."""
-    import torch
+    """(H, W) of the clean image behind the first input (`spgd.run.clean_size`)."""
+    from .models import clean_size
 
-    from .io import open_image
-    from .operators import make_operator
-    from .tasks import load_task
-
-    if first_input is None:
-        return None
-    with open_image(first_input) as image:
-        width, height = image.size
-    if getattr(args, "simulate", True):
-        return height, width
-    operator = make_operator(**load_task(args.task)["operator"])
-    return tuple(operator.input_shape(torch.empty(1, 3, height, width))[-2:])
+    return None if first_input is None else clean_size(args.task, first_input, not getattr(args, "simulate", True))
 
 
 def _load_run_prior(args: argparse.Namespace, device: str, first_input: Path | None = None) -> tuple[Any, str]:
     """The model of a restore/bench run (`spgd.run.load_model`), on the fast path when asked, and a name that
     records how it runs."""
     from .priors.fast import FastDenoiser
-    from .run import load_model
+    from .models import load_model
     from .samplers import model_kind
 
     trained = model_kind(args.sampler) != "prior"
@@ -482,8 +470,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
     p.add_argument("--port", type=int, default=7860, help="(default: %(default)s)")
     p.add_argument("--model", "-m", action="append", default=[], metavar="MODEL",
-                   help=f"a prior to offer: checkpoint file or builtin:<name> (repeatable; {DEFAULT_MODEL} is "
-                        "offered as well when it is shipped)")
+                   help=f"a model to offer: a prior's checkpoint file or builtin:<name>, or trained weights such "
+                        f"as a DiffIR file of `spgd export-diffir` (for --sampler diffir; repeatable; {DEFAULT_MODEL} "
+                        "is offered as well when it is shipped)")
     _add_arch(p)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--runs-dir", type=Path, help="where each restore's folder is written (default: a new temporary folder)")

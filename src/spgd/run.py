@@ -15,43 +15,8 @@ from . import io
 from .api import restore, simulate, to_model_range
 from .operators import Operator, load_mask, make_operator
 from .protocols import Denoiser
-from .samplers import Trace, model_kind, takes_reference
+from .samplers import Trace, takes_reference
 from .tasks import load_task, setting_layers
-
-
-def _diffir_loaders() -> tuple[Any, Any, Any]:
-    from .diffir.model import choose_builtin, is_diffir_file, load_diffir
-
-    return load_diffir, choose_builtin, is_diffir_file
-
-
-# model kind -> (load(source, device), choose_builtin(task, size, resize), is_its_file(path))
-TRAINED_RESTORERS = {"diffir": _diffir_loaders}
-
-
-def load_model(source: str | Path | None, sampler: str, task: str | Path | Operator, device: str = "cpu",
-               arch: Any = None, image_size: tuple[int, int] | None = None, resize: bool = False) -> Any:
-    """The model a run restores with: for the posterior samplers a diffusion prior (`source`, by default the
-    built-in face prior); for a sampler that runs a trained restorer (`spgd.samplers.model_kind`), its weight
-    file (`source`, by default the built-in one for the task, or the operator, and for clean images of
-    `image_size`, the choice stated in its `description`)."""
-    kind = model_kind(sampler)
-    if kind == "prior":
-        from .priors import load_prior
-        from .priors.loaders import DEFAULT_PRIOR
-
-        for other, loaders in TRAINED_RESTORERS.items():
-            if source is not None and loaders()[2](source):
-                raise ValueError(f"{source} is a {other} weight file, not a diffusion prior: use it with "
-                                 f"--sampler {other}")
-        return load_prior(source or DEFAULT_PRIOR, arch, device=device)
-    load, choose, _ = TRAINED_RESTORERS[kind]()
-    if source is not None:
-        return load(source, device)
-    name, why = choose(Path(task).stem if isinstance(task, (str, Path)) else task, image_size, resize)
-    model = load(name, device)
-    model.chosen = why
-    return model
 
 
 @dataclass
@@ -101,14 +66,15 @@ class RunSpec:
         return rows
 
 
-def make_spec(prior: Denoiser, task: str | Path, sampler: str = "spgd", operator: dict[str, Any] | None = None,
+def make_spec(prior: Denoiser | None, task: str | Path, sampler: str = "spgd", operator: dict[str, Any] | None = None,
               settings: dict[str, Any] | None = None, *, mask: Path | None = None, kernel: Path | None = None,
               reference: Path | None = None, device: str = "cpu", model_name: str = "") -> RunSpec:
     """The resolved run of a task preset (name or YAML file): operator parameters (preset < `operator` <
     a mask or kernel file) and sampler settings (defaults < preset < the prior's recommended <
     `settings`), each checked against what the operator or sampler accepts; `layers` keeps each layer.
     `reference`: an image file for a sampler that takes one (a `reference` setting), centre-cropped and
-    resized to the prior's size."""
+    resized to the prior's size. `prior` None: the settings without a model's recommendation (the page's form
+    before its model is known)."""
     preset = load_task(task)
     params = {**preset["operator"], **(operator or {})}
     if mask is not None:

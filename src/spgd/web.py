@@ -9,8 +9,13 @@ cancel button that stops the sampler itself (a `Trace` whose `record` raises), a
 restore per worker at a time, and downloads.
 
 `WebApp` holds the handlers as plain Python (the unit tests call them directly); `build_page` wires
-them to Gradio components. Nothing here is shared between visitors but the loaded priors: each run
+them to Gradio components. Nothing here is shared between visitors but the loaded models: each run
 has its own folder, each visitor (Gradio session) its own cancel switch.
+
+The model of a restore is the one `spgd restore` would load (`spgd.run.load_model`): a posterior
+sampler restores with the chosen prior; a sampler that runs a trained restorer (`spgd.samplers.model_kind`,
+e.g. diffir) with the chosen weights of its kind offered by `spgd serve --model FILE`, or with the built-in
+ones for the task and the uploaded image's size (`BUILTIN`).
 """
 from __future__ import annotations
 
@@ -38,8 +43,9 @@ from .io import ImageError
 from .priors import CheckpointError
 from .protocols import Denoiser
 from .restore_job import RestoreJob, run_restore
+from .models import clean_size, kind_of, load_file, load_model
 from .run import RunSpec, make_spec, shown_value
-from .samplers import SAMPLERS, DivergenceError, Trace, check_settings, takes_reference
+from .samplers import SAMPLERS, DivergenceError, Trace, check_settings, model_kind, takes_reference
 from .seeding import make_generators
 from .tasks import LAYERS, default_task, load_task, parse_key_values, task_names
 from .weights import MissingWeightsError, WeightsFetchError, WeightsIntegrityError, weights_path
@@ -48,6 +54,7 @@ log = logging.getLogger("spgd.web")
 
 SIMULATE = "Degrade this clean image first (simulate, then score it)"
 MEASURED = "This is already the measurement"
+BUILTIN = "built-in (chosen by the task and the image's size)"  # a trained restorer's shipped weights
 MAX_UPLOAD_MB = 20  # per file
 MAX_QUEUE = 32  # restores waiting at once; more are refused with Gradio's "queue is full"
 POLL_S = 0.1  # how often the page's thread looks at the sampler's progress
@@ -245,6 +252,12 @@ def check_task(task: str) -> str:
     return task
 
 
+def _side(model: Any) -> tuple[int, int]:
+    """(H, W) of the images `model` restores: its size, or 256 when it states none (any size)."""
+    size = getattr(model, "image_size", None) or 256
+    return size, size
+
+
 def _int(value: Any, label: str, minimum: int | None = None) -> int | None:
     if value is None or value == "":
         return None
@@ -259,17 +272,20 @@ def _int(value: Any, label: str, minimum: int | None = None) -> int | None:
 class WebApp:
     """The page's handlers: plain functions of the form's values, one run folder per restore.
 
-    `priors`: the priors a visitor may choose ({label: loaded prior}); `runs_dir`: where run folders are
-    made (a fresh temporary folder by default); `workers`: restores that run at once (others wait).
+    `models`: the models a visitor may choose ({label: a loaded prior or trained restorer}; each serves the
+    samplers of its kind, `spgd.run.kind_of`); `runs_dir`: where run folders are made (a fresh temporary
+    folder by default); `workers`: restores that run at once (others wait).
     """
 
-    def __init__(self, priors: Mapping[str, Denoiser], device: str = "cpu", runs_dir: str | Path | None = None,
+    def __init__(self, models: Mapping[str, Any], device: str = "cpu", runs_dir: str | Path | None = None,
                  workers: int = 1) -> None:
-        if not priors:
+        if not models:
             raise ValueError("no prior to offer: pass --model FILE (the built-in faces64 prior is not shipped yet)")
         if workers < 1:
             raise ValueError(f"--workers must be >= 1, got {workers}")
-        self.priors = dict(priors)
+        self.models = dict(models)
+        self.priors: dict[str, Denoiser] = {label: m for label, m in self.models.items() if kind_of(m) == "prior"}
+        self._builtin: dict[str, Any] = {}  # built-in weights of trained restorers loaded so far, by name
         self.device = device
         self.runs_dir = Path(runs_dir) if runs_dir else Path(tempfile.mkdtemp(prefix="spgd-serve-"))
         self.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -281,18 +297,38 @@ class WebApp:
     # ------------------------------------------------------------------ form helpers
 
     def image_size(self, model: str | None) -> tuple[int, int]:
-        """(H, W) of the images the chosen prior restores."""
-        prior = self.prior(model)
-        size = prior.image_size or 256
-        return size, size
+        """(H, W) of the images the chosen model restores (256 for one of any size, and for `BUILTIN`,
+        whose weights the image chooses)."""
+        if model != BUILTIN and model not in self.models:
+            raise PageError(f"unknown model {model!r}; this server offers: {', '.join(self.models)}")
+        return _side(self.models.get(model))
 
-    def prior(self, model: str | None) -> Denoiser:
-        if model not in self.priors:
-            raise PageError(f"unknown prior {model!r}; this server offers: {', '.join(self.priors)}")
-        return self.priors[model]
+    def model_choices(self, sampler: str) -> list[str]:
+        """The models a visitor may choose for `sampler`: the offered ones of its kind (the priors, for a
+        posterior sampler), and for a trained restorer its built-in weights (`BUILTIN`) last."""
+        kind = model_kind(sampler)
+        offered = [label for label, m in self.models.items() if kind_of(m) == kind]
+        return offered if kind == "prior" else [*offered, BUILTIN]
+
+    def model(self, sampler: str, label: str | None, task: str, size: tuple[int, int] | None = None,
+              resize: bool = False) -> Any:
+        """The model a restore with `sampler` runs (`spgd.run.load_model`'s choice): the chosen model when it is
+        of the sampler's kind; for a trained restorer with `BUILTIN` (or nothing) chosen, the built-in weights
+        for `task` and clean images of `size` (H, W), loaded once per name. Anything else: a PageError."""
+        kind, chosen = model_kind(sampler), self.models.get(label)
+        if chosen is not None and kind_of(chosen) == kind:
+            return chosen
+        if chosen is not None or kind == "prior" or label not in (BUILTIN, None, ""):
+            what = f"is a {kind_of(chosen)} model" if chosen is not None else "is not offered here"
+            choices = ", ".join(self.model_choices(sampler)) or "none on this server"
+            raise PageError(f"model {label!r} {what}; {sampler} restores with: {choices}")
+        try:
+            return load_model(None, sampler, task, self.device, image_size=size, resize=resize, cache=self._builtin)
+        except USER_ERRORS as exc:
+            raise PageError(str(exc)) from None
 
     def show_input(self, path: str | None, model: str | None) -> tuple[np.ndarray | None, dict[str, Any] | None]:
-        """The uploaded image as the page shows it, and the mask editor's canvas: the image at the prior's
+        """The uploaded image as the page shows it, and the mask editor's canvas: the image at the model's
         size (centre-cropped), enlarged so that a mask is easy to paint. Bad files: a PageError."""
         if not path:
             return None, None
@@ -304,24 +340,38 @@ class WebApp:
         return view(path), canvas
 
     def task_form(self, task: str, sampler: str, model: str | None = None) -> dict[str, Any]:
-        """What the form shows for `task`, `sampler` and the prior `model` (default: the first offered):
-        whether the operator takes a mask and/or a kernel, whether its measurements are images, the
-        steps and learning rate a restore runs with and the layer each comes from (`make_spec`, as
-        `spgd tasks TASK` shows them), whether the sampler takes a reference image, and a note that names every setting not at the sampler's default."""
-        spec = make_spec(self.prior(model if model is not None else next(iter(self.priors))), check_task(task),
-                         sampler)
+        """What the form shows for `task`, `sampler` and the model `model` (default: the first offered for
+        the sampler): whether the operator takes a mask and/or a kernel, whether its measurements are images,
+        the steps and learning rate a restore runs with and the layer each comes from (`make_spec`, as
+        `spgd tasks TASK` shows them), whether the sampler takes a reference image, and a note that names
+        every setting not at the sampler's default and, for a trained restorer, its weights (or why there
+        are none)."""
+        check_task(task)
+        label = model if model is not None else next(iter(self.model_choices(sampler)), None)
+        try:
+            chosen, problem = self.model(sampler, label, task, resize=True), ""
+        except PageError as exc:
+            chosen, problem = None, str(exc)
+        spec = make_spec(chosen, task, sampler)
         rows, sources = spec.setting_rows(), {}
         for key, row in rows.items():
             sources.setdefault(row["from"], []).append(f"{key} {shown_value(row['value'])}")
         changed = "; ".join(f"{', '.join(keys)} ({source})" for source, keys in sources.items() if source != LAYERS[0])
-        note = load_task(task).get("description", "") + f". Runs with {changed or f'the defaults of {sampler}'}"
+        defaults = ", ".join(f"{key} {shown_value(row['value'])}" for key, row in rows.items())
+        runs_with = changed or f"the defaults of {sampler} ({defaults})"
+        note = load_task(task).get("description", "") + f". Runs with {runs_with}"
+        if chosen is not None and kind_of(chosen) != "prior":
+            note += f". Weights: {chosen.description}"
         form: dict[str, Any] = {"mask": False, "kernel": False, "measured": True, "required": False,
                                 "steps": spec.settings.get("steps"), "lr": spec.settings.get("lr"),
                                 "steps_from": rows.get("steps", {}).get("from"), "lr_from": rows.get("lr", {}).get("from"),
                                 "has_lr": "lr" in spec.settings, "reference": takes_reference(sampler), "note": note}
         try:
+            if problem:
+                raise PageError(problem)
             operator = spec.make_operator()
-        except USER_ERRORS as exc:
+            getattr(chosen, "check_operator", lambda _: None)(operator)  # weights trained for another task
+        except (PageError, *USER_ERRORS) as exc:
             form["note"] += f". This task cannot run here: {exc}"
             return form
         form["mask"] = hasattr(operator, "mask")
@@ -340,11 +390,13 @@ class WebApp:
         """Draw the task operator's kernel from the seed, as `--simulate` would draw it for image 0 with
         that seed; returns the kernel saved as .npy (for the kernel upload) and its picture."""
         seed = _int(seed, "Seed") or 0
-        spec = self._spec_or_error(lambda: make_spec(self.prior(model), check_task(task)), [])
+        height, width = self.image_size(model)
+        spec = self._spec_or_error(lambda: make_spec(self.models.get(model), check_task(task), device=self.device),
+                                   [])
         operator = spec.make_operator()
         if not hasattr(operator, "kernel"):
             raise PageError(f"task {task}: its operator takes no blur kernel")
-        x = torch.zeros(1, *spec.image_shape(), device=spec.device)
+        x = torch.zeros(1, getattr(spec.prior, "image_channels", 3), height, width, device=spec.device)
         operator.draw(x, make_generators(seed, 1, "measure"))
         kernel = operator.params().get("kernel", getattr(operator, "kernel", None))
         if kernel is None:
@@ -397,7 +449,12 @@ class WebApp:
         check_task(req.task)
         if req.sampler not in SAMPLERS:
             raise PageError(f"unknown sampler {req.sampler!r}; samplers: {', '.join(sorted(SAMPLERS))}")
-        prior = self.prior(req.model)
+        trained = model_kind(req.sampler) != "prior"  # its built-in weights are chosen by the clean image's size
+        try:
+            size = clean_size(req.task, req.image, req.mode == MEASURED) if trained else None
+        except USER_ERRORS as exc:
+            raise PageError(tidy(str(exc), [Path(req.image).parent])) from None
+        prior = self.model(req.sampler, req.model, req.task, size, bool(req.resize))
         inputs = run / "inputs"
         inputs.mkdir()
         image = inputs / f"{safe_stem(_name(req.image))}{Path(req.image).suffix.lower() or '.png'}"
@@ -411,7 +468,7 @@ class WebApp:
             if mask_from_drawing(req.mask_drawing, (8, 8)) is not None:
                 notes.append("the uploaded mask file is used, not the painted one")
         elif req.mask_drawing:
-            drawn = mask_from_drawing(req.mask_drawing, self.image_size(req.model))
+            drawn = mask_from_drawing(req.mask_drawing, _side(prior))
             if drawn is not None:
                 mask = inputs / "mask" / "painted.png"
                 mask.parent.mkdir()
@@ -474,7 +531,7 @@ class WebApp:
         worker = threading.Thread(target=self._work, args=(job, cancel, state, outcome), daemon=True,
                                   name=f"spgd-restore-{run.name}")
         worker.start()
-        yield {"status": f"Restoring with {job.spec.sampler} ({total or '?'} steps) …", "live": None,
+        yield {"status": f"Restoring with {job.spec.sampler}{f' ({total} steps)' if total else ''} …", "live": None,
                "progress": progress_html(0, total)}
         reported, shown_at = 0, 0.0
         while not outcome.done.wait(POLL_S):
@@ -618,7 +675,7 @@ def build_page(app: WebApp) -> Any:
     gr = _gradio()
     from .demo import DEMO_INPUTS, resolve_input
 
-    tasks, samplers, models = task_names(), sorted(SAMPLERS), list(app.priors)
+    tasks, samplers, models = task_names(), sorted(SAMPLERS), app.model_choices("spgd")
     with gr.Blocks(title="spgd: restore an image", analytics_enabled=False) as page:
         gr.Markdown("## spgd: restore an image with a diffusion prior\nUpload an image (or use the demo face), "
                     "choose the task and the sampler, press **Restore**. Each restore is an `spgd restore` run "
@@ -659,8 +716,9 @@ def build_page(app: WebApp) -> Any:
                                 "init_steps=20 init_objective=l2 under Other settings).")
                     reference_file = gr.File(label="Reference image", type="filepath", height=100,
                                              elem_id="reference_file")
-                with gr.Accordion("Prior and settings", open=True):
-                    model = gr.Dropdown(models, value=models[0], label="Prior", elem_id="model")
+                with gr.Accordion("Model and settings", open=True):
+                    model = gr.Dropdown(models, value=next(iter(models), None), label="Model (a prior, or a "
+                                        "trained restorer's weights)", elem_id="model")
                     with gr.Row():
                         steps = gr.Number(None, label="Steps (--steps)", precision=0, min_width=90,
                                           elem_id="steps")
@@ -702,13 +760,21 @@ def build_page(app: WebApp) -> Any:
             form = app.task_form(chosen_task, chosen_sampler, chosen_model)
             lr_info = (f"runs with {form['lr']:g} ({form['lr_from']})" if form["has_lr"]
                        else f"{chosen_sampler} has no learning rate")
+            has_steps = form["steps"] is not None
+            steps_info = (f"runs with {form['steps']} ({form['steps_from']})" if has_steps
+                          else f"{chosen_sampler} has no steps")
             def box(shown: bool) -> Any:
                 return gr.update(visible=True, open=form["required"]) if shown else gr.update(visible=False)
 
             return (box(form["mask"]), box(form["kernel"]), gr.update(visible=form["reference"]), form["note"],
-                    gr.update(info=f"runs with {form['steps']} ({form['steps_from']})"),
+                    gr.update(info=steps_info, interactive=has_steps, value=None),
                     gr.update(info=lr_info, interactive=form["has_lr"], value=None),
                     gr.update(value=SIMULATE) if not form["measured"] else gr.update())
+
+        def on_sampler(chosen_sampler: str, chosen_model: str | None) -> Any:
+            choices = app.model_choices(chosen_sampler)
+            kept = chosen_model if chosen_model in choices else next(iter(choices), None)
+            return gr.update(choices=choices, value=kept)
 
         def on_draw_kernel(chosen_task: str, chosen: str, chosen_seed: Any) -> tuple[Any, Any]:
             try:
@@ -753,9 +819,11 @@ def build_page(app: WebApp) -> Any:
         image_file.change(on_image, [image_file, model], [before, mask_drawing])
         model.change(on_image, [image_file, model], [before, mask_drawing])
         demo.click(lambda: str(resolve_input(DEMO_INPUTS[0])), None, image_file)
-        for trigger in (task.change, sampler.change, model.change):
-            trigger(on_task, [task, sampler, model], [mask_box, kernel_box, reference_box, note, steps, lr, mode])
-        page.load(on_task, [task, sampler, model], [mask_box, kernel_box, reference_box, note, steps, lr, mode])
+        form_outputs = [mask_box, kernel_box, reference_box, note, steps, lr, mode]
+        for trigger in (task.change, model.change):
+            trigger(on_task, [task, sampler, model], form_outputs)
+        sampler.change(on_sampler, [sampler, model], model).then(on_task, [task, sampler, model], form_outputs)
+        page.load(on_task, [task, sampler, model], form_outputs)
         draw_kernel.click(on_draw_kernel, [task, model, seed], [kernel_file, kernel_view])
         kernel_file.change(on_kernel, kernel_file, kernel_view)
         running = run.click(on_run, [image_file, task, mode, sampler, model, steps, lr, seed, resize, extra,
@@ -783,18 +851,17 @@ def page_theme(gr: Any) -> Any:
 
 def serve(models: Sequence[str], host: str = "127.0.0.1", port: int = 7860, arch: str | None = None,
           device: str = "cpu", runs_dir: str | Path | None = None, workers: int = 1) -> int:
-    """Load the priors, build the page and serve it until interrupted."""
+    """Load the models (priors, and trained restorers' weight files), build the page and serve it until
+    interrupted."""
     gr = _gradio()
-    from .priors import load_prior
-
-    priors = {str(name): load_prior(name, arch, device=device) for name in models}
-    app = WebApp(priors, device=device, runs_dir=runs_dir, workers=workers)
+    loaded = {str(name): load_file(name, arch, device=device) for name in models}
+    app = WebApp(loaded, device=device, runs_dir=runs_dir, workers=workers)
     from .demo import DEMO_INPUTS, resolve_input
 
     demo_folder = resolve_input(DEMO_INPUTS[0]).parent
     page = build_page(app)
     page.queue(default_concurrency_limit=workers, max_size=MAX_QUEUE)
-    print(f"spgd serve: priors {', '.join(priors)}; runs are written to {app.runs_dir}/runs/", flush=True)
+    print(f"spgd serve: models {', '.join(loaded)}; runs are written to {app.runs_dir}/runs/", flush=True)
     page.launch(server_name=host, server_port=port, ssr_mode=False, show_error=True, footer_links=[],
                 allowed_paths=[str(app.runs_dir), str(demo_folder)], max_file_size=f"{MAX_UPLOAD_MB}mb",
                 theme=page_theme(gr), css=PAGE_CSS)

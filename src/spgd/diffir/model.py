@@ -57,6 +57,7 @@ class DiffIRModel:
     ablation) with what it was trained on. `restore_measurement` is the seam the `diffir` sampler calls."""
 
     image_channels = 3
+    model_kind = "diffir"  # what a loaded model is, as `spgd.samplers.model_kind` names the samplers' models
 
     def __init__(self, network: DiffIRS2 | DiffIRS1, metadata: dict[str, Any], name: str = "") -> None:
         self.network = network.eval()
