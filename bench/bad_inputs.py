@@ -59,7 +59,7 @@ def prepare(folder: Path) -> dict[str, str]:
     image("face.png", (64, 64))
     image("big.png", (80, 60))
     image("low.png", (16, 16))
-    image("low_wrong.png", (20, 20))
+    image("odd.png", (25, 16))
     image("mask_small.png", (32, 32), channels=1)
     for name, size in (("huge.png", (15000, 15000)), ("large.png", (8000, 6000))):
         files[name] = str(raw_png(folder / name, *size))
@@ -111,7 +111,8 @@ def cases(f: dict[str, str], model: str, out: str) -> list[tuple[str, list[str]]
         ("image of 8000x6000 pixels (48 megapixels)", [*restore, "-t", "hdr", "--simulate", "-i", f["large.png"]]),
         ("transparent pixels for a task that cannot leave pixels out",
          [*restore, "-t", "super_resolution", "--simulate", "-i", f["transparent.png"]]),
-        ("image of the wrong size, no --resize", [*restore, "-t", "hdr", "--simulate", "-i", f["big.png"]]),
+        ("4x SR of an image whose sides are not multiples of 4, no --resize",
+         [*restore, "-t", "super_resolution", "--simulate", "-i", f["odd.png"]]),
         ("input file that does not exist", [*restore, "-t", "hdr", "-i", "missing.png"]),
         ("input folder without images", [*restore, "-t", "hdr", "-i", f["empty"]]),
         ("two inputs with the same file name", [*restore, "-t", "hdr", "--simulate", "-i", f["dupA"], f["dupB"]]),
@@ -135,7 +136,9 @@ def cases(f: dict[str, str], model: str, out: str) -> list[tuple[str, list[str]]
         ("measured inpainting without a mask", [*restore, "-t", "inpainting_random", *face]),
         ("measured motion blur without a kernel", [*restore, "-t", "motion_blur", *face]),
         ("measured phase retrieval (not an image)", [*restore, "-t", "phase_retrieval", *face]),
-        ("measured 4x SR input of the wrong size", [*restore, "-t", "super_resolution", "-i", f["low_wrong.png"]]),
+        ("reference image (resized to the prior) for an image of another size, no --resize",
+         [*restore, "-t", "hdr", "--simulate", "-i", f["big.png"], "--sampler", "deqir", "--set",
+          "init_objective=l2", "--reference", f["face.png"]]),
         ("unknown sampler setting", [*restore, "-t", "hdr", *face, "--set", "momentum=0.5"]),
         ("setting without a value", [*restore, "-t", "hdr", *face, "--set", "lr"]),
         ("setting given twice", [*restore, "-t", "hdr", *face, "--set", "lr=1", "lr=2"]),

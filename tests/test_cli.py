@@ -121,11 +121,11 @@ def test_bad_inputs_give_clear_errors(tmp_path, tiny_prior_path, capsys):
     broken.write_bytes(b"\x89PNG not really")
     assert "broken.png: not a readable image" in run_error(
         ["restore", "-i", str(broken), "-t", "hdr", *model, "--simulate", *FAST], capsys)
-    big = write_face_like(tmp_path / "big.png", size=80)
-    err = run_error(["restore", "-i", str(big), "-t", "hdr", *model, "--simulate", *FAST], capsys)
-    assert "big.png: image is 80x80 (WxH), the model needs 64x64; pass --resize" in err
-    assert main(["restore", "-i", str(big), "-t", "hdr", *model, "--simulate", "--resize", "-o",
-                 str(tmp_path / "resized"), *FAST]) == 0
+    big = write_face_like(tmp_path / "big.png", size=80)  # restored at its own size, or the prior's with --resize
+    for flags, side in (([], 80), (["--resize"], 64)):
+        assert main(["restore", "-i", str(big), "-t", "hdr", *model, "--simulate", *flags, "-o",
+                     str(tmp_path / f"at{side}"), *FAST]) == 0
+        assert Image.open(tmp_path / f"at{side}" / "big.png").size == (side, side)
     img = write_face_like(tmp_path / "ok.png")
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "small_mask.png")
     assert "small_mask.png is 32x32 pixels (WxH), expected 64x64" in run_error(

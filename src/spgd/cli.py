@@ -29,7 +29,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", default="spgd", choices=sorted(SAMPLERS), metavar="SAMPLER",
                    help=f"sampler: {', '.join(sorted(SAMPLERS))} (default: %(default)s)")
     _add_setting_args(p)
-    p.add_argument("--resize", action="store_true", help="centre-crop and resize inputs to the size the model needs")
+    p.add_argument("--resize", action="store_true", help="centre-crop and resize inputs to the prior's size (restore: "
+                   "without it each image is restored at its own size, a measurement at the size behind it)")
     p.add_argument("--seed", type=int, default=0, help="seed; image i of the inputs uses seed + i")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
@@ -107,7 +108,8 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
                        description="Restore images. With --simulate the inputs are clean images that are "
                                    "degraded here (seeded) and scored; otherwise they are measurements.")
     p.add_argument("--input", "-i", nargs="+", required=True,
-                   help="image files and/or folders; demo:astronaut is a face that ships with scikit-image")
+                   help="image files and/or folders; demo:astronaut (a face) and demo:coffee (a 600x400 photo) ship "
+                        "with scikit-image")
     p.add_argument("--output", "-o", default="outputs/restore", help="output folder (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="allow writing over an earlier run in --output")
     p.add_argument("--simulate", action="store_true", help="inputs are clean: degrade, restore and score them")
@@ -143,7 +145,7 @@ def _run_spec(args: argparse.Namespace, prior: Any, model_name: str, device: str
             settings[key] = getattr(args, key)
     return make_spec(prior, args.task, args.sampler, operator, settings, mask=getattr(args, "mask", None),
                      kernel=getattr(args, "kernel", None), reference=args.reference, device=device,
-                     model_name=model_name)
+                     model_name=model_name, own_size=args.command == "restore" and not args.resize)
 
 
 def _restore(args: argparse.Namespace) -> int:

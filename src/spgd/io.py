@@ -38,6 +38,7 @@ TRANSPARENT_BELOW = 128  # alpha (of 255) under which a pixel is transparent: un
 GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N")
 SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # gray, read as I;16 ("I", 32-bit: clipped)
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+EXIF_ORIENTATION = 0x0112  # the EXIF tag `open_image` turns an image upright by
 
 
 class ImageError(ValueError):
@@ -83,6 +84,29 @@ def open_image(path: str | Path, what: str = "") -> Image.Image:
     """The decoded image in `path`, upright (its EXIF orientation applied), or an ImageError naming the file
     (`what` before its name, e.g. "mask file"): not found, not readable, truncated, or over MAX_IMAGE_PIXELS
     (refused from the header, before decoding)."""
+    img, name = _open_header(path, what)
+    with img:
+        try:
+            img.load()
+            return ImageOps.exif_transpose(img)
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageError(f"{name}: not a readable image ({exc})") from None
+
+
+def image_size(path: str | Path, what: str = "") -> tuple[int, int]:
+    """(H, W) of the image in `path` as `open_image` gives it (upright), from its header where the format
+    allows; the errors of `open_image` for a missing, unreadable or oversized file."""
+    img, name = _open_header(path, what)
+    with img:
+        try:  # a PNG's EXIF may follow its pixels: Pillow then decodes them to find it
+            turned = img.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8)  # a quarter turn swaps the sides
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageError(f"{name}: not a readable image ({exc})") from None
+        return (img.width, img.height) if turned else (img.height, img.width)
+
+
+def _open_header(path: str | Path, what: str) -> tuple[Image.Image, str]:
+    """The opened (not yet decoded) image in `path` and the name errors give it; over the cap: an ImageError."""
     path = Path(path)
     name = f"{what} {path}" if what else str(path)
     cap = f"spgd reads images of up to {MAX_IMAGE_PIXELS / 1e6:g} megapixels; downscale it first"
@@ -98,15 +122,11 @@ def open_image(path: str | Path, what: str = "") -> Image.Image:
         raise ImageError(f"{name}: image has {size}: {cap}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{name}: not a readable image ({exc})") from None
-    with img:
-        if img.width * img.height > MAX_IMAGE_PIXELS:
-            raise ImageError(f"{name}: image is {img.width}x{img.height} (WxH), "
-                             f"{img.width * img.height / 1e6:.0f} megapixels: {cap}")
-        try:
-            img.load()
-            return ImageOps.exif_transpose(img)
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise ImageError(f"{name}: not a readable image ({exc})") from None
+    if img.width * img.height > MAX_IMAGE_PIXELS:
+        width, height = img.size
+        img.close()
+        raise ImageError(f"{name}: image is {width}x{height} (WxH), {width * height / 1e6:.0f} megapixels: {cap}")
+    return img, name
 
 
 def read_image(path: str | Path, size: int | tuple[int, int] | None = None, resize: bool = False,

@@ -5,6 +5,9 @@ restored, and scored against the original. Otherwise each input is a measurement
 image for super-resolution, an image plus a mask for inpainting, a blurry image plus a kernel).
 Each result is written like its input (one channel for gray, 16 bits for 16-bit gray, the alpha
 channel put back; `spgd.io` states the rules), and scored as written.
+Each image is restored at its own size (a measurement at the size of the image behind it) unless
+`resize` brings every image to the prior's (`spgd.run.restored_size`); images of one size share
+batches, and image i of the inputs has seed + i whatever batch it lands in.
 Results never overwrite anything silently: two inputs with one name, or an output folder holding an
 earlier run, are refused up front (`overwrite` allows the latter); a failed image gets no PNG, and a
 run that fails before its first result leaves no files behind.
@@ -22,7 +25,7 @@ from tqdm.auto import tqdm
 from . import io, threads
 from .grids import grid_row, labelled_grid
 from .metrics import image_scores
-from .run import RunSpec, load_measured, read_clean, restore_batch
+from .run import RunSpec, load_measured, read_clean, restore_batch, restored_size
 from .samplers import Trace
 
 RUN_FILES = ("config.yaml", "metrics.json", "grid.png")
@@ -68,27 +71,30 @@ def run_restore(job: RestoreJob, trace_factory: Callable[[], Trace] | None = Non
     if job.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {job.batch_size}")
     check_outputs(job)
-    results: dict[str, dict[str, Any]] = {}
-    rows = []
-    batches = [job.inputs[i: i + job.batch_size] for i in range(0, len(job.inputs), job.batch_size)]
-    for b, paths in enumerate(tqdm(batches, desc="images", unit="batch", disable=len(batches) < 2)):
-        seeds = [job.seed + b * job.batch_size + k for k in range(len(paths))]
+    probe = job.spec.make_operator() if job.spec.own_size and not job.resize else None  # else: the prior's size
+    sizes = [restored_size(job.spec, probe, path, not job.simulate, job.resize) for path in job.inputs]
+    entries: dict[int, dict[str, Any]] = {}
+    rows = {}
+    batches = size_batches(sizes, job.batch_size)
+    for b, batch in enumerate(tqdm(batches, desc="images", unit="batch", disable=len(batches) < 2)):
+        paths, size = [job.inputs[i] for i in batch], sizes[batch[0]]
+        seeds = [job.seed + i for i in batch]
         operator = job.spec.make_operator()
         trace = trace_factory() if trace_factory is not None else None
         if job.simulate:
-            clean, images = read_clean(job.spec, operator, paths, job.resize)
+            clean, images = read_clean(job.spec, operator, paths, job.resize, size)
             result = restore_batch(job.spec, seeds, clean=clean, operator=operator, trace=trace,
                                    keep_measured=job.keep_measured)
         else:
             clean = None
-            y, images = load_measured(job.spec, operator, paths, job.resize)
+            y, images = load_measured(job.spec, operator, paths, job.resize, size)
             result = restore_batch(job.spec, seeds, measured=y, operator=operator, trace=trace,
                                    keep_measured=job.keep_measured)
         if b == 0:
-            _write_config(job)
-        for k, path in enumerate(paths):
+            _write_config(job, sizes)
+        for k, (index, path) in enumerate(zip(batch, paths)):
             step = result.failed_steps[k]
-            entry: dict[str, Any] = {"failed": step is not None}
+            entry: dict[str, Any] = {"failed": step is not None, "width": size[1], "height": size[0]}
             restored = images[k].as_written(result.restored[k])  # scored as the file holds it
             io.save_image(result.preview[k], job.output / f"{path.stem}_measurement.png", like=images[k])
             if step is not None:
@@ -97,13 +103,23 @@ def run_restore(job: RestoreJob, trace_factory: Callable[[], Trace] | None = Non
                 io.save_image(restored, job.output / f"{path.stem}.png", like=images[k])
                 if clean is not None:
                     entry.update(image_scores(restored, clean[k].cpu()))
-            results[path.name] = entry
-            rows.append(grid_row(clean[k].cpu() if clean is not None else None, result.preview[k], restored, entry))
+            entries[index] = entry
+            rows[index] = grid_row(clean[k].cpu() if clean is not None else None, result.preview[k], restored, entry)
+    results = {job.inputs[i].name: entries[i] for i in sorted(entries)}  # in input order, whatever the batches
     summary = _summarise(results)
     failed = [name for name, entry in results.items() if entry["failed"]]
     io.save_json({"images": results, "mean": summary, "failed": failed}, job.output / "metrics.json")
-    io.save_image(labelled_grid(rows).image, job.output / "grid.png")
+    io.save_image(labelled_grid([rows[i] for i in sorted(rows)]).image, job.output / "grid.png")
     return {"images": results, "mean": summary, "failed": failed}
+
+
+def size_batches(sizes: list[tuple[int, int]], batch_size: int) -> list[list[int]]:
+    """Input indices in batches of at most `batch_size` images of one size: grouped by size (in the order each
+    size first appears), each group cut in input order; images of one size: the inputs in order."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, size in enumerate(sizes):
+        groups.setdefault(size, []).append(index)
+    return [group[i: i + batch_size] for group in groups.values() for i in range(0, len(group), batch_size)]
 
 
 def _summarise(results: dict[str, dict[str, Any]]) -> dict[str, float]:
@@ -111,8 +127,9 @@ def _summarise(results: dict[str, dict[str, Any]]) -> dict[str, float]:
     return {key: float(np.mean([r[key] for r in ok])) for key in ("psnr", "ssim") if ok and key in ok[0]}
 
 
-def _write_config(job: RestoreJob) -> None:
+def _write_config(job: RestoreJob, sizes: list[tuple[int, int]]) -> None:
     config = {**job.spec.describe(), "seed": job.seed, "simulate": job.simulate, "batch_size": job.batch_size,
               "resize": job.resize, "keep_measured": job.keep_measured, "inputs": [str(p) for p in job.inputs],
+              "restored_sizes": {p.name: f"{w}x{h}" for p, (h, w) in zip(job.inputs, sizes)},
               "cpu_threads": threads.describe()}
     io.atomic_write_bytes(job.output / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
