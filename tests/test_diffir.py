@@ -231,3 +231,19 @@ def test_constant_ipr_run_can_start_from_a_stage1_dirformer(tmp_path):
     state = torch.load(latest_checkpoint(tmp_path / "s1"), weights_only=False)["ema"]
     assert teacher is None
     assert all(torch.equal(v, state[f"G.{k}"]) for k, v in network.G.state_dict().items())
+
+
+def test_cli_restores_any_size_with_weights_of_no_fixed_size(tmp_path):
+    path = _weights(tmp_path)  # no image_size: natural-image weights
+    save_image(torch.rand(3, 40, 24), tmp_path / "photo.png")
+    out = tmp_path / "restored"
+    assert main(["restore", "-t", "super_resolution", "--sampler", "diffir", "--model", str(path), "--simulate",
+                 "-i", str(tmp_path / "photo.png"), "-o", str(out)]) == 0
+    from PIL import Image
+
+    assert Image.open(out / "photo.png").size == (24, 40)
+    lr = tmp_path / "lr.png"
+    save_image(torch.rand(3, 10, 6), lr)
+    assert main(["restore", "-t", "super_resolution", "--sampler", "diffir", "--model", str(path), "-i", str(lr),
+                 "-o", str(tmp_path / "measured")]) == 0
+    assert Image.open(tmp_path / "measured" / "lr.png").size == (24, 40)
