@@ -126,15 +126,15 @@ def test_bad_images_are_skipped_with_reasons(tmp_path, tiny_prior_path, capsys):
     err = capsys.readouterr().err
     assert code == 0
     result = metrics(out)
-    assert list(result["images"]) == ["a.png", "e.jpg"]
+    assert list(result["images"]) == ["a.png", "d.png", "e.jpg"]  # 80x80 d.png restores at its own size
     assert result["images"]["e.jpg"]["seed"] == 4  # its index in the folder, skipped images included
+    assert Image.open(next(out.rglob("d.png"))).size == (80, 80)
     skipped = result["skipped"]
-    assert set(skipped) == {"b.png", "c.png", "d.png", "e.png"}
+    assert set(skipped) == {"b.png", "c.png", "e.png"}
     assert "not a readable image" in skipped["b.png"] and "not a readable image" in skipped["c.png"]
-    assert "image is 80x80 (WxH), the model needs 64x64" in skipped["d.png"]
     assert "same name as e.jpg" in skipped["e.png"]
-    assert result["counts"] == {"images": 6, "restored": 2, "failed": 0, "skipped": 4}
-    assert "warning: skipped b.png" in err and "warning: skipped d.png" in err
+    assert result["counts"] == {"images": 6, "restored": 3, "failed": 0, "skipped": 3}
+    assert "warning: skipped b.png" in err and "warning: skipped d.png" not in err
     assert "skipped: " in (out / "metrics.md").read_text()
 
 

@@ -247,3 +247,21 @@ def test_cli_restores_any_size_with_weights_of_no_fixed_size(tmp_path):
     assert main(["restore", "-t", "super_resolution", "--sampler", "diffir", "--model", str(path), "-i", str(lr),
                  "-o", str(tmp_path / "measured")]) == 0
     assert Image.open(tmp_path / "measured" / "lr.png").size == (24, 40)
+
+
+def test_bench_scores_diffir_at_each_image_size_on_the_y_channel(tmp_path):
+    path = _weights(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    save_image(torch.rand(3, 40, 24), data / "a.png")
+    save_image(torch.rand(3, 32, 48), data / "b.png")
+    out = tmp_path / "bench"
+    assert main(["bench", "-t", "super_resolution", "--sampler", "diffir", "--model", str(path), "--data", str(data),
+                 "--out", str(out), "--batch-size", "2", "--metric-space", "y", "--crop-border", "4"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["metric_space"] == "y" and metrics["counts"]["restored"] == 2
+    from PIL import Image
+
+    sizes = {p.name: Image.open(p).size for p in out.rglob("*.png") if p.parent.name == "restored"}
+    assert sizes == {"a.png": (24, 40), "b.png": (48, 32)}
+    assert all("psnr_y" in record for record in metrics["images"].values())

@@ -29,7 +29,7 @@ from .api import to_image_range
 from .distributed import Group
 from .grids import grid_row, labelled_grid, strip_positions
 from .metrics import METRIC_SPACES, image_scores, ssim_y
-from .run import RunSpec, load_clean, restore_batch
+from .run import RunSpec, load_clean, restore_batch, restored_size
 from .samplers import Trace
 
 RESTORED, MEASUREMENTS, RECORDS, TRACES = "restored", "measurements", "records", "traces"
@@ -109,8 +109,12 @@ def list_items(data: Path, limit: int | None) -> tuple[list[Item], dict[str, str
 
 
 def clean_image(job: BenchJob, item: Item) -> Tensor:
-    """The clean image of `item` as the run uses it (3xHxW in [0, 1], at the prior's size, on the CPU)."""
-    return load_clean(job.spec, [item.path], job.resize)[0].cpu()
+    """The clean image of `item` as the run uses it (3xHxW in [0, 1], on the CPU): at the prior's size with
+    --resize (or a spec that restores at it), else at its own (`spgd.run.restored_size`)."""
+    if job.resize or not job.spec.own_size:
+        return load_clean(job.spec, [item.path], job.resize)[0].cpu()
+    size = restored_size(job.spec, None, item.path, measured=False, resize=False)
+    return io.load_image(item.path, size, False)
 
 
 def item_seeds(job: BenchJob, items: list[Item]) -> list[int]:
@@ -151,6 +155,8 @@ def _check_metric_space(job: BenchJob) -> None:
     if job.metric_space == "rgb":
         if job.crop_border:
             raise ValueError("--crop-border applies to --metric-space y (the RGB scores are of whole images)")
+        return
+    if job.spec.prior.image_size is None:  # images of any size: each image's crop is checked when scored
         return
     probe = torch.zeros(1, *job.spec.image_shape())
     ssim_y(probe, probe, job.crop_border)  # a crop the images cannot take, or images without RGB, fail here
@@ -203,20 +209,32 @@ def _restore_all(job: BenchJob, mine: list[Item], pending: list[Item], group: Gr
     written, batch = 0, []
     for n, item in enumerate(pending):
         try:
-            batch.append((item, clean_image(job, item)))
+            image = clean_image(job, item)
         except io.ImageError as exc:
             _skip(job.out, item, str(exc))
             bar.update(1)
+            image = None
+        if batch and image is not None and image.shape != batch[0][1].shape:  # a batch holds one size
+            written += _flush(job, batch, group, psnrs, bar)
+            batch = []
+        if image is not None:
+            batch.append((item, image))
         if batch and (len(batch) == job.batch_size or n == len(pending) - 1):
-            for record in _restore_batch(job, batch, group):
-                written += 1
-                if not record["failed"]:
-                    psnrs.append(record["psnr"])
-                bar.update(1)
-                bar.set_postfix(psnr=f"{np.mean(psnrs):.2f}" if psnrs else "-")
+            written += _flush(job, batch, group, psnrs, bar)
             batch = []
     bar.close()
     return written
+
+
+def _flush(job: BenchJob, batch: list[tuple[Item, Tensor]], group: Group, psnrs: list[float], bar: Any) -> int:
+    """Restore and score one batch; returns how many records were written."""
+    records = _restore_batch(job, batch, group)
+    for record in records:
+        if not record["failed"]:
+            psnrs.append(record["psnr"])
+        bar.update(1)
+        bar.set_postfix(psnr=f"{np.mean(psnrs):.2f}" if psnrs else "-")
+    return len(records)
 
 
 def _skip(out: Path, item: Item, reason: str) -> None:
