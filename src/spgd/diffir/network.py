@@ -287,7 +287,7 @@ class ConstantIPR(nn.Module):
         self.z = nn.Parameter(torch.ones(1, cfg.ipr))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.z.expand(x.shape[0], -1)
+        return self.z.repeat(x.shape[0], 1)  # a copy: a view of a parameter under no_grad upsets module hooks
 
 
 class DiffIRS1(nn.Module):
