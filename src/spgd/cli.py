@@ -145,7 +145,7 @@ def _run_spec(args: argparse.Namespace, prior: Any, model_name: str, device: str
             settings[key] = getattr(args, key)
     return make_spec(prior, args.task, args.sampler, operator, settings, mask=getattr(args, "mask", None),
                      kernel=getattr(args, "kernel", None), reference=args.reference, device=device,
-                     model_name=model_name, own_size=not args.resize)
+                     model_name=model_name, own_size=not getattr(args, "resize", False))
 
 
 def _restore(args: argparse.Namespace) -> int:
