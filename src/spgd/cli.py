@@ -79,14 +79,14 @@ def _announce(prior: Any) -> None:
 
 
 def _clean_size(args: argparse.Namespace, first_input: Path | None) -> tuple[int, int] | None:
-    """(H, W) of the clean image behind the first input (`spgd.run.clean_size`)."""
+    """(H, W) of the clean image behind the first input (`spgd.models.clean_size`)."""
     from .models import clean_size
 
     return None if first_input is None else clean_size(args.task, first_input, not getattr(args, "simulate", True))
 
 
 def _load_run_prior(args: argparse.Namespace, device: str, first_input: Path | None = None) -> tuple[Any, str]:
-    """The model of a restore/bench run (`spgd.run.load_model`), on the fast path when asked, and a name that
+    """The model of a restore/bench run (`spgd.models.load_model`), on the fast path when asked, and a name that
     records how it runs."""
     from .priors.fast import FastDenoiser
     from .models import load_model

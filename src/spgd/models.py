@@ -36,8 +36,7 @@ def file_kind(source: str | Path | None) -> str:
 def clean_size(task: str | Path, path: str | Path, measured: bool) -> tuple[int, int]:
     """(H, W) of the clean image behind an input file, from its header (a measurement's through the task's
     operator): what the choice of a trained restorer's built-in weights goes by."""
-    with io.open_image(path) as image:
-        width, height = image.size
+    height, width = io.image_size(path)
     if not measured:
         return height, width
     operator = make_operator(**load_task(task)["operator"])

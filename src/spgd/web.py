@@ -12,7 +12,7 @@ restore per worker at a time, and downloads.
 them to Gradio components. Nothing here is shared between visitors but the loaded models: each run
 has its own folder, each visitor (Gradio session) its own cancel switch.
 
-The model of a restore is the one `spgd restore` would load (`spgd.run.load_model`): a posterior
+The model of a restore is the one `spgd restore` would load (`spgd.models.load_model`): a posterior
 sampler restores with the chosen prior; a sampler that runs a trained restorer (`spgd.samplers.model_kind`,
 e.g. diffir) with the chosen weights of its kind offered by `spgd serve --model FILE`, or with the built-in
 ones for the task and the uploaded image's size (`BUILTIN`).
@@ -312,7 +312,7 @@ class WebApp:
 
     def model(self, sampler: str, label: str | None, task: str, size: tuple[int, int] | None = None,
               resize: bool = False) -> Any:
-        """The model a restore with `sampler` runs (`spgd.run.load_model`'s choice): the chosen model when it is
+        """The model a restore with `sampler` runs (`spgd.models.load_model`'s choice): the chosen model when it is
         of the sampler's kind; for a trained restorer with `BUILTIN` (or nothing) chosen, the built-in weights
         for `task` and clean images of `size` (H, W), loaded once per name. Anything else: a PageError."""
         kind, chosen = model_kind(sampler), self.models.get(label)

@@ -70,6 +70,13 @@ class DiffIRTrainConfig:
     def tasks(self) -> list[str]:
         return self.task.split(",")
 
+    @property
+    def operators(self) -> list[dict[str, Any]]:
+        """The operator parameters of each task preset (read once: a training step makes its operator)."""
+        if not hasattr(self, "_operators"):
+            self._operators = [load_task(task)["operator"] for task in self.tasks]
+        return self._operators
+
 
 def task_head(task: str) -> dict[str, Any]:
     """The head (and scale) a task's operator needs, from what the operator answers: a smaller image
@@ -112,7 +119,7 @@ def training_pair(cfg: DiffIRTrainConfig, data: np.ndarray, step: int,
     gen = torch.Generator().manual_seed(stream_seed(step, f"diffir-train-{cfg.seed}"))
     idx = torch.randint(0, len(data), (cfg.batch_size,), generator=gen)
     gt = _augment(torch.from_numpy(data[idx.numpy()]).float() / 255, cfg.augment, gen)
-    operator = make_operator(**load_task(cfg.tasks[step % len(cfg.tasks)])["operator"])
+    operator = make_operator(**cfg.operators[step % len(cfg.operators)])
     seeds = [stream_seed(step * cfg.batch_size + k, f"diffir-pairs-{cfg.seed}") for k in range(cfg.batch_size)]
     with torch.no_grad():
         y = operator.measure(gt * 2 - 1, make_generators(seeds, cfg.batch_size, "measure"))
@@ -211,7 +218,7 @@ def validate(cfg: DiffIRTrainConfig, net: torch.nn.Module, images: list[Tensor])
     model = DiffIRModel(net, {"task": cfg.task, "stage": cfg.stage})
     psnrs = []
     for k, clean in enumerate(images):
-        operator = make_operator(**load_task(cfg.tasks[k % len(cfg.tasks)])["operator"])
+        operator = make_operator(**cfg.operators[k % len(cfg.operators)])
         with torch.no_grad():
             y = operator.measure(clean[None] * 2 - 1, make_generators([k], 1, "measure"))
         restored = (model.restore_measurement(operator, y, seed=k, gt=clean[None]) + 1) / 2
@@ -235,8 +242,7 @@ def train(cfg: DiffIRTrainConfig, resume: bool = True, time_limit: float = 0.0, 
     net, teacher = build(cfg)
     net_cfg = net.cfg
     ema = copy.deepcopy(net).requires_grad_(False)
-    params = [p for n, p in net.named_parameters()]
-    opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.99))
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     encoder_params = [p for n, p in net.named_parameters() if n.startswith(("condition.", "denoise."))]
     opt_e = torch.optim.Adam(encoder_params, lr=cfg.lr, betas=(0.9, 0.99)) if cfg.encoder_steps else None
     step, cpu_seconds = 0, 0.0

@@ -37,4 +37,4 @@ def diffir(prior: Any, operator: Any, y: Tensor, x_start: Tensor | None = None, 
     return x
 
 
-diffir.model_kind = "diffir"  # what `spgd.run.load_model` loads for this sampler
+diffir.model_kind = "diffir"  # what `spgd.models.load_model` loads for this sampler
