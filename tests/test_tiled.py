@@ -167,3 +167,62 @@ def test_every_sampler_restores_a_200x136_image_with_a_32px_prior(sampler, opera
         assert named and not op.supports(named[0]), exc
         return
     assert out.shape == x.shape
+
+
+def _mask_shift_problem(height: int, width: int, name: str = "inpainting", seed: int = 0):
+    import spgd
+
+    mask = (torch.rand(1, 1, height, width, generator=torch.Generator().manual_seed(9)) < 0.5).float()
+    params = {"inpainting": dict(mask=mask), "super_resolution": dict(scale=2)}[name]
+    op = spgd.make_operator(name, noise_sigma=0.0, **params)
+    x = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    return op, op.measure(x, [torch.Generator().manual_seed(k) for k in range(2)]), (2, 3, height, width)
+
+
+def test_mask_shift_on_one_tile_is_ddnm_itself():
+    from spgd.samplers.ddnm import ddnm
+
+    op, y, shape = _mask_shift_problem(16, 16)
+    kwargs = dict(seed=[3, 4], steps=8, eta=0.85, travel_length=2, travel_repeat=2, progress=False)
+    plain = ddnm(ConvDenoiser(), op, y, **kwargs)
+    tiled = ddnm(ConvDenoiser(), op, y, mask_shift=True, **kwargs)
+    assert torch.equal(plain, tiled)
+
+
+@pytest.mark.parametrize("name", ["inpainting", "super_resolution"])
+def test_mask_shift_keeps_finished_tiles_and_fits_the_whole_measurement(name):
+    """36x28 with 16-px tiles (a 4 x 3 grid): the whole image is consistent with y (noise-free DDNM), a batch
+    equals its images run alone, and the network only ever sees one tile."""
+    from spgd.samplers.ddnm import ddnm
+
+    op, y, shape = _mask_shift_problem(36, 28, name)
+    prior = TiledDenoiser(ConvDenoiser())
+    out = ddnm(prior, op, y, seed=[5, 6], steps=5, eta=0.5, mask_shift=True, progress=False)
+    assert out.shape == shape
+    torch.testing.assert_close(op.A(out), op.A(op.A_pinv(y)), atol=1e-5, rtol=0)
+    first = ddnm(prior, op, y[:1], seed=[5], steps=5, eta=0.5, mask_shift=True, progress=False)
+    assert torch.equal(first, out[:1])
+    calls = []
+    base = prior.prior
+    original = base.denoise
+    base.denoise = lambda x, s: calls.append(tuple(x.shape[-2:])) or original(x, s)
+    ddnm(prior, op, y, seed=[5, 6], steps=5, eta=0.5, mask_shift=True, progress=False)
+    assert set(calls) == {(16, 16)} and len(calls) == 5 * 4 * 3  # every call one tile: 12 tiles x 5 steps
+
+
+def test_mask_shift_refuses_an_image_smaller_than_a_tile():
+    from spgd.samplers.ddnm import ddnm
+
+    op, y, _ = _mask_shift_problem(12, 40)
+    with pytest.raises(ValueError, match="at least one tile"):
+        ddnm(TiledDenoiser(ConvDenoiser()), op, y, steps=3, mask_shift=True, progress=False)
+
+
+def test_a_large_image_shows_a_bar_of_its_tiles_and_a_small_one_none(capsys):
+    x = rand(1, 3, 48, 48)
+    quiet = TiledDenoiser(ConvDenoiser(), batch=1)(x, 0.5)
+    assert "tiles" not in capsys.readouterr().err  # off unless asked
+    shown = TiledDenoiser(ConvDenoiser(), batch=1, progress=True)(x, 0.5)
+    assert "25 tiles" in capsys.readouterr().err and torch.equal(quiet, shown)
+    TiledDenoiser(ConvDenoiser(), batch=4, progress=True)(x, 0.5)  # 7 batches: under PROGRESS_BATCHES
+    assert "tiles" not in capsys.readouterr().err

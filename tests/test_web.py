@@ -65,7 +65,7 @@ def test_a_restore_from_the_page_is_the_cli_run_byte_for_byte(app, face, tiny_pr
     assert sorted(Path(f).name for f in result["files"]) == sorted(names)
     cli = tmp_path / "cli"
     assert main(["restore", "-i", str(face), "-t", "super_resolution", "-m", str(tiny_prior_path), "--simulate",
-                 "--resize", "--steps", "3", "--set", "inner_steps=1", "sigma_max=5", "--seed", "1",
+                 "--steps", "3", "--set", "inner_steps=1", "sigma_max=5", "--seed", "1",
                  "-o", str(cli)]) == 0  # the threads as the page chose them (no --threads: same choice, same line)
     for name in ("face.png", "face_measurement.png", "grid.png"):
         assert (run / name).read_bytes() == (cli / name).read_bytes(), name
@@ -142,11 +142,10 @@ def test_bad_inputs_give_the_command_lines_messages_and_leave_no_run(app, face, 
     notes = tmp_path / "notes.txt"
     notes.write_text("hello")
     assert error(request(notes)).startswith("notes.txt: not a readable image")
-    big = write_face_like(tmp_path / "big.png", size=80)
-    assert error(request(big, resize=False)) == ("big.png: image is 80x80 (WxH), the model needs 64x64; pass "
-                                                 "--resize (centre-crop and resize) or resize it first")
+    odd = write_face_like(tmp_path / "odd.png", size=81)
+    assert error(request(odd)).startswith("odd.png: ") and "pass --resize" in error(request(odd))  # 4x SR: 81 px
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "small_mask.png")
-    assert re.search(r"^mask file small_mask.png is 32x32 pixels.*, expected 64x64$", error(
+    assert re.search(r"^mask file small_mask.png is 32x32 pixels.*, expected 64x64, the size face.png is restored at", error(
         request(face, "inpainting_box", mask_file=str(tmp_path / "small_mask.png"))))
     assert "needs its kernel (--kernel)" in error(request(face, "motion_blur", mode=MEASURED))
     assert "use --simulate" in error(request(face, "phase_retrieval", mode=MEASURED))
@@ -181,6 +180,23 @@ def test_measured_input_with_a_painted_mask(app, face):
     assert mask.shape == (64, 64) and (mask[16:32, 16:48] == 0).all() and mask.sum() == 255 * (64 * 64 - 16 * 32)
     assert "tensor(1, 1, 64, 64)" in (run / "config.yaml").read_text()
     assert "No scores" in result["metrics"] and result["restored"]
+
+
+def test_an_image_of_another_size_restores_at_its_own_size_with_a_mask_painted_on_it(app, tmp_path):
+    """An 80x48 photo with the 64x64 prior: restored at 80x48 (tiled), the painted mask made at that size,
+    the same run as `spgd restore` without --resize."""
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.asarray(Image.open(write_face_like(tmp_path / "f.png", size=80)))[16:64]).save(photo)
+    canvas = np.zeros((240, 240 * 48 // 80 * 80 // 48, 4), np.uint8)[:144, :240]  # the editor's 3x canvas, 240x144
+    canvas[30:60, 60:150, 3] = 255  # rows 10-20, columns 20-50 of the photo
+    result, _ = finish(app, request(photo, "inpainting_box", steps=2,
+                                    mask_drawing={"background": None, "layers": [canvas], "composite": None}))
+    [run] = run_folders(app)
+    mask = np.asarray(Image.open(run / "inputs" / "mask" / "painted.png"))
+    assert mask.shape == (48, 80) and (mask[10:20, 20:50] == 0).all() and (mask == 0).sum() == 10 * 30
+    assert np.asarray(Image.open(run / "photo.png")).shape == (48, 80, 3)
+    assert result["slider"][1].shape == (48, 80, 3) and "PSNR" in result["metrics"]
+    assert yaml.safe_load((run / "config.yaml").read_text())["restored_sizes"] == {"photo.png": "80x48"}
 
 
 def test_mask_from_drawing_counts_a_pixel_unknown_when_half_of_it_is_painted():
@@ -251,7 +267,10 @@ def test_show_input_checks_the_upload_and_fits_the_mask_canvas(app, face, tmp_pa
     shown, canvas = app.show_input(str(face), MODEL)
     assert shown.shape == (64, 64, 3) and canvas["background"].shape == (256, 256, 3)
     big = write_face_like(tmp_path / "portrait.png", size=120)
-    assert app.show_input(str(big), MODEL)[1]["background"].shape == (256, 256, 3)
+    assert app.show_input(str(big), MODEL)[1]["background"].shape == (240, 240, 3)  # its own pixels, doubled
+    assert app.show_input(str(big), MODEL, resize=True)[1]["background"].shape == (256, 256, 3)
+    huge = write_face_like(tmp_path / "huge.png", size=2000)
+    assert app.show_input(str(huge), MODEL)[1]["background"].shape == (768, 768, 3)
     (tmp_path / "bad.jpg").write_bytes(b"nope")
     with pytest.raises(PageError, match=r"^bad.jpg: not a readable image"):
         app.show_input(str(tmp_path / "bad.jpg"), MODEL)
@@ -354,6 +373,6 @@ def test_diffir_restores_with_its_weights_and_a_wrong_task_is_one_line(tiny_prio
     assert finish(app, diffir(model=web.BUILTIN))[0]["status"].startswith("Done")
     [loaded] = app._builtin.values()  # loaded once, by its name
     assert list(app._builtin) == ["builtin:diffir-faces64_sr4"]
-    assert loaded.chosen == "chosen for images resized to 64x64"
+    assert loaded.chosen == "chosen for 64x64"  # the face at its own size
     assert finish(app, diffir(model=web.BUILTIN))[0]["status"].startswith("Done")
     assert app._builtin["builtin:diffir-faces64_sr4"] is loaded

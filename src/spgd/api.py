@@ -59,7 +59,7 @@ def restore(y: Tensor, operator: Operator, prior: Denoiser | None = None, sample
 
         prior = load_model(None, sampler, operator, device=str(y.device), image_size=operator.input_shape(y)[-2:])
     check_measurement(y, operator, prior)
-    prior = for_size(prior, operator.input_shape(y)[-2:])
+    prior = for_size(prior, operator.input_shape(y)[-2:], progress=sampler_params.get("progress", True))
     if y.device.type == "cpu":
         set_threads(None)  # one torch thread per free core, unless the user fixed the count
     runs = int(sampler_params.pop("mean_of", 1))

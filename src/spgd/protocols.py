@@ -18,7 +18,8 @@ class Denoiser(Protocol):
 
     `sigma_min`/`sigma_max`: the range continuous samplers clamp their levels to. `ladder`: the
     ascending discrete levels (float64) DDPM-chain samplers walk: the training ladder of a discrete
-    prior, a standard 1,000-level one for a continuous prior.
+    prior, a standard 1,000-level one for a continuous prior. Optional: `tile_denoiser`, (a fixed-size
+    denoiser, its side) where this one runs that on tiles, for samplers with a tiling of their own.
     """
 
     image_channels: int

@@ -6,7 +6,9 @@ measurement, grid.png, metrics.json, config.yaml), so the page's results are the
 for byte. The page only adds what a person at a browser needs: uploads checked with the command line's
 one-line messages, a progress bar with the data-fit loss, the current estimate x0 every few steps, a
 cancel button that stops the sampler itself (a `Trace` whose `record` raises), a queue that runs one
-restore per worker at a time, and downloads.
+restore per worker at a time, and downloads. As on the command line, an image is restored at its own
+size (a fixed-size prior runs on tiles) unless the visitor ticks --resize; a painted mask is of the
+image's size.
 
 `WebApp` holds the handlers as plain Python (the unit tests call them directly); `build_page` wires
 them to Gradio components. Nothing here is shared between visitors but the loaded models: each run
@@ -54,6 +56,7 @@ log = logging.getLogger("spgd.web")
 
 SIMULATE = "Degrade this clean image first (simulate, then score it)"
 MEASURED = "This is already the measurement"
+MASK_CANVAS = 768  # the longest side of the mask editor's canvas for a large image
 BUILTIN = "built-in (chosen by the task and the image's size)"  # a trained restorer's shipped weights
 MAX_UPLOAD_MB = 20  # per file
 MAX_QUEUE = 32  # restores waiting at once; more are refused with Gradio's "queue is full"
@@ -132,7 +135,7 @@ class RestoreRequest:
     steps: float | None = None
     lr: float | None = None
     seed: float | None = 0
-    resize: bool = True
+    resize: bool = False
     extra: str = ""
     mask_file: str | None = None
     mask_drawing: Mapping[str, Any] | None = None
@@ -327,14 +330,21 @@ class WebApp:
         except USER_ERRORS as exc:
             raise PageError(str(exc)) from None
 
-    def show_input(self, path: str | None, model: str | None) -> tuple[np.ndarray | None, dict[str, Any] | None]:
-        """The uploaded image as the page shows it, and the mask editor's canvas: the image at the model's
-        size (centre-cropped), enlarged so that a mask is easy to paint. Bad files: a PageError."""
+    def show_input(self, path: str | None, model: str | None, resize: bool = False
+                   ) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+        """The uploaded image as the page shows it, and the mask editor's canvas: the image itself (a mask is
+        of its size), or with `resize` the image at the model's size (centre-cropped); small ones enlarged so
+        that a mask is easy to paint, large ones shown at most MASK_CANVAS pixels wide or high (the painted
+        mask is resampled to the image). Bad files: a PageError."""
         if not path:
             return None, None
         check_upload(path)
-        height, width = self.image_size(model)
-        fitted = to_array(io.load_image(path, (height, width), resize=True))
+        if resize:
+            height, width = self.image_size(model)
+            fitted = to_array(io.load_image(path, (height, width), resize=True))
+        else:
+            fitted = view(path, MASK_CANVAS)
+            height, width = fitted.shape[:2]
         factor = max(1, 256 // max(height, width))
         canvas = {"background": upscale(fitted, (height * factor, width * factor)), "layers": [], "composite": None}
         return view(path), canvas
@@ -468,7 +478,12 @@ class WebApp:
             if mask_from_drawing(req.mask_drawing, (8, 8)) is not None:
                 notes.append("the uploaded mask file is used, not the painted one")
         elif req.mask_drawing:
-            drawn = mask_from_drawing(req.mask_drawing, _side(prior))
+            try:  # a painted mask is of the size the image is restored at
+                restored = _side(prior) if req.resize else size or clean_size(req.task, req.image,
+                                                                              req.mode == MEASURED)
+            except USER_ERRORS as exc:
+                raise PageError(tidy(str(exc), [Path(req.image).parent])) from None
+            drawn = mask_from_drawing(req.mask_drawing, restored)
             if drawn is not None:
                 mask = inputs / "mask" / "painted.png"
                 mask.parent.mkdir()
@@ -489,7 +504,8 @@ class WebApp:
                     check_settings(req.sampler, {key: value}, label)
                     settings[key] = value
             return make_spec(prior, req.task, req.sampler, {}, settings, mask=mask, kernel=kernel,
-                             reference=reference, device=self.device, model_name=str(req.model))
+                             reference=reference, device=self.device, model_name=str(req.model),
+                             own_size=not req.resize)
 
         spec = self._spec_or_error(build, folders)
         seed = _int(req.seed, "Seed") or 0
@@ -559,7 +575,8 @@ class WebApp:
         if outcome.error is not None:
             exc = outcome.error
             if isinstance(exc, USER_ERRORS):
-                raise PageError(tidy(str(exc), [Path(req.image).parent, run / "inputs", run])) from None
+                kept = [run / "inputs" / name for name in ("mask", "kernel", "reference")]  # copies of uploads
+                raise PageError(tidy(str(exc), [Path(req.image).parent, *kept, run / "inputs", run])) from None
             log.error("restore failed:\n%s", "".join(traceback.format_exception(exc)))
             raise PageError(f"internal error ({type(exc).__name__}: {exc}); the server log has the details")
         yield {**self.results(job, outcome.result, notes, estimate), "progress": progress_html(step, total, loss)}
@@ -591,9 +608,8 @@ class WebApp:
         measurement = run / f"{image.stem}_measurement.png"
         files = [str(p) for p in (restored, measurement, run / "grid.png", run / "metrics.json",
                                   run / "config.yaml") if p.is_file()]
-        height, width = job.spec.image_shape()[1:]
         if job.simulate:
-            before = to_array(io.load_image(image, (height, width), job.resize))
+            before = to_array(io.load_image(image, (entry["height"], entry["width"]), job.resize))
         else:
             before = view(image)
         out: dict[str, Any] = {"before": before, "measurement": str(measurement), "files": files,
@@ -604,7 +620,7 @@ class WebApp:
                        restored=None, slider=None, metrics=self.metrics_table(entry, None))
             return out
         restored_array = view(restored, side=1 << 16)  # exactly the file's pixels
-        lpips = self.lpips(job, restored_array) if job.simulate else None
+        lpips = self.lpips(job, restored_array, (entry["height"], entry["width"])) if job.simulate else None
         slider_before = before if job.simulate else view(measurement, side=1 << 16)
         note = f" ({'; '.join(notes)})" if notes else ""
         out.update(status=f"Done: `{run.name}`{note}.", restored=str(restored),
@@ -613,16 +629,16 @@ class WebApp:
         return out
 
     @staticmethod
-    def lpips(job: RestoreJob, restored: np.ndarray) -> float | None:
-        """LPIPS (AlexNet) of the restored PNG against the clean image, if its weights are cached."""
+    def lpips(job: RestoreJob, restored: np.ndarray, size: tuple[int, int]) -> float | None:
+        """LPIPS (AlexNet) of the restored PNG against the clean image (restored at `size`), if its weights are
+        cached."""
         try:
             weights_path("lpips_alex")
         except MissingWeightsError:
             return None
         from .metrics import image_scores
 
-        height, width = job.spec.image_shape()[1:]
-        clean = io.load_image(job.inputs[0], (height, width), job.resize)
+        clean = io.load_image(job.inputs[0], size, job.resize)
         stored = torch.from_numpy(np.array(restored)).permute(2, 0, 1).float() / 255
         return image_scores(stored, clean, with_lpips=True)["lpips"]
 
@@ -690,8 +706,8 @@ def build_page(app: WebApp) -> Any:
                     sampler = gr.Dropdown(samplers, value="spgd", label="Sampler", elem_id="sampler")
                 note = gr.Markdown(elem_id="task_note")
                 mode = gr.Radio([SIMULATE, MEASURED], value=SIMULATE, label="The image is", elem_id="mode")
-                resize = gr.Checkbox(True, label="Centre-crop and resize to the size the prior needs (--resize)",
-                                     elem_id="resize")
+                resize = gr.Checkbox(False, label="Centre-crop and resize to the prior's size (--resize); "
+                                     "unticked, the image is restored at its own size", elem_id="resize")
                 with gr.Accordion("Mask (--mask)", open=False, visible=False) as mask_box:
                     gr.Markdown("Paint the unknown pixels on the image, or upload a mask image (white = known "
                                 "pixels; it wins over a painted one). Without one, simulating draws the task's "
@@ -750,9 +766,9 @@ def build_page(app: WebApp) -> Any:
         outputs = {"status": status, "progress": bar, "live": live, "before": before, "measurement": measurement,
                    "restored": restored, "slider": slider, "metrics": metrics, "files": files}
 
-        def on_image(path: str | None, chosen: str) -> tuple[Any, Any]:
+        def on_image(path: str | None, chosen: str, chosen_resize: bool) -> tuple[Any, Any]:
             try:
-                return app.show_input(path, chosen)
+                return app.show_input(path, chosen, chosen_resize)
             except PageError as exc:
                 raise _page_error(gr, exc) from None
 
@@ -816,8 +832,8 @@ def build_page(app: WebApp) -> Any:
 
         for handler in (on_run, on_cancel, on_leave):  # the module's postponed annotations are strings Gradio
             handler.__annotations__ = {"request": gr.Request}  # cannot resolve: it finds gr.Request by this
-        image_file.change(on_image, [image_file, model], [before, mask_drawing])
-        model.change(on_image, [image_file, model], [before, mask_drawing])
+        for trigger in (image_file.change, model.change, resize.change):
+            trigger(on_image, [image_file, model, resize], [before, mask_drawing])
         demo.click(lambda: str(resolve_input(DEMO_INPUTS[0])), None, image_file)
         form_outputs = [mask_box, kernel_box, reference_box, note, steps, lr, mode]
         for trigger in (task.change, model.change):

@@ -10,6 +10,9 @@ is the prior itself, and a denoiser that is a convolution of support <= halo giv
 whole-image result. Blending the x0 estimate (not a stochastic x_{t-1}) is what keeps every sampler
 unchanged: they only ever see D(x, sigma). Facts and alternatives: docs/any-size.md.
 
+Progress: with `progress`, a call of at least `PROGRESS_BATCHES` tile batches (a large image) shows its
+own bar of tiles under the sampler's bar of steps.
+
 Memory: tiles run `batch` at a time. Under autograd (DPS, SPGD, ...) the forward pass keeps no network
 activations; the backward pass recomputes each tile batch and takes its vector-Jacobian product with
 the blended output's gradient, so a gradient costs one extra forward and holds one tile batch, not the
@@ -22,6 +25,9 @@ from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+PROGRESS_BATCHES = 8  # a call of this many tile batches or more shows a bar of its tiles
 
 
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -51,7 +57,7 @@ class TiledDenoiser(nn.Module):
     """
 
     def __init__(self, prior: Any, tile: int | None = None, overlap: int | None = None, halo: int | None = None,
-                 batch: int = 16) -> None:
+                 batch: int = 16, progress: bool = False) -> None:
         super().__init__()
         tile = tile or prior.image_size
         if not tile:
@@ -62,7 +68,7 @@ class TiledDenoiser(nn.Module):
         if not 0 <= self.overlap < self.tile or not 0 <= 2 * self.halo <= self.overlap:
             raise ValueError(f"need 0 <= overlap < tile and 2 * halo <= overlap, got tile {self.tile}, "
                              f"overlap {self.overlap}, halo {self.halo}")
-        self.batch = int(batch)
+        self.batch, self.progress = int(batch), progress
         self._grids: dict[tuple[int, int], tuple[list[tuple[int, int]], Tensor]] = {}  # every step asks again
 
     def __getattr__(self, name: str) -> Any:
@@ -77,6 +83,11 @@ class TiledDenoiser(nn.Module):
     @property
     def image_size(self) -> None:
         return None
+
+    @property
+    def tile_denoiser(self) -> tuple[Any, int]:
+        """(the fixed-size prior, its side): for a sampler that tiles in its own way (DDNM's Mask-Shift)."""
+        return self.prior, self.tile
 
     @property
     def description(self) -> str:
@@ -116,19 +127,22 @@ class TiledDenoiser(nn.Module):
                      ) -> Iterator[tuple[list[tuple[int, int, int]], Tensor, Tensor]]:
         """(image, top, left) of up to `batch` tiles of every image, the tiles and their sigmas."""
         jobs = [(i, t, l) for i in range(x.shape[0]) for t, l in spots]
-        for k in range(0, len(jobs), self.batch):
+        shown = self.progress and len(jobs) >= PROGRESS_BATCHES * self.batch
+        for k in tqdm(range(0, len(jobs), self.batch), desc=f"{len(jobs)} tiles", unit="batch", leave=False,
+                      disable=not shown):
             part = jobs[k:k + self.batch]
             tiles = torch.stack([x[i, :, t:t + self.tile, l:l + self.tile] for i, t, l in part])
             yield part, tiles, sigma[[i for i, _, _ in part]]
 
 
-def for_size(prior: Any, shape: tuple[int, int]) -> Any:
+def for_size(prior: Any, shape: tuple[int, int], progress: bool = False) -> Any:
     """`prior` for images of `shape` (H, W): itself at its native size, when it states none, or when it is no
-    denoiser (a trained restorer such as DiffIR takes any size itself), else tiled."""
+    denoiser (a trained restorer such as DiffIR takes any size itself), else tiled (`progress`: a bar of tiles
+    on large images)."""
     size = prior.image_size
     if size is None or tuple(shape) == (size, size) or not hasattr(prior, "denoise"):
         return prior
-    return TiledDenoiser(prior)
+    return TiledDenoiser(prior, progress=progress)
 
 
 def _pad_to(x: Tensor, tile: int) -> Tensor:

@@ -33,6 +33,20 @@ x0 there (x = x0 + sigma_up z), and walks down again. L = r = 1 (every shipped c
 
 Published settings (all tasks of the release's evaluation): 100 steps, eta = 0.85, no time-travel.
 
+Mask-Shift Restoration (`ddnm(mask_shift=True)`, the release's `hq_demo` for images larger than the prior):
+tiles of the prior's size, stride half a tile, the last row and column flush with the edge, restored
+one after the other in raster order, each by a complete run of the chain. At every step the tile's x0
+is placed in the canvas of what is restored so far (A^+ y where nothing is yet), made consistent there
+with the whole image's A^+ and null space, cut out again, and its overlap with finished tiles is
+overwritten with their pixels: a hard known region, as in inpainting. The tiled prior's fixed-size
+network (`tile_denoiser`) runs on the tiles. The image must be at least one tile on each side, as in
+the release. Deviations: the release applies A per tile (exact for its average-pool SR on a 128-px
+grid); here the consistency is the whole operator's, so it holds for any operator with A^+ (a blur or
+the bicubic SR filter crosses tile borders). Each tile starts from its crop of one x_T draw (the
+release starts every tile after the first from the previous tile's output, never redrawn). The finished
+canvas is made consistent once more as a whole, so the result fits y as plain DDNM's does (per tile
+that holds exactly only for operators that separate on the tiles). Noise-free chain only (DDNM, not DDNM+).
+
 Deviations from the released code (wyhuai/DDNM):
 - A jump back up L levels is one re-noising to the top of the jump; the release re-noises L times
   in a row, one level at a time, from the same x0, keeping only the last (the same distribution;
@@ -106,10 +120,14 @@ def travel_path(steps: int, length: int, repeat: int) -> list[int]:
 
 def ddnm(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None = None,
          seed: int | Sequence[int] = 0, *, steps: int = 100, eta: float = 0.85, travel_length: int = 1,
-         travel_repeat: int = 1, shape: Sequence[int] | None = None, on_nan: str = "raise", check_every: int = 1,
-         trace: Trace | None = None, progress: bool = True) -> Tensor:
-    """Restore x from y = A(x) + noise with DDNM; `x_start` is x_T in VP units (standard normal)."""
+         travel_repeat: int = 1, mask_shift: bool = False, shape: Sequence[int] | None = None, on_nan: str = "raise",
+         check_every: int = 1, trace: Trace | None = None, progress: bool = True) -> Tensor:
+    """Restore x from y = A(x) + noise with DDNM; `x_start` is x_T in VP units (standard normal).
+    `mask_shift`: tile by tile, as the release's hq_demo (module docstring)."""
     require(operator, "pinv", "ddnm")
+    if mask_shift:
+        return _mask_shift(prior, operator, y, x_start, seed, steps, eta, travel_length, travel_repeat, shape,
+                           on_nan, check_every, trace, progress)
     return _run("DDNM", prior, operator, y, x_start, seed, steps, eta, travel_length, travel_repeat, None, shape,
                 on_nan, check_every, trace, progress)
 
@@ -169,3 +187,70 @@ def _run(name: str, prior: Denoiser, operator: Operator, y: Tensor, x_start: Ten
         if guard.all_failed:
             break
     return x.detach()
+
+
+def _half_tile_starts(length: int, tile: int) -> list[int]:
+    """Tile offsets along an axis of `length` >= `tile`: every half tile, the last flush with the end."""
+    return sorted({*range(0, length - tile, tile // 2), length - tile})
+
+
+def _mask_shift(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None, seed: int | Sequence[int],
+                steps: int, eta: float, travel_length: int, travel_repeat: int, shape: Sequence[int] | None,
+                on_nan: str, check_every: int, trace: Trace | None, progress: bool) -> Tensor:
+    """DDNM's Mask-Shift Restoration (module docstring): the chain run tile after tile over a canvas."""
+    if not 0 <= eta <= 1:
+        raise ValueError(f"eta must be in [0, 1], got {eta}")
+    tile_prior, tile = getattr(prior, "tile_denoiser", (prior, prior.image_size))
+    shape = tuple(shape) if shape is not None else operator.input_shape(y)
+    height, width = shape[-2:]
+    if not tile:
+        raise ValueError("DDNM's mask_shift needs a prior of a fixed size (its tile); this one states none")
+    if height < tile or width < tile:
+        raise ValueError(f"DDNM's mask_shift needs an image of at least one tile ({tile}x{tile}) on each side, "
+                         f"got {height}x{width}; use it without mask_shift")
+    path = travel_path(steps, travel_length, travel_repeat)
+    x_T = start_noise(shape, 1.0, seed, y.device, x_start)
+    chain = DDNMChain(tile_prior, operator, y, steps)
+    noise = StepNoise(seed, shape[0], "ddnm", y.device)
+    canvas = chain.b.clone()  # finished tiles, A^+ y elsewhere
+    known = torch.zeros(height, width, dtype=torch.bool, device=y.device)
+    spots = [(t, l) for t in _half_tile_starts(height, tile) for l in _half_tile_starts(width, tile)]
+    bar = tqdm(total=len(spots) * (len(path) - 1), desc="DDNM mask-shift", disable=not progress, leave=False)
+    for number, (top, left) in enumerate(spots, 1):
+        window = (..., slice(top, top + tile), slice(left, left + tile))
+        overlap = known[window[1:]]
+        guard = DivergenceGuard(f"DDNM mask-shift (tile {number} of {len(spots)})", y, operator.noise_sigma, on_nan,
+                                check_every, "check the measurement, its noise_sigma and the operator", trace)
+        bar.set_description(f"DDNM mask-shift, tile {number}/{len(spots)}")
+        x, x0 = x_T[window].clone(), None
+        for i in range(len(path) - 1):
+            level, target = path[i], path[i + 1]
+            last = i == len(path) - 2
+            with torch.no_grad():
+                if target < level:  # time-travel, as in `_run`
+                    x = (x0 + chain.sigma_in[target] * noise(x.shape[1:])) * chain.scale_in[target]
+                    bar.update()
+                    continue
+                x0, eps = chain.predict(level, x)
+                whole = canvas.clone()
+                whole[window] = x0
+                fixed = chain.consistent(whole)[window]
+                fixed[..., overlap] = canvas[window][..., overlap]
+                direction = eps if eta == 0 else math.sqrt(1 - eta ** 2) * eps + eta * noise(x.shape[1:])
+                x = (fixed + chain.sigma_out[level] * direction) * chain.scale_out[level]
+                whole[window] = x if last else fixed
+                loss = (operator.A(whole) - y).flatten(1).pow(2).sum(dim=1)
+            x = guard.check(i, x, loss, force=last)
+            if trace is not None and trace.curves:
+                trace.record(chain.sigma_in[level], loss, whole)
+            guard.show_loss(bar, i, loss)
+            bar.update()
+            if guard.all_failed:
+                break
+        canvas[window] = x
+        known[window[1:]] = True
+        if guard.all_failed:
+            break
+    bar.close()
+    with torch.no_grad():  # across tile borders the per-tile fits disagree a little (a filter wider than the overlap)
+        return torch.where(torch.isfinite(canvas), chain.consistent(torch.nan_to_num(canvas)), canvas)
