@@ -2,9 +2,11 @@
 
 seams: restores images larger than the prior (4x SR, SPGD at short settings) with blended tiles (overlap
 half a tile, halo tile/8: spgd's default) and with independent tiles (no overlap, no halo: the usual
-alternative), and compares the mean gradient magnitude of the restored image on the pixel pairs that
-straddle a tile seam (where the blending weights of one tile end) against all other pixel pairs: a ratio
-near 1 means no visible seam. The image is smooth (random values every 8 px, upsampled), so a seam is not hidden by
+alternative), and DDNM (its defaults) with blended tiles and with its own Mask-Shift (tiles one after
+the other, the overlap with finished tiles known), and compares the mean gradient magnitude of the
+restored image on the pixel pairs that straddle a possible seam (where the blending weights of one tile
+end; for Mask-Shift, where a tile's pixels end and the next tile's new ones begin) against all other
+pixel pairs: a ratio near 1 means no visible seam. The image is smooth (random values every 8 px, upsampled), so a seam is not hidden by
 texture. Writes the worst case as a picture.
 cost: one denoiser call and one input gradient (the per-tile VJP SPGD and DPS need) per size, each in a
 fresh process, with its seconds and peak resident memory above the loaded model.
@@ -29,7 +31,13 @@ from spgd.io import save_image
 from spgd.metrics import psnr
 from spgd.priors.tiled import TiledDenoiser, tile_starts
 
-TILINGS = {"blended (overlap tile/2, halo tile/8)": {}, "independent tiles": {"overlap": 0, "halo": 0}}
+BLENDED = "blended (overlap tile/2, halo tile/8)"
+TILINGS = {  # name: sampler, the tiled denoiser's settings, the sampler's own
+    f"SPGD, {BLENDED}": ("spgd", {}, {}),
+    "SPGD, independent tiles": ("spgd", {"overlap": 0, "halo": 0}, {}),
+    f"DDNM, {BLENDED}": ("ddnm", {}, {}),
+    "DDNM, Mask-Shift (tiles in sequence)": ("ddnm", {}, {"mask_shift": True}),
+}
 
 
 def smooth_image(height: int, width: int, seed: int) -> torch.Tensor:
@@ -40,20 +48,30 @@ def smooth_image(height: int, width: int, seed: int) -> torch.Tensor:
     return ((x - x.min()) / (x.max() - x.min())).clamp(0, 1)
 
 
-def seam_mask(length: int, tiling: TiledDenoiser) -> torch.Tensor:
-    """True at positions i where the pair (i, i+1) straddles the end of a tile's core (a possible seam)."""
+def seam_edges(length: int, tiling: TiledDenoiser, mask_shift: bool) -> list[int]:
+    """Positions where a seam may show: the ends of each tile's core (blended tiles), or, for Mask-Shift, the
+    ends of each tile but the last (where the next tile's new pixels begin)."""
+    if mask_shift:
+        return [start + tiling.tile for start in tile_starts(length, tiling.tile, tiling.tile // 2)[:-1]]
+    starts = tile_starts(length, tiling.tile, tiling.tile - tiling.overlap)
+    return [edge for start in starts for edge in (start + (tiling.halo if start else 0),
+                                                   start + tiling.tile - (tiling.halo if start + tiling.tile < length else 0))]
+
+
+def seam_mask(length: int, edges: list[int]) -> torch.Tensor:
+    """True at positions i where the pair (i, i+1) straddles one of the edges."""
     mask = torch.zeros(length - 1, dtype=torch.bool)
-    for start in tile_starts(length, tiling.tile, tiling.tile - tiling.overlap):
-        for edge in (start + (tiling.halo if start else 0), start + tiling.tile - (tiling.halo if start + tiling.tile < length else 0)):
-            if 0 < edge < length:
-                mask[edge - 1] = True
+    for edge in edges:
+        if 0 < edge < length:
+            mask[edge - 1] = True
     return mask
 
 
-def seam_ratio(x: torch.Tensor, tiling: TiledDenoiser) -> float:
+def seam_ratio(x: torch.Tensor, tiling: TiledDenoiser, mask_shift: bool = False) -> float:
     """Mean |difference| of neighbouring pixels across seams over that elsewhere (rows and columns)."""
     dx, dy = (x[..., :, 1:] - x[..., :, :-1]).abs(), (x[..., 1:, :] - x[..., :-1, :]).abs()
-    mx, my = seam_mask(x.shape[-1], tiling), seam_mask(x.shape[-2], tiling)
+    mx = seam_mask(x.shape[-1], seam_edges(x.shape[-1], tiling, mask_shift))
+    my = seam_mask(x.shape[-2], seam_edges(x.shape[-2], tiling, mask_shift))
     on = torch.cat([dx[..., mx].flatten(), dy[..., my, :].flatten()])
     off = torch.cat([dx[..., ~mx].flatten(), dy[..., ~my, :].flatten()])
     return float(on.mean() / off.mean())
@@ -62,16 +80,17 @@ def seam_ratio(x: torch.Tensor, tiling: TiledDenoiser) -> float:
 def seams(args: argparse.Namespace) -> None:
     prior = spgd.load_prior(args.model)
     op = spgd.make_operator("super_resolution", scale=4, noise_sigma=0.01)
-    settings = {**prior.recommended("super_resolution", "spgd"), "mean_of": 1, "steps": args.steps}
+    spgd_settings = {**prior.recommended("super_resolution", "spgd"), "mean_of": 1, "steps": args.steps}
     rows, worst = [], (0.0, None, "")
     for seed in range(args.images):
         clean = smooth_image(args.height, args.width, seed)
         y = spgd.simulate(clean, op, seed=seed)
-        for name, kw in TILINGS.items():
+        for name, (sampler, kw, own) in TILINGS.items():
             tiled = TiledDenoiser(prior, **kw)
+            settings = {**(spgd_settings if sampler == "spgd" else {}), **own}
             start = time.perf_counter()
-            out = spgd.restore(y, op, tiled, sampler="spgd", seed=seed, progress=False, **settings)
-            ratio = seam_ratio(out, tiled)
+            out = spgd.restore(y, op, tiled, sampler=sampler, seed=seed, progress=False, **settings)
+            ratio = seam_ratio(out, tiled, bool(own.get("mask_shift")))
             rows.append({"image": seed, "tiling": name, "seam_ratio": ratio, "psnr": float(psnr(out, clean)),
                          "seconds": time.perf_counter() - start})
             print(json.dumps(rows[-1]), flush=True)

@@ -155,6 +155,42 @@ def test_inpainting_input_and_composite_keep_the_known_pixels(tmp_path):
     assert torch.allclose(x[kept], y.clamp(-1, 1)[kept], atol=1e-6)
 
 
+def test_fill_holes_is_close_to_skimage_biharmonic_and_keeps_what_is_known():
+    """On a smooth image with 80% of its pixels missing (on faces the two score alike: 25.40 against 25.39 dB
+    on 10 tuning faces; its 150 steps do not converge as far as skimage's exact solve on smooth images)."""
+    from skimage.restoration import inpaint_biharmonic
+
+    from spgd.diffir.model import fill_holes
+
+    g = torch.Generator().manual_seed(0)
+    smooth = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 6, generator=g), size=(48, 48), mode="bicubic",
+                                             align_corners=False).clamp(0, 1)
+    known = (torch.rand(1, 1, 48, 48, generator=g) < 0.2).float()
+    filled = fill_holes(smooth, known)
+    assert torch.equal(filled[known.expand_as(filled).bool()], smooth[known.expand_as(smooth).bool()])
+    peer = inpaint_biharmonic(smooth[0].permute(1, 2, 0).numpy(), (known[0, 0] == 0).numpy(), channel_axis=-1)
+    peer = torch.from_numpy(peer).permute(2, 0, 1).float()[None]
+    from spgd.metrics import psnr
+
+    to_peer, to_truth = psnr(filled, peer), psnr(filled, smooth)
+    assert to_peer > 38 and to_truth > 35, (to_peer, to_truth)  # measured: 40.7 and 36.7 (the peer: 42.8)
+    torch.testing.assert_close(fill_holes(torch.full((1, 3, 8, 8), 0.3), known[..., :8, :8]),
+                               torch.full((1, 3, 8, 8), 0.3), rtol=0, atol=1e-6)  # a constant stays constant
+
+
+def test_the_filled_inpainting_head_is_a_residual_over_the_fill():
+    cfg = DiffIRConfig(head="inpaint", fill=True, **TINY)
+    net = DiffIRS1(cfg).G  # the DIRformer
+    op = make_operator("inpainting", kind="box", box_size=6)
+    y = op.measure(torch.rand(1, 3, 16, 16) * 2 - 1, [torch.Generator().manual_seed(0)])
+    lq = degraded_input(cfg, op, y)
+    assert not (lq[:, :3] == 0).all(dim=1).any()  # every hole filled, none left at zero
+    with pytest.raises(ValueError, match="fill is for the inpainting head"):
+        DiffIRConfig(head="sr", fill=True)
+    torch.nn.init.zeros_(net.tail.weight)
+    assert torch.equal(net(lq, torch.zeros(1, cfg.ipr)), lq[:, :3])
+
+
 def test_builtin_choice_by_task_and_size(tmp_path, monkeypatch):
     from spgd.diffir import model as diffir_model
 

@@ -23,14 +23,54 @@ from .network import DiffIRConfig, DiffIRS1, DiffIRS2, config_from_dict
 FORMAT = "spgd-diffir"
 
 
+FILL_SIGMAS = (0.7, 1.4, 2.8, 5.6, 11.0, 22.0)  # Gaussian widths (pixels) of `fill_holes`' start, fine to coarse
+FILL_ITERATIONS = 150  # its biharmonic smoothing steps (step 0.4, stable below 0.5)
+
+
 def degraded_input(cfg: DiffIRConfig, operator: Any, y: Tensor) -> Tensor:
     """The DIRformer's input in [0, 1] from a measurement y in [-1, 1]: the degraded image itself, and for
-    inpainting the image with its holes zeroed beside the hole mask (1 on holes), the released layout."""
+    inpainting the image with its holes zeroed beside the hole mask (1 on holes), the released layout, or
+    with `cfg.fill` its holes filled by `fill_holes` instead of zeroed."""
     image = (y + 1) / 2
     if cfg.head != "inpaint":
         return image
     known = operator.A(torch.ones_like(y))[:, :1]  # y = x * mask: the mask of known pixels
-    return torch.cat([image * known, 1 - known], dim=1)
+    return torch.cat([fill_holes(image, known) if cfg.fill else image * known, 1 - known], dim=1)
+
+
+def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
+    """x convolved with a separable Gaussian (radius 3 sigma, zeros outside the image)."""
+    radius = int(3 * sigma + 0.5)
+    taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    kernel = torch.exp(-taps ** 2 / (2 * sigma ** 2))
+    kernel = (kernel / kernel.sum()).reshape(1, 1, -1).repeat(x.shape[1], 1, 1)
+    x = F.conv2d(x, kernel[:, :, None, :], padding=(0, radius), groups=x.shape[1])
+    return F.conv2d(x, kernel[:, :, :, None], padding=(radius, 0), groups=x.shape[1])
+
+
+def fill_holes(image: Tensor, known: Tensor, iterations: int = FILL_ITERATIONS) -> Tensor:
+    """`image` with its holes (`known` 0) filled smoothly, close to biharmonic inpainting (skimage's
+    `inpaint_biharmonic`) at a fraction of its cost, batched: a start by normalised Gaussian convolution,
+    coarse to fine (at each width the weighted mean of the known pixels around, trusted in proportion to how
+    many known pixels it rests on, over the next coarser estimate), then `iterations` gradient steps on the
+    squared discrete Laplacian over the holes. Known pixels stay."""
+    kept = image * known
+    filled = (kept.sum((-2, -1), keepdim=True) / known.sum((-2, -1), keepdim=True).clamp_min(1)).expand_as(image)
+    for sigma in reversed(FILL_SIGMAS):
+        weight, total = _gaussian_blur(known, sigma), _gaussian_blur(kept, sigma)
+        trust = (weight * 2 * torch.pi * sigma ** 2).clamp(max=1)  # known pixels under the kernel, up to 1
+        filled = trust * total / weight.clamp_min(1e-8) + (1 - trust) * filled
+    filled = kept + (1 - known) * filled
+    hole = 1 - known
+    for _ in range(iterations):
+        filled = filled - 0.4 * hole * _laplacian(_laplacian(filled))
+    return filled
+
+
+def _laplacian(x: Tensor) -> Tensor:
+    """The 4-neighbour mean minus the pixel (replicated borders)."""
+    p = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    return (p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]) / 4 - x
 
 
 def composite(cfg: DiffIRConfig, lq: Tensor, restored: Tensor) -> Tensor:

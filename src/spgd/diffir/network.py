@@ -9,7 +9,9 @@
 
 Images are in [0, 1] here, as in DiffIR's code. `head` selects the task's variant: "sr" (the input is the
 low-resolution image, a PixelShuffle tail and a nearest-upsampled skip), "residual" (deblurring: + input),
-"inpaint" (input = masked image and hole mask, no skip; the caller composites).
+"inpaint" (input = masked image and hole mask, no skip; the caller composites). With `fill` (spgd's, for
+CPU budgets) the inpainting input's holes are pre-filled (`model.fill_holes`) and the output is a residual
+over that fill, as the SR head's is over its upsampled input.
 """
 from __future__ import annotations
 
@@ -42,10 +44,13 @@ class DiffIRConfig:
     linear_start: float = 0.1
     linear_end: float = 0.99
     constant_ipr: bool = False  # ablation: stage 1 with one learned IPR for every image (no CPEN, no GT)
+    fill: bool = False  # "inpaint" only: holes pre-filled in the input, the output a residual over the fill
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
             raise ValueError(f"DiffIR head must be one of {HEADS}, got {self.head!r}")
+        if self.fill and self.head != "inpaint":
+            raise ValueError(f"DiffIR's fill is for the inpainting head, not {self.head!r}")
         if self.head == "sr" and self.scale != 4:
             raise ValueError(f"DiffIR super-resolution is built for scale 4 (its CPEN works at 1/4), got {self.scale}")
         self.blocks = tuple(int(b) for b in self.blocks)
@@ -200,7 +205,7 @@ class DIRformer(nn.Module):
             return x + F.interpolate(lq, scale_factor=self.cfg.scale, mode="nearest")
         if self.cfg.head == "residual":
             return x + lq
-        return x
+        return x + lq[:, :3] if self.cfg.fill else x
 
 
 class ResBlock(nn.Module):
