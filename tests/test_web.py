@@ -376,3 +376,12 @@ def test_diffir_restores_with_its_weights_and_a_wrong_task_is_one_line(tiny_prio
     assert loaded.chosen == "chosen for 64x64"  # the face at its own size
     assert finish(app, diffir(model=web.BUILTIN))[0]["status"].startswith("Done")
     assert app._builtin["builtin:diffir-faces64_sr4"] is loaded
+
+
+def test_a_server_of_diffir_weights_only_opens_on_diffir(diffir_file, tmp_path):
+    from spgd.diffir.model import load_diffir
+
+    app = WebApp({"tiny-diffir": load_diffir(diffir_file, name="tiny-diffir")}, runs_dir=tmp_path / "served")
+    page = web.build_page(app)
+    shown = {b.elem_id: b for b in page.blocks.values() if getattr(b, "elem_id", None) in ("sampler", "model")}
+    assert shown["sampler"].value == "diffir" and shown["model"].value == "tiny-diffir"

@@ -691,7 +691,9 @@ def build_page(app: WebApp) -> Any:
     gr = _gradio()
     from .demo import DEMO_INPUTS, resolve_input
 
-    tasks, samplers, models = task_names(), sorted(SAMPLERS), app.model_choices("spgd")
+    samplers = sorted(SAMPLERS)
+    first = "spgd" if app.priors else next(s for s in samplers if s != "spgd" and app.model_choices(s))
+    tasks, models = task_names(), app.model_choices(first)  # a server of trained restorers only opens on one
     with gr.Blocks(title="spgd: restore an image", analytics_enabled=False) as page:
         gr.Markdown("## spgd: restore an image with a diffusion prior\nUpload an image (or use the demo face), "
                     "choose the task and the sampler, press **Restore**. Each restore is an `spgd restore` run "
@@ -703,7 +705,7 @@ def build_page(app: WebApp) -> Any:
                 demo = gr.Button(f"Use the demo face ({DEMO_INPUTS[0]})", size="sm", elem_id="demo")
                 with gr.Row():
                     task = gr.Dropdown(tasks, value=default_task(), label="Task", elem_id="task")
-                    sampler = gr.Dropdown(samplers, value="spgd", label="Sampler", elem_id="sampler")
+                    sampler = gr.Dropdown(samplers, value=first, label="Sampler", elem_id="sampler")
                 note = gr.Markdown(elem_id="task_note")
                 mode = gr.Radio([SIMULATE, MEASURED], value=SIMULATE, label="The image is", elem_id="mode")
                 resize = gr.Checkbox(False, label="Centre-crop and resize to the prior's size (--resize); "
