@@ -12,7 +12,7 @@ evaluations per image (images through the denoiser, forward; backward passes cou
 per image on this machine; "calls" counts batched network calls, forward and backward (the sequential depth).
   sequential   the noise-aware chain walked step by step instead of solved in parallel (the depth reference)
 Each face's scores are written at once to --out/<task>/<variant>[_settings]/<k>.json (atomically); a rerun
-skips the faces already there, so an interrupted run resumes and two processes may share the work.
+skips the faces already there (a record of another face is refused), so an interrupted run resumes.
 
     nice python bench/deqir_faces.py --data ../shared/datasets/utkface --limit 4 --tasks super_resolution
 """
@@ -68,6 +68,8 @@ def run(prior: Counted, task: str, variant: str, faces: list[Path], settings: di
         target = folder / f"{k:03d}.json"
         if target.exists():
             records.append(json.loads(target.read_text()))
+            if records[-1]["face"] != path.name:
+                raise SystemExit(f"{target} holds face {records[-1]['face']}, not {path.name}: another --data?")
             continue
         clean = io.load_image(path, (64, 64), resize=True)[None]
         if variant == "oracle":

@@ -226,3 +226,54 @@ def test_a_large_image_shows_a_bar_of_its_tiles_and_a_small_one_none(capsys):
     assert "25 tiles" in capsys.readouterr().err and torch.equal(quiet, shown)
     TiledDenoiser(ConvDenoiser(), batch=4, progress=True)(x, 0.5)  # 7 batches: under PROGRESS_BATCHES
     assert "tiles" not in capsys.readouterr().err
+
+
+def test_mask_shift_finishes_its_first_tile_as_ddnm_on_that_crop_and_keeps_it():
+    """16x24 inpainting, tiles at columns 0 and 8: the left 16 columns are DDNM's run on that crop (same x_T crop,
+    same noise stream), untouched by the second tile whose overlap they are."""
+    import spgd
+    from spgd.samplers.ddnm import ddnm
+
+    op, y, shape = _mask_shift_problem(16, 24)
+    x_T = rand(*shape, seed=7)
+    kwargs = dict(seed=[3, 4], steps=10, eta=0.85, progress=False)
+    out = ddnm(TiledDenoiser(ConvDenoiser()), op, y, x_start=x_T, mask_shift=True, **kwargs)
+    crop = spgd.make_operator("inpainting", mask=op.mask[..., :16], noise_sigma=0.0)
+    alone = ddnm(ConvDenoiser(), crop, y[..., :16], x_start=x_T[..., :16], **kwargs)
+    assert torch.equal(out[..., :16], alone) and not torch.equal(out[..., 16:], x_T[..., 16:])
+
+
+def test_mask_shift_reports_a_failing_tile_and_returns_the_image_as_nan():
+    from spgd.samplers.common import Trace
+    from spgd.samplers.ddnm import ddnm
+
+    class FailsOnce(ConvDenoiser):
+        calls = 0
+
+        def denoise(self, x, sigma):
+            FailsOnce.calls += 1
+            out = super().denoise(x, sigma)
+            if FailsOnce.calls == 5 + 2:  # tile 2, its second step, image 0
+                out = out.clone()
+                out[0] = math.nan
+            return out
+
+    import math
+
+    op, y, shape = _mask_shift_problem(16, 40)
+    trace = Trace(curves=False)
+    out = ddnm(TiledDenoiser(FailsOnce()), op, y, seed=[1, 2], steps=5, mask_shift=True, on_nan="mark", trace=trace,
+               progress=False)
+    assert torch.isnan(out[0]).all() and torch.isfinite(out[1]).all()
+    assert trace.failed == {0: 6} and trace.reasons[0].startswith("DDNM mask-shift (tile 2 of 4) diverged at step 6")
+    with pytest.raises(Exception, match=r"tile 2 of 4"):
+        FailsOnce.calls = 0
+        ddnm(TiledDenoiser(FailsOnce()), op, y, seed=[1, 2], steps=5, mask_shift=True, progress=False)
+
+
+def test_a_true_or_false_setting_refuses_anything_else():
+    from spgd.samplers import check_settings
+
+    check_settings("ddnm", {"mask_shift": True})
+    with pytest.raises(ValueError, match=r"--set: ddnm's mask_shift must be true or false, got 'flase'"):
+        check_settings("ddnm", {"mask_shift": "flase"}, "--set")

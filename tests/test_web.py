@@ -199,6 +199,19 @@ def test_an_image_of_another_size_restores_at_its_own_size_with_a_mask_painted_o
     assert yaml.safe_load((run / "config.yaml").read_text())["restored_sizes"] == {"photo.png": "80x48"}
 
 
+def test_a_sampler_reporting_more_than_its_steps_leaves_the_total_open(app, tmp_path, monkeypatch):
+    """DDNM's Mask-Shift reports every step of every tile: 3 tiles x 10 steps on a 128x64 image."""
+    monkeypatch.setattr(web, "PREVIEW_S", 0.0)
+    wide = tmp_path / "wide.png"
+    Image.fromarray(np.concatenate([np.asarray(Image.open(write_face_like(tmp_path / f"{k}.png", seed=k)))
+                                    for k in range(2)], axis=1)).save(wide)
+    seen = []
+    result, _ = finish(app, request(wide, sampler="ddnm", steps=10, extra="mask_shift=true"),
+                       progress=lambda value, desc: seen.append(desc))
+    assert result["status"].startswith("Done") and result["slider"][1].shape == (64, 128, 3)
+    assert any("/10 " in d for d in seen) and seen[-1].startswith("step 30/?")  # polled: not every step is seen
+
+
 def test_mask_from_drawing_counts_a_pixel_unknown_when_half_of_it_is_painted():
     assert web.mask_from_drawing(None, (4, 4)) is None
     assert web.mask_from_drawing({"layers": [np.zeros((8, 8, 4), np.uint8)]}, (4, 4)) is None

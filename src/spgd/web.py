@@ -554,6 +554,8 @@ class WebApp:
             step, loss, estimate = state.snapshot()
             if step == reported:
                 continue
+            if total and step > total:  # a sampler that reports more than its steps (DDNM's Mask-Shift: per tile)
+                total = None
             reported, text = step, f"step {step}/{total or '?'} · data-fit loss {loss:.4g}"
             if progress is not None:
                 progress((min(step, total or step), total), desc=text)
@@ -692,7 +694,8 @@ def build_page(app: WebApp) -> Any:
     from .demo import DEMO_INPUTS, resolve_input
 
     samplers = sorted(SAMPLERS)
-    first = "spgd" if app.priors else next(s for s in samplers if s != "spgd" and app.model_choices(s))
+    offered = {kind_of(m) for m in app.models.values()}
+    first = "spgd" if app.priors else next(s for s in samplers if model_kind(s) in offered)
     tasks, models = task_names(), app.model_choices(first)  # a server of trained restorers only opens on one
     with gr.Blocks(title="spgd: restore an image", analytics_enabled=False) as page:
         gr.Markdown("## spgd: restore an image with a diffusion prior\nUpload an image (or use the demo face), "

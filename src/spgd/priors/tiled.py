@@ -127,7 +127,7 @@ class TiledDenoiser(nn.Module):
                      ) -> Iterator[tuple[list[tuple[int, int, int]], Tensor, Tensor]]:
         """(image, top, left) of up to `batch` tiles of every image, the tiles and their sigmas."""
         jobs = [(i, t, l) for i in range(x.shape[0]) for t, l in spots]
-        shown = self.progress and len(jobs) >= PROGRESS_BATCHES * self.batch
+        shown = self.progress and math.ceil(len(jobs) / self.batch) >= PROGRESS_BATCHES
         for k in tqdm(range(0, len(jobs), self.batch), desc=f"{len(jobs)} tiles", unit="batch", leave=False,
                       disable=not shown):
             part = jobs[k:k + self.batch]

@@ -73,7 +73,11 @@ def check_settings(name: str, settings: dict[str, Any], source: str = "settings"
                          f"its settings: {', '.join(accepted)}")
     for key, value in settings.items():
         default = accepted[key]
-        if isinstance(default, bool) or not isinstance(default, (int, float)):
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"{source}: {name}'s {key} must be true or false, got {value!r}")
+            continue
+        if not isinstance(default, (int, float)):
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{source}: {name}'s {key} must be a number, got {value!r}")

@@ -181,6 +181,11 @@ class DivergenceGuard:
         dead = (~self.alive).to(x.device).reshape(-1, *([1] * (x.dim() - 1)))
         return torch.where(dead, torch.full_like(x, math.nan), x)
 
+    def forget_losses(self) -> None:
+        """Judge the data fit against a fresh history from now on (a sampler that starts a chain on new pixels,
+        as DDNM's Mask-Shift does for each tile); failed images stay failed."""
+        self.best.fill_(math.inf)
+
     @property
     def all_failed(self) -> bool:
         """Every image has failed: the sampler can stop (its results are all NaN)."""

@@ -215,17 +215,20 @@ def _mask_shift(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor 
     canvas = chain.b.clone()  # finished tiles, A^+ y elsewhere
     known = torch.zeros(height, width, dtype=torch.bool, device=y.device)
     spots = [(t, l) for t in _half_tile_starts(height, tile) for l in _half_tile_starts(width, tile)]
-    bar = tqdm(total=len(spots) * (len(path) - 1), desc="DDNM mask-shift", disable=not progress, leave=False)
+    per_tile = len(path) - 1
+    guard = DivergenceGuard("DDNM mask-shift", y, operator.noise_sigma, on_nan, check_every,
+                            "check the measurement, its noise_sigma and the operator", trace)
+    bar = tqdm(total=len(spots) * per_tile, desc="DDNM mask-shift", disable=not progress, leave=False)
     for number, (top, left) in enumerate(spots, 1):
         window = (..., slice(top, top + tile), slice(left, left + tile))
         overlap = known[window[1:]]
-        guard = DivergenceGuard(f"DDNM mask-shift (tile {number} of {len(spots)})", y, operator.noise_sigma, on_nan,
-                                check_every, "check the measurement, its noise_sigma and the operator", trace)
+        guard.sampler = f"DDNM mask-shift (tile {number} of {len(spots)})"
+        guard.forget_losses()  # a tile's chain starts on new pixels: its fit is judged against its own history
         bar.set_description(f"DDNM mask-shift, tile {number}/{len(spots)}")
         x, x0 = x_T[window].clone(), None
-        for i in range(len(path) - 1):
+        for i in range(per_tile):
             level, target = path[i], path[i + 1]
-            last = i == len(path) - 2
+            last = i == per_tile - 1
             with torch.no_grad():
                 if target < level:  # time-travel, as in `_run`
                     x = (x0 + chain.sigma_in[target] * noise(x.shape[1:])) * chain.scale_in[target]
@@ -233,17 +236,19 @@ def _mask_shift(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor 
                     continue
                 x0, eps = chain.predict(level, x)
                 whole = canvas.clone()
-                whole[window] = x0
+                whole[window] = torch.where(overlap, canvas[window], x0)  # the overlap is known
                 fixed = chain.consistent(whole)[window]
                 fixed[..., overlap] = canvas[window][..., overlap]
                 direction = eps if eta == 0 else math.sqrt(1 - eta ** 2) * eps + eta * noise(x.shape[1:])
                 x = (fixed + chain.sigma_out[level] * direction) * chain.scale_out[level]
-                whole[window] = x if last else fixed
-                loss = (operator.A(whole) - y).flatten(1).pow(2).sum(dim=1)
-            x = guard.check(i, x, loss, force=last)
+                if last:
+                    whole[window] = x
+                loss = (operator.A(whole) - y).flatten(1).pow(2).sum(dim=1)  # x0's fit, as in `_run`
+            step = (number - 1) * per_tile + i
+            x = guard.check(step, x, loss, force=last)
             if trace is not None and trace.curves:
                 trace.record(chain.sigma_in[level], loss, whole)
-            guard.show_loss(bar, i, loss)
+            guard.show_loss(bar, step, loss)
             bar.update()
             if guard.all_failed:
                 break
@@ -253,4 +258,6 @@ def _mask_shift(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor 
             break
     bar.close()
     with torch.no_grad():  # across tile borders the per-tile fits disagree a little (a filter wider than the overlap)
-        return torch.where(torch.isfinite(canvas), chain.consistent(torch.nan_to_num(canvas)), canvas)
+        out = chain.consistent(torch.nan_to_num(canvas))
+    dead = (~guard.alive).to(out.device).reshape(-1, 1, 1, 1)
+    return torch.where(dead, torch.full_like(out, math.nan), out)  # a failed image is NaN as a whole
