@@ -231,3 +231,35 @@ def test_every_sampler_runs_on_a_prior_with_another_ladder(name):
         pick, calls = CHAINS[name]
         chain = [float(COSINE[k]) for k in pick(len(COSINE), 8)[::-1]]
         assert asked == pytest.approx(chain[:calls], rel=1e-6)
+
+
+ODD_SIZES = [(37, 31), (375, 500)]  # (H, W)
+
+
+@pytest.mark.parametrize("size", ODD_SIZES, ids=lambda s: f"{s[1]}x{s[0]}")
+@pytest.mark.parametrize("name", [n for n in REGISTERED if n != "nonlinear_blur"])
+def test_every_operator_at_odd_sizes_maps_shapes_adjoints_and_inverts_or_says_why(name, size, request):
+    """37x31 and 500x375: the shapes map both ways, the adjoint is exact, A^+ inverts on the range and an SVD is
+    one; SR needs a multiple of its scale and says so in one line. (nonlinear_blur: multiples of 128 only.)"""
+    params, (channels, _, _) = EXAMPLES[name]
+    op = make_operator(name, **params)
+    shape = (2, channels, *size)
+    if name == "super_resolution":
+        with pytest.raises(ValueError, match=r"^super_resolution: image size 31x37 \(WxH\) is not divisible by the "
+                                             r"scale 2|^super_resolution: image size 500x375 \(WxH\) is not divisible"):
+            op.measurement_shape(shape[1:])
+        shape = (2, channels, size[0] // 2 * 2, size[1] // 2 * 2)  # the rule: crop to a multiple of the scale
+    x = images(shape[1:], batch=2, dtype=torch.float64)
+    y = op.measure(x.float(), make_generators([0, 1], 2, "measure")).double()
+    op = op.double()
+    assert op.measurement_shape(shape[1:]) == tuple(y.shape[1:]) and op.input_shape(y) == shape
+    if not op.linear:
+        return
+    v = torch.randn(y.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    lhs, rhs = (op.A(x) * v).sum(), (x * op.A_adjoint(v)).sum()
+    assert abs(float(lhs - rhs)) < 1e-9 * max(1.0, abs(float(lhs)))
+    if op.supports("pinv") and not op.name.endswith("blur"):  # a blur's A^+ truncates (tested above)
+        torch.testing.assert_close(op.A(op.A_pinv(op.A(x))), op.A(x), rtol=0, atol=1e-9)
+    if op.supports("svd"):
+        svd = op.svd(shape, dtype=torch.float64)
+        torch.testing.assert_close(svd.U(svd.s * svd.V_adjoint(x)), op.A(x), rtol=0, atol=1e-8)
