@@ -156,9 +156,10 @@ def _name(path: str | Path) -> str:
 
 
 def tidy(message: str, folders: Sequence[str | Path]) -> str:
-    """`message` with the server's folders left out, so a visitor reads the file name they uploaded."""
+    """`message` with the server's folders, and any folder below them, left out, so a visitor reads the file
+    name they uploaded."""
     for folder in sorted({str(f).rstrip("/") for f in folders if f}, key=len, reverse=True):
-        message = message.replace(folder + "/", "")
+        message = re.sub(re.escape(folder) + r"/(?:[^/\s]+/)*", "", message)
     return message
 
 
@@ -577,8 +578,7 @@ class WebApp:
         if outcome.error is not None:
             exc = outcome.error
             if isinstance(exc, USER_ERRORS):
-                kept = [run / "inputs" / name for name in ("mask", "kernel", "reference")]  # copies of uploads
-                raise PageError(tidy(str(exc), [Path(req.image).parent, *kept, run / "inputs", run])) from None
+                raise PageError(tidy(str(exc), [Path(req.image).parent, run])) from None
             log.error("restore failed:\n%s", "".join(traceback.format_exception(exc)))
             raise PageError(f"internal error ({type(exc).__name__}: {exc}); the server log has the details")
         yield {**self.results(job, outcome.result, notes, estimate), "progress": progress_html(step, total, loss)}

@@ -190,7 +190,8 @@ def _run(name: str, prior: Denoiser, operator: Operator, y: Tensor, x_start: Ten
 
 
 def _half_tile_starts(length: int, tile: int) -> list[int]:
-    """Tile offsets along an axis of `length` >= `tile`: every half tile, the last flush with the end."""
+    """Tile offsets along an axis of `length` >= `tile`: every half tile, the last flush with the end (the grid of
+    the tiled denoiser at its default overlap; samplers do not import the priors' room)."""
     return sorted({*range(0, length - tile, tile // 2), length - tile})
 
 
