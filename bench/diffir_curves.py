@@ -1,6 +1,6 @@
 """Training curves of DiffIR runs: validation PSNR against CPU-hours, stage 2 after its stage 1.
 
-Reads each run folder's curve.csv (`spgd train-diffir --val`): stage 1 is scored with the ground-truth IPR
+Reads each run folder's curve.csv (`spgd train-diffir --val`), or a CSV file of that format: stage 1 is scored with the ground-truth IPR
 (its upper bound), stage 2 as a restorer; stage 2's CPU-hours continue from its stage 1's. Writes a PNG and
 prints a markdown table.
 
@@ -13,14 +13,15 @@ import csv
 from pathlib import Path
 
 
-def read(folder: Path) -> list[tuple[int, float, float]]:
-    with open(folder / "curve.csv") as f:
+def read(path: Path) -> list[tuple[int, float, float]]:
+    """(step, CPU-hours, validation PSNR) rows of a run folder's curve.csv or of a CSV file."""
+    with open(path if path.suffix == ".csv" else path / "curve.csv") as f:
         return [(int(r["step"]), float(r["cpu_hours"]), float(r["val_psnr"])) for r in csv.DictReader(f)]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--runs", nargs="+", required=True, help="NAME=STAGE1_FOLDER,STAGE2_FOLDER")
+    p.add_argument("--runs", nargs="+", required=True, help="NAME=STAGE1,STAGE2 (run folders or curve CSV files)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     import matplotlib
