@@ -1,0 +1,203 @@
+"""Natural images at their own size: SR, inpainting or deblurring of Set5/Set14/BSD100 by priors + samplers,
+DiffIR and the classical baselines, in one table beside the published SR rows.
+
+Each HR test image (../shared/datasets/sr/<set>/, already cropped to a multiple of 4) is degraded by the
+task's operator (its preset, the preset's noise; seed k for image k), restored by every method from the same
+measurement, and scored the field's way: PSNR and SSIM on the Y channel (BT.601) with `scale` pixels cropped
+from each border for SR (none for the other tasks); RGB PSNR and LPIPS beside them.
+
+The published SR rows were measured on LR made by MATLAB's imresize: the same antialiased bicubic weights
+as spgd's operator (tests/test_operators.py), but rounded to 8 bits and without noise, and their bicubic
+row upsamples with MATLAB's kernel (a = -0.5; spgd's bicubic baseline is torch's, a = -0.75). So for 4x
+SR the bicubic row and DiffIR are measured both ways: on spgd's LR (the preset's noise, what the networks
+were trained on) and on MATLAB's noise-free 8-bit LR (`matlab_imresize.py`, which reproduces the published
+bicubic Set5 row: 28.43 dB against 28.42). Samplers run on spgd's LR only.
+
+A sampler row is `NAME` or `NAME:KEY=VALUE,...` (its settings over the task preset's and the prior's
+recommendation, as `spgd bench --set`); it runs on a fixed-size prior through overlapping tiles. Each
+(method, image) score is written when done to OUT/records/ and reused on a rerun.
+
+    python bench/natural_images.py --sets Set5 Set14 BSD100 --diffir natural_sr4.safetensors --out runs/sr
+    python bench/natural_images.py --sets Set5 --prior builtin:natural --samplers spgd:steps=10 ddnm --out runs/sr
+    python bench/natural_images.py --task inpainting_random --sets Set14 --prior builtin:natural --samplers ddnm --out runs/inp
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+import spgd
+from spgd import io
+from spgd.api import to_image_range
+from spgd.baselines import baseline_methods, classical_restore
+from spgd.diffir import load_diffir
+from spgd.io import atomic_write_bytes
+from spgd.metrics import lpips, psnr, psnr_y, ssim_y
+from spgd.priors import load_prior
+from spgd.run import make_spec, restore_batch
+from spgd.tasks import load_task, parse_key_values
+
+from matlab_imresize import imresize
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "sr"
+# 4x, Y channel, border crop 4: Kim et al., VDSR (CVPR 2016) Table 3 (bicubic, SRCNN, VDSR); Dong et al.,
+# FSRCNN (ECCV 2016); Lim et al., EDSR (CVPRW 2017) Table 6. Parameters from the same papers.
+PUBLISHED = {"bicubic (published)": ({"Set5": (28.42, 0.8104), "Set14": (26.00, 0.7027), "BSD100": (25.96, 0.6675)}, 0),
+             "SRCNN": ({"Set5": (30.48, 0.8628), "Set14": (27.49, 0.7503), "BSD100": (26.90, 0.7101)}, 57e3),
+             "FSRCNN": ({"Set5": (30.72, 0.8660), "Set14": (27.61, 0.7550), "BSD100": (26.98, 0.7150)}, 12e3),
+             "VDSR": ({"Set5": (31.35, 0.8838), "Set14": (28.01, 0.7674), "BSD100": (27.29, 0.7251)}, 665e3),
+             "EDSR": ({"Set5": (32.46, 0.8968), "Set14": (28.80, 0.7876), "BSD100": (27.71, 0.7420)}, 43e6)}
+# restore(y, operator, k) -> [0, 1] images; network parameters; whether y is MATLAB's LR
+Method = tuple[Callable[[torch.Tensor, Any, int], torch.Tensor], float, bool]
+
+
+def matlab_lr(clean: torch.Tensor) -> torch.Tensor:
+    """The LR image MATLAB's imresize(hr, 1/4, 'bicubic') gives, as uint8 then [-1, 1] (the published LR)."""
+    hr = clean[0].permute(1, 2, 0).double().numpy()
+    lr = np.clip(np.round(imresize(hr, 0.25) * 255), 0, 255) / 255
+    return torch.from_numpy(lr).permute(2, 0, 1)[None].float() * 2 - 1
+
+
+def matlab_bicubic(y: torch.Tensor) -> torch.Tensor:
+    """MATLAB's imresize(lr, 4, 'bicubic') of an LR image y in [-1, 1], as [0, 1]."""
+    lr = ((y[0] + 1) / 2).permute(1, 2, 0).double().numpy()
+    return torch.from_numpy(np.clip(imresize(lr, 4), 0, 1)).permute(2, 0, 1)[None].float()
+
+
+def sampler_method(prior: Any, task: str, text: str) -> tuple[str, Method]:
+    """A table row for `NAME[:KEY=VALUE,...]`: the sampler on `prior` with the task's resolved settings."""
+    name, _, rest = text.partition(":")
+    settings = parse_key_values([item for item in rest.split(",") if item], "--samplers")
+    spec = make_spec(prior, task, sampler=name, settings=settings, own_size=True)
+    count = sum(p.numel() for p in prior.parameters())
+
+    def restore(y: torch.Tensor, operator: Any, k: int) -> torch.Tensor:
+        result = restore_batch(spec, [k], measured=y, operator=operator)
+        if result.failed_steps[0] is not None:
+            raise RuntimeError(f"{text} failed on image {k}: {result.failed_reasons[0]}")
+        return result.restored
+
+    return f"{name} ({rest.replace(',', ', ')})" if rest else name, (restore, count, False)
+
+
+def methods(args: argparse.Namespace, operator: Any) -> dict[str, Method]:
+    """Every row measured here: the classical baselines of the operator, DiffIR files, prior + samplers."""
+    sr4 = args.task == "super_resolution" and getattr(operator, "scale", None) == 4
+    table: dict[str, Method] = {}
+    for method in baseline_methods(operator):
+        label = f"{method} (spgd's LR)" if sr4 else method
+        table[label] = (lambda y, op, k, method=method: to_image_range(classical_restore(y, op, method)), 0, False)
+    if sr4:
+        table["bicubic (MATLAB imresize, measured here)"] = (lambda y, op, k: matlab_bicubic(y), 0, True)
+    for path in args.diffir:
+        model = load_diffir(path)
+        count = sum(p.numel() for p in model.network.parameters())
+        for matlab in ((False, True) if sr4 else (False,)):
+            table[f"DiffIR {Path(path).stem}" + (f" ({'MATLAB' if matlab else 'spgd'}'s LR)" if sr4 else "")] = (
+                lambda y, op, k, model=model: spgd.restore(y, op, model, sampler="diffir", seed=[k]), count, matlab)
+    if args.samplers:
+        prior = load_prior(args.prior)
+        for text in args.samplers:
+            label, method = sampler_method(prior, args.task, text)
+            table[label] = method
+    return table
+
+
+def score(restored: torch.Tensor, clean: torch.Tensor, crop: int, with_lpips: bool) -> dict[str, float]:
+    """Scores of the restored image as it is stored (8-bit PNG)."""
+    stored = torch.from_numpy(io.to_uint8(restored[0])).permute(2, 0, 1).float()[None] / 255
+    out = {"psnr_y": float(psnr_y(stored, clean, crop_border=crop)[0]),
+           "ssim_y": float(ssim_y(stored, clean, crop_border=crop)[0]), "psnr": float(psnr(stored, clean)[0])}
+    if with_lpips:
+        out["lpips"] = float(lpips(stored, clean)[0])
+    return out
+
+
+def record_path(out: Path, name_set: str, method: str, stem: str) -> Path:
+    folder = method.replace(" ", "_").replace("(", "").replace(")", "").replace("'", "").replace(",", "")
+    return out / "records" / name_set / folder.replace("=", "-").replace(":", "-") / f"{stem}.json"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    preset = {**load_task(args.task)["operator"], **parse_key_values(args.op, "--op")}
+    operator = spgd.make_operator(**preset)
+    crop = int(getattr(operator, "scale", 0) or 0) if args.task == "super_resolution" else 0
+    table = methods(args, operator)
+    report: dict[str, Any] = {"task": args.task, "operator": preset, "crop_border": crop, "sets": {}}
+    for name_set in args.sets:
+        files = io.list_images([args.root / name_set])[:args.limit]
+        rows: dict[str, list[dict[str, Any]]] = {name: [] for name in table}
+        for k, path in enumerate(files):
+            clean, y, operator = None, {}, spgd.make_operator(**preset)
+            for name, (restore, _, matlab) in table.items():
+                record = record_path(args.out, name_set, name, path.stem)
+                if record.is_file():
+                    rows[name].append(json.loads(record.read_text()))
+                    continue
+                if clean is None:
+                    clean = io.load_image(path)[None]
+                if matlab not in y:
+                    y[matlab] = matlab_lr(clean) if matlab else spgd.simulate(clean, operator, seed=[k])
+                start = time.perf_counter()
+                restored = restore(y[matlab], operator, k)
+                row = {**score(restored, clean, crop, args.lpips), "seconds": time.perf_counter() - start,
+                       "image": path.name, "size": list(clean.shape[-2:])}
+                atomic_write_bytes(record, json.dumps(row).encode())
+                rows[name].append(row)
+                print(name_set, name, path.name, f"PSNR_Y {row['psnr_y']:.2f} ({row['seconds']:.1f} s)", flush=True)
+        report["sets"][name_set] = {
+            name: {"images": len(got), "params": table[name][1],
+                   "seconds": float(np.median([r["seconds"] for r in got])),
+                   **{key: float(np.mean([r[key] for r in got])) for key in got[0] if key not in ("image", "seconds", "size")}}
+            for name, got in rows.items()}
+    atomic_write_bytes(args.out / "results.json", json.dumps(report, indent=1).encode())
+    atomic_write_bytes(args.out / "results.md", markdown(report).encode())
+    print(markdown(report))
+    return report
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """One row per method: Y-PSNR / SSIM per set, RGB PSNR / LPIPS, seconds per image; published SR rows."""
+    sets = list(report["sets"])
+    crop = report["crop_border"]
+    head = "| method | parameters | " + " | ".join(f"{s} Y-PSNR / SSIM" for s in sets) + \
+        " | RGB PSNR / LPIPS (" + ", ".join(sets) + ") | s / image |"
+    lines = [f"Task {report['task']} ({', '.join(f'{k}={v}' for k, v in report['operator'].items())}); Y channel, "
+             f"{crop} border pixels cropped.", "", head, "|" + "---|" * (len(sets) + 4)]
+    for name in next(iter(report["sets"].values())):
+        rows = [report["sets"][s][name] for s in sets]
+        rgb = ", ".join(f"{r['psnr']:.2f} / {r['lpips']:.3f}" if "lpips" in r else f"{r['psnr']:.2f}" for r in rows)
+        params = f"{rows[0]['params'] / 1e6:.2f}M" if rows[0]["params"] else "-"
+        lines.append(f"| {name} | {params} | " + " | ".join(f"{r['psnr_y']:.2f} / {r['ssim_y']:.4f}" for r in rows)
+                     + f" | {rgb} | {np.median([r['seconds'] for r in rows]):.3g} |")
+    if report["task"] == "super_resolution" and report["operator"].get("scale") == 4:
+        for name, (values, params) in PUBLISHED.items():
+            cells = " | ".join(f"{values[s][0]:.2f} / {values[s][1]:.4f}" if s in values else "-" for s in sets)
+            lines.append(f"| {name} | {f'{params / 1e6:.3g}M' if params else '-'} | {cells} | (published) | - |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--root", type=Path, default=SHARED, help="folder holding the sets (default: ../shared/datasets/sr)")
+    p.add_argument("--sets", nargs="+", default=["Set5", "Set14", "BSD100"])
+    p.add_argument("--limit", type=int, help="only the first N images of each set")
+    p.add_argument("--task", default="super_resolution", help="task preset (default: super_resolution)")
+    p.add_argument("--op", nargs="*", default=[], metavar="KEY=VALUE", help="operator parameters over the preset's")
+    p.add_argument("--diffir", nargs="*", default=[], help="DiffIR weight files to score")
+    p.add_argument("--prior", default="builtin:natural", help="the samplers' prior (default: %(default)s)")
+    p.add_argument("--samplers", nargs="*", default=[], metavar="NAME[:KEY=VALUE,...]", help="sampler rows")
+    p.add_argument("--lpips", action="store_true")
+    p.add_argument("--out", type=Path, required=True)
+    run(p.parse_args())
+
+
+if __name__ == "__main__":
+    main()
