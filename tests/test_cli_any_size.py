@@ -163,3 +163,20 @@ def test_demo_coffee_is_the_scikit_image_photo_at_its_size():
     path = resolve_input("demo:coffee")
     assert io.image_size(path) == (400, 600)
     assert np.array_equal(io.to_uint8(io.load_image(path)), data.coffee())
+
+
+def test_without_a_model_a_photo_gets_the_natural_prior_and_a_64x64_face_the_face_prior(tmp_path, monkeypatch, capsys):
+    from spgd.priors import loaders
+
+    from .test_priors import _ship_tiny_priors
+
+    monkeypatch.setattr(loaders, "BUILTIN_DIR", tmp_path / "builtin")
+    (tmp_path / "builtin").mkdir()
+    _ship_tiny_priors(tmp_path / "builtin", ["faces64", "natural"])
+    wide, face = photo(tmp_path / "wide.png", 96, 72), photo(tmp_path / "face.png", 64, 64)
+    for image, chosen in ((wide, "builtin:natural"), (face, "builtin:faces64")):
+        out = tmp_path / image.stem
+        assert main(["restore", "-t", "super_resolution", "--simulate", "-i", str(image), "-o", str(out), *FAST]) == 0
+        assert yaml.safe_load((out / "config.yaml").read_text())["model"] == chosen
+    err = capsys.readouterr().err
+    assert "chosen for a 96x72 image, not a 64x64 face" in err and "chosen for 64x64 faces" in err

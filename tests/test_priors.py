@@ -133,3 +133,51 @@ def test_reduced_precision_weights_denoise_close_to_fp32(tiny_prior_path, golden
         d = prior.denoise(case["x"], case["sigma"])
     assert d.dtype == torch.float32
     assert (d - case["D"]).abs().max() < 0.1  # bf16 weights and activations: about 2-3 significant digits
+
+
+def _ship_tiny_priors(folder, names, size=16):
+    """Tiny random ADM weight files as the package's built-in priors `names` (no ../shared needed)."""
+    import json
+
+    config = dict(image_size=size, num_channels=32, channel_mult="1,2", num_res_blocks=1, attention_resolutions="",
+                  num_head_channels=32, learn_sigma=False)
+    for k, name in enumerate(names):
+        torch.manual_seed(k)
+        network = build_network(config)
+        save_file({key: v.half().contiguous() for key, v in network.state_dict().items()},
+                  str(folder / f"{name}.safetensors"), metadata={"config": json.dumps(config), "objective": "edm"})
+
+
+def test_the_builtin_prior_is_chosen_by_the_image(tmp_path, monkeypatch):
+    from spgd.priors import loaders
+    from spgd.priors.loaders import choose_builtin_prior
+
+    monkeypatch.setattr(loaders, "BUILTIN_DIR", tmp_path)
+    _ship_tiny_priors(tmp_path, ["faces64"])
+    name, why = choose_builtin_prior((136, 200))
+    assert name == "builtin:faces64" and "the only built-in prior" in why and "200x136" in why
+    _ship_tiny_priors(tmp_path, ["natural"])
+    assert choose_builtin_prior((64, 64))[0] == "builtin:faces64"
+    assert choose_builtin_prior((136, 200), resize=True)[0] == "builtin:faces64"
+    assert choose_builtin_prior(None)[0] == "builtin:faces64"
+    name, why = choose_builtin_prior((136, 200))
+    assert name == "builtin:natural" and why == "chosen for a 200x136 image, not a 64x64 face"
+
+
+def test_restore_without_a_model_loads_the_prior_chosen_for_the_image(tmp_path, monkeypatch):
+    import spgd
+    from spgd.models import load_model
+    from spgd.priors import loaders
+
+    monkeypatch.setattr(loaders, "BUILTIN_DIR", tmp_path)
+    _ship_tiny_priors(tmp_path, ["faces64", "natural"])
+    natural = load_model(None, "ddnm", "super_resolution", image_size=(40, 48))
+    assert natural.name == "builtin:natural" and natural.description.endswith("chosen for a 48x40 image, not a 64x64 face")
+    faces = load_model(None, "ddnm", "super_resolution", image_size=(64, 64))
+    assert faces.name == "builtin:faces64"
+    x = torch.rand(1, 3, 40, 48)
+    op = spgd.make_operator("super_resolution", scale=4, noise_sigma=0.01)
+    y = spgd.simulate(x, op, seed=0)
+    chosen = spgd.restore(y, op, sampler="ddnm", seed=0, steps=10, progress=False)
+    named = spgd.restore(y, op, load_prior("builtin:natural"), sampler="ddnm", seed=0, steps=10, progress=False)
+    assert chosen.shape == (1, 3, 40, 48) and torch.equal(chosen, named)

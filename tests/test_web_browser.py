@@ -142,7 +142,7 @@ def test_restore_a_face_in_the_browser_equals_the_cli(page, server, tmp_path, on
     if os.environ.get("SPGD_WEB_SCREENSHOT"):
         keep_small_screenshot(tmp_path / "screenshot.png", Path(os.environ["SPGD_WEB_SCREENSHOT"]))
     cli = tmp_path / "cli"
-    assert main(["restore", "-i", str(face), "-t", "super_resolution", "--simulate",
+    assert main(["restore", "-i", str(face), "-t", "super_resolution", "--simulate", "-m", "builtin:faces64",
                  "--steps", str(STEPS), "--set", *SETTINGS.split(), "--seed", "1", "--threads", "1",
                  "-o", str(cli)]) == 0
     assert restored == (cli / "face.png").read_bytes()

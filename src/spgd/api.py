@@ -42,7 +42,7 @@ def restore(y: Tensor, operator: Operator, prior: Denoiser | None = None, sample
             seed: int | Sequence[int] = 0, x_start: Tensor | None = None, keep_measured: bool = False,
             **sampler_params: Any) -> Tensor:
     """Restored images in [0, 1] from measurements y, with the named sampler and the prior (by default the
-    built-in face prior, on y's device; for `sampler="diffir"` a DiffIR model, by default the built-in
+    built-in prior for the image size, on y's device: the face prior at 64x64, else the natural one; for `sampler="diffir"` a DiffIR model, by default the built-in
     weights for the operator and the image size).
 
     y is checked against the operator and the prior first (`check_measurement`). `x_start` (in the
@@ -54,7 +54,7 @@ def restore(y: Tensor, operator: Operator, prior: Denoiser | None = None, sample
     known pixels, noise included, so a measured photo's own pixels come back unchanged); operators that
     measure no pixel directly leave the result as the sampler made it (`keep_measured_pixels`).
     """
-    if prior is None:  # the built-in face prior, or a trained restorer's built-in weights for the operator
+    if prior is None:  # the built-in prior for the size, or a trained restorer's built-in weights for the operator
         from .models import load_model
 
         prior = load_model(None, sampler, operator, device=str(y.device), image_size=operator.input_shape(y)[-2:])

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .priors.loaders import DEFAULT_PRIOR as DEFAULT_MODEL
+from .priors.loaders import DEFAULT_PRIOR as DEFAULT_MODEL, NATURAL_PRIOR
 
 
 def _add_threads(p: argparse.ArgumentParser) -> None:
@@ -23,8 +23,10 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     from .samplers import SAMPLERS
 
     p.add_argument("--task", "-t", required=True, help="task preset name (`spgd tasks` lists them) or a YAML file")
-    p.add_argument("--model", "-m", help=f"checkpoint file or builtin:<name> (default: {DEFAULT_MODEL}; with "
-                                         "--sampler diffir the built-in DiffIR weights for the task and the images)")
+    p.add_argument("--model", "-m", help=f"checkpoint file or builtin:<name> (default: the built-in prior for the "
+                                         f"images: {DEFAULT_MODEL} for 64x64 faces or --resize, else {NATURAL_PRIOR} "
+                                         "when it ships; with --sampler diffir the built-in DiffIR weights for the "
+                                         "task and the images)")
     _add_arch(p)
     p.add_argument("--sampler", default="spgd", choices=sorted(SAMPLERS), metavar="SAMPLER",
                    help=f"sampler: {', '.join(sorted(SAMPLERS))} (default: %(default)s)")
@@ -93,7 +95,7 @@ def _load_run_prior(args: argparse.Namespace, device: str, first_input: Path | N
     from .samplers import model_kind
 
     trained = model_kind(args.sampler) != "prior"
-    size = _clean_size(args, first_input) if trained and args.model is None else None
+    size = _clean_size(args, first_input) if args.model is None else None
     prior = load_model(args.model, args.sampler, args.task, device, _arch(args), size, args.resize)
     name = str(args.model or getattr(prior, "name", DEFAULT_MODEL))
     _announce(prior)
@@ -474,7 +476,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", "-m", action="append", default=[], metavar="MODEL",
                    help=f"a model to offer: a prior's checkpoint file or builtin:<name>, or trained weights such "
                         f"as a DiffIR file of `spgd export-diffir` (for --sampler diffir; repeatable; {DEFAULT_MODEL} "
-                        "is offered as well when it is shipped)")
+                        f"and {NATURAL_PRIOR} are offered as well when they ship)")
     _add_arch(p)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--runs-dir", type=Path, help="where each restore's folder is written (default: a new temporary folder)")
@@ -487,7 +489,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .priors import builtin_priors
     from .web import serve
 
-    models = list(dict.fromkeys(args.model + ([DEFAULT_MODEL] if DEFAULT_MODEL in builtin_priors() else [])))
+    models = list(dict.fromkeys(args.model + [name for name in (DEFAULT_MODEL, NATURAL_PRIOR) if name in builtin_priors()]))
     if not models:
         raise ValueError(f"no prior to offer: pass --model FILE ({DEFAULT_MODEL} is not shipped yet)")
     from .threads import summary

@@ -62,19 +62,29 @@ def load_model(source: str | Path | None, sampler: str, task: str | Path | Opera
                arch: Any = None, image_size: tuple[int, int] | None = None, resize: bool = False,
                cache: dict[str, Any] | None = None) -> Any:
     """The model a run restores with: for the posterior samplers a diffusion prior (`source`, by default the
-    built-in face prior); for a sampler that runs a trained restorer (`spgd.samplers.model_kind`), its weight
+    built-in prior for clean images of `image_size`, `spgd.priors.loaders.choose_builtin_prior`); for a sampler that runs a trained restorer (`spgd.samplers.model_kind`), its weight
     file (`source`, by default the built-in one for the task, or the operator, and for clean images of
     `image_size`, the choice stated in its `description`). `cache`: built-in weights loaded before, by name (the web page's); those
     loaded here are added to it."""
     kind = model_kind(sampler)
     if kind == "prior":
         from .priors import load_prior
-        from .priors.loaders import DEFAULT_PRIOR
+        from .priors.loaders import choose_builtin_prior
 
         held = file_kind(source)
         if held != "prior":
             raise ValueError(f"{source} is a {held} weight file, not a diffusion prior: use it with --sampler {held}")
-        return load_prior(source or DEFAULT_PRIOR, arch, device=device)
+        if source is not None:
+            return load_prior(source, arch, device=device)
+        name, why = choose_builtin_prior(image_size, resize)
+        prior = cache.get(name) if cache is not None else None
+        if prior is None:
+            prior = load_prior(name, device=device)
+            prior.name, prior.chosen = name, why
+            prior.description = f"{prior.description}; {why}"
+            if cache is not None:
+                cache[name] = prior
+        return prior
     load, choose, _ = TRAINED_RESTORERS[kind]()
     if source is not None:
         return load(source, device)

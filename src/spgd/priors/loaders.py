@@ -28,11 +28,24 @@ from .vp import VPDenoiser
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"  # packaged weight files: <name>.safetensors
 DEFAULT_PRIOR = "builtin:faces64"  # the prior of `spgd restore` and `spgd.restore` when none is named
+FACE_SIZE = 64  # the face prior's side: images of this size (or resized to it) are taken for aligned faces
+NATURAL_PRIOR = "builtin:natural"  # the patch prior of natural images, for images of any other size
 
 
 def builtin_priors() -> dict[str, Path]:
     """{"builtin:<name>": file} for every weight file shipped in spgd/priors/builtin/."""
     return {f"builtin:{path.stem}": path for path in sorted(BUILTIN_DIR.glob("*.safetensors"))}
+
+
+def choose_builtin_prior(image_size: tuple[int, int] | None, resize: bool = False) -> tuple[str, str]:
+    """The shipped prior for clean images of `image_size` (H, W), and why: the face prior for 64x64 images
+    or images resized to it (or when the size is unknown), else the natural-image patch prior when it ships."""
+    if resize or image_size is None or tuple(image_size) == (FACE_SIZE, FACE_SIZE):
+        return DEFAULT_PRIOR, f"chosen for {'images resized to ' if resize else ''}{FACE_SIZE}x{FACE_SIZE} faces"
+    height, width = image_size
+    if NATURAL_PRIOR not in builtin_priors():
+        return DEFAULT_PRIOR, f"the only built-in prior, although the {width}x{height} image is not a 64x64 face"
+    return NATURAL_PRIOR, f"chosen for a {width}x{height} image, not a {FACE_SIZE}x{FACE_SIZE} face"
 
 
 def resolve_config(config: str | Mapping[str, Any] | ADMConfig) -> ADMConfig:
