@@ -62,7 +62,8 @@ def load_model(source: str | Path | None, sampler: str, task: str | Path | Opera
                arch: Any = None, image_size: tuple[int, int] | None = None, resize: bool = False,
                cache: dict[str, Any] | None = None) -> Any:
     """The model a run restores with: for the posterior samplers a diffusion prior (`source`, by default the
-    built-in prior for clean images of `image_size`, `spgd.priors.loaders.choose_builtin_prior`); for a sampler that runs a trained restorer (`spgd.samplers.model_kind`), its weight
+    built-in prior for clean images of `image_size`: `spgd.priors.loaders.choose_builtin_prior`, the choice
+    stated in its `description`); for a sampler that runs a trained restorer (`spgd.samplers.model_kind`), its weight
     file (`source`, by default the built-in one for the task, or the operator, and for clean images of
     `image_size`, the choice stated in its `description`). `cache`: built-in weights loaded before, by name (the web page's); those
     loaded here are added to it."""
@@ -80,7 +81,7 @@ def load_model(source: str | Path | None, sampler: str, task: str | Path | Opera
         prior = cache.get(name) if cache is not None else None
         if prior is None:
             prior = load_prior(name, device=device)
-            prior.name, prior.chosen = name, why
+            prior.name = name
             prior.description = f"{prior.description}; {why}"
             if cache is not None:
                 cache[name] = prior
