@@ -38,7 +38,7 @@ from spgd.api import to_image_range
 from spgd.baselines import baseline_methods, classical_restore
 from spgd.diffir import load_diffir
 from spgd.io import atomic_write_bytes
-from spgd.metrics import lpips, psnr, psnr_y, ssim_y
+from spgd.metrics import image_scores
 from spgd.priors import load_prior
 from spgd.run import make_spec, restore_batch
 from spgd.tasks import load_task, parse_key_values
@@ -109,16 +109,6 @@ def methods(args: argparse.Namespace, operator: Any) -> dict[str, Method]:
     return table
 
 
-def score(restored: torch.Tensor, clean: torch.Tensor, crop: int, with_lpips: bool) -> dict[str, float]:
-    """Scores of the restored image as it is stored (8-bit PNG)."""
-    stored = torch.from_numpy(io.to_uint8(restored[0])).permute(2, 0, 1).float()[None] / 255
-    out = {"psnr_y": float(psnr_y(stored, clean, crop_border=crop)[0]),
-           "ssim_y": float(ssim_y(stored, clean, crop_border=crop)[0]), "psnr": float(psnr(stored, clean)[0])}
-    if with_lpips:
-        out["lpips"] = float(lpips(stored, clean)[0])
-    return out
-
-
 def record_path(out: Path, name_set: str, method: str, stem: str) -> Path:
     folder = method.replace(" ", "_").replace("(", "").replace(")", "").replace("'", "").replace(",", "")
     return out / "records" / name_set / folder.replace("=", "-").replace(":", "-") / f"{stem}.json"
@@ -147,7 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     y[matlab] = matlab_lr(clean) if matlab else spgd.simulate(clean, operator, seed=[k])
                 start = time.perf_counter()
                 restored = restore(y[matlab], operator, k)
-                row = {**score(restored, clean, crop, args.lpips), "seconds": time.perf_counter() - start,
+                row = {**image_scores(restored[0], clean[0], args.lpips, "y", crop), "seconds": time.perf_counter() - start,
                        "image": path.name, "size": list(clean.shape[-2:])}
                 atomic_write_bytes(record, json.dumps(row).encode())
                 rows[name].append(row)
@@ -155,7 +145,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["sets"][name_set] = {
             name: {"images": len(got), "params": table[name][1],
                    "seconds": float(np.median([r["seconds"] for r in got])),
-                   **{key: float(np.mean([r[key] for r in got])) for key in got[0] if key not in ("image", "seconds", "size")}}
+                   **{key: float(np.mean([r[key] for r in got])) for key in sorted(set.intersection(*map(set, got)))
+                      if key not in ("image", "seconds", "size")}}  # records of an older run may lack a score
             for name, got in rows.items()}
     atomic_write_bytes(args.out / "results.json", json.dumps(report, indent=1).encode())
     atomic_write_bytes(args.out / "results.md", markdown(report).encode())

@@ -1,6 +1,6 @@
-"""The shipped natural-image patch prior: small, denoises a natural crop it never saw (one of the held-out
-tuning images of bench/splits/natural_tune.txt: scikit-image's coffee is not in T91/BSD200 either), carries
-the repository's recommended settings, and is the prior a photo of any other size than 64x64 gets."""
+"""The shipped natural-image patch prior: small, denoises a natural crop it never saw (scikit-image's coffee
+is in neither T91 nor BSD200), carries the repository's recommended settings, and is the prior a photo of
+any size but 64x64 gets."""
 from __future__ import annotations
 
 from pathlib import Path
