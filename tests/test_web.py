@@ -39,7 +39,7 @@ def face(tmp_path) -> Path:
 
 
 def request(image, task="super_resolution", **fields) -> RestoreRequest:
-    return RestoreRequest(image=str(image), task=task, model=MODEL, steps=fields.pop("steps", 3),
+    return RestoreRequest(image=str(image), task=task, model=fields.pop("model", MODEL), steps=fields.pop("steps", 3),
                           extra=fields.pop("extra", FAST), **fields)
 
 
@@ -398,3 +398,42 @@ def test_a_server_of_diffir_weights_only_opens_on_diffir(diffir_file, tmp_path):
     page = web.build_page(app)
     shown = {b.elem_id: b for b in page.blocks.values() if getattr(b, "elem_id", None) in ("sampler", "model")}
     assert shown["sampler"].value == "diffir" and shown["model"].value == "tiny-diffir"
+
+
+def test_the_builtin_prior_is_chosen_by_the_uploaded_image(tmp_path, monkeypatch, one_thread):
+    """Served with the built-in priors, the page's default model for a posterior sampler is `BUILTIN`: a photo
+    restores with the natural prior and a 64x64 face with the face prior (each the run of that prior chosen by
+    name, byte for byte, and named in config.yaml); a visitor's own prior offered first stays the default."""
+    from spgd import load_prior
+    from spgd.priors import loaders
+
+    from .test_priors import _ship_tiny_priors
+
+    monkeypatch.setattr(loaders, "BUILTIN_DIR", tmp_path / "builtin")
+    (tmp_path / "builtin").mkdir()
+    _ship_tiny_priors(tmp_path / "builtin", ["faces64", "natural"])
+    builtins = {name: load_prior(name) for name in ("builtin:faces64", "builtin:natural")}
+    app = WebApp(builtins, runs_dir=tmp_path / "served")
+    assert app.model_choices("ddnm") == [web.BUILTIN, "builtin:faces64", "builtin:natural"]
+    assert "chosen by the image" in app.task_form("super_resolution", "ddnm")["note"]
+    assert app.image_size(web.BUILTIN) == (64, 64)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.asarray(Image.open(write_face_like(tmp_path / "f.png", size=80)))[16:64]).save(photo)
+    face = write_face_like(tmp_path / "face.png")
+    for image, expected in ((photo, "builtin:natural"), (face, "builtin:faces64")):
+        chosen = request(image, sampler="ddnm", steps=2, extra="", model=web.BUILTIN)
+        named = request(image, sampler="ddnm", steps=2, extra="", model=expected)
+        before = set(run_folders(app))
+        assert finish(app, chosen)[0]["status"].startswith("Done")
+        [by_choice] = set(run_folders(app)) - before
+        assert finish(app, named)[0]["status"].startswith("Done")
+        [by_name] = set(run_folders(app)) - before - {by_choice}
+        assert yaml.safe_load((by_choice / "config.yaml").read_text())["model"] == expected
+        assert (by_choice / image.name).read_bytes() == (by_name / image.name).read_bytes()
+    assert sorted(app._builtin) == ["builtin:faces64", "builtin:natural"]  # each loaded once, by its name
+    own = WebApp({MODEL: load_prior("builtin:natural"), **builtins}, runs_dir=tmp_path / "own")
+    assert own.model_choices("spgd") == [MODEL, "builtin:faces64", "builtin:natural", web.BUILTIN]
+    faces_only = WebApp({"builtin:faces64": builtins["builtin:faces64"]}, runs_dir=tmp_path / "faces")
+    assert faces_only.model_choices("spgd") == ["builtin:faces64"]
+    with pytest.raises(PageError, match="is not offered here; spgd restores with: builtin:faces64"):
+        faces_only.model("spgd", web.BUILTIN, "super_resolution", (48, 80))

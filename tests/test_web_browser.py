@@ -132,7 +132,7 @@ def test_restore_a_face_in_the_browser_equals_the_cli(page, server, tmp_path, on
     assert f"step {STEPS}/{STEPS}" in page.inner_text("#progress")
     restored = page.request.get(page.get_attribute("#restored img", "src")).body()
     (tmp_path / "page.png").write_bytes(restored)
-    assert Image.open(tmp_path / "page.png").size == (120, 120)  # the 64x64 prior on tiles
+    assert Image.open(tmp_path / "page.png").size == (120, 120)  # the natural prior chosen for it, on tiles
     hrefs = [page.locator("#files a").nth(i).get_attribute("href") for i in range(page.locator("#files a").count())]
     links = {href.rsplit("/", 1)[-1]: href for href in hrefs if href}
     assert set(links) == {"face.png", "face_measurement.png", "grid.png", "metrics.json", "config.yaml"}
@@ -142,7 +142,7 @@ def test_restore_a_face_in_the_browser_equals_the_cli(page, server, tmp_path, on
     if os.environ.get("SPGD_WEB_SCREENSHOT"):
         keep_small_screenshot(tmp_path / "screenshot.png", Path(os.environ["SPGD_WEB_SCREENSHOT"]))
     cli = tmp_path / "cli"
-    assert main(["restore", "-i", str(face), "-t", "super_resolution", "--simulate", "-m", "builtin:faces64",
+    assert main(["restore", "-i", str(face), "-t", "super_resolution", "--simulate",  # the prior chosen by the image
                  "--steps", str(STEPS), "--set", *SETTINGS.split(), "--seed", "1", "--threads", "1",
                  "-o", str(cli)]) == 0
     assert restored == (cli / "face.png").read_bytes()

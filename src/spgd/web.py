@@ -17,7 +17,9 @@ has its own folder, each visitor (Gradio session) its own cancel switch.
 The model of a restore is the one `spgd restore` would load (`spgd.models.load_model`): a posterior
 sampler restores with the chosen prior; a sampler that runs a trained restorer (`spgd.samplers.model_kind`,
 e.g. diffir) with the chosen weights of its kind offered by `spgd serve --model FILE`, or with the built-in
-ones for the task and the uploaded image's size (`BUILTIN`).
+ones for the task and the uploaded image's size (`BUILTIN`). A server that offers the built-in priors also
+offers `BUILTIN` to the posterior samplers: the face prior for a 64x64 face, the natural-image prior for any
+other size (`spgd.priors.loaders.choose_builtin_prior`), as `spgd restore` without --model.
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ from . import io
 from .api import to_image_range
 from .io import ImageError
 from .priors import CheckpointError
+from .priors.loaders import DEFAULT_PRIOR, FACE_SIZE, NATURAL_PRIOR
 from .protocols import Denoiser
 from .restore_job import RestoreJob, run_restore
 from .models import clean_size, kind_of, load_file, load_model
@@ -57,7 +60,7 @@ log = logging.getLogger("spgd.web")
 SIMULATE = "Degrade this clean image first (simulate, then score it)"
 MEASURED = "This is already the measurement"
 MASK_CANVAS = 768  # the longest side of the mask editor's canvas for a large image
-BUILTIN = "built-in (chosen by the task and the image's size)"  # a trained restorer's shipped weights
+BUILTIN = "built-in (chosen by the task and the image's size)"  # shipped weights: a prior's or a trained restorer's
 MAX_UPLOAD_MB = 20  # per file
 MAX_QUEUE = 32  # restores waiting at once; more are refused with Gradio's "queue is full"
 POLL_S = 0.1  # how often the page's thread looks at the sampler's progress
@@ -301,28 +304,42 @@ class WebApp:
     # ------------------------------------------------------------------ form helpers
 
     def image_size(self, model: str | None) -> tuple[int, int]:
-        """(H, W) of the images the chosen model restores (256 for one of any size, and for `BUILTIN`,
-        whose weights the image chooses)."""
-        if model != BUILTIN and model not in self.models:
+        """(H, W) of the images the chosen model restores (256 for one of any size); for `BUILTIN`, those of
+        an image resized for it (the face prior's, which `--resize` chooses)."""
+        if model == BUILTIN:
+            return FACE_SIZE, FACE_SIZE
+        if model not in self.models:
             raise PageError(f"unknown model {model!r}; this server offers: {', '.join(self.models)}")
         return _side(self.models.get(model))
 
+    def offers_builtin_priors(self) -> bool:
+        """Whether the posterior samplers may let the image choose the built-in prior: the server offers the
+        natural-image prior (`spgd serve` does when it ships)."""
+        return NATURAL_PRIOR in self.priors
+
     def model_choices(self, sampler: str) -> list[str]:
         """The models a visitor may choose for `sampler`: the offered ones of its kind (the priors, for a
-        posterior sampler), and for a trained restorer its built-in weights (`BUILTIN`) last."""
+        posterior sampler), and the built-in weights (`BUILTIN`): last for a trained restorer; for a posterior
+        sampler when the server offers the built-in priors, first unless a prior of the visitor's own comes
+        first."""
         kind = model_kind(sampler)
         offered = [label for label, m in self.models.items() if kind_of(m) == kind]
-        return offered if kind == "prior" else [*offered, BUILTIN]
+        if kind != "prior":
+            return [*offered, BUILTIN]
+        if not self.offers_builtin_priors():
+            return offered
+        return [BUILTIN, *offered] if offered[0] in (DEFAULT_PRIOR, NATURAL_PRIOR) else [*offered, BUILTIN]
 
     def model(self, sampler: str, label: str | None, task: str, size: tuple[int, int] | None = None,
               resize: bool = False) -> Any:
         """The model a restore with `sampler` runs (`spgd.models.load_model`'s choice): the chosen model when it is
-        of the sampler's kind; for a trained restorer with `BUILTIN` (or nothing) chosen, the built-in weights
+        of the sampler's kind; with `BUILTIN` (or, for a trained restorer, nothing) chosen, the built-in weights
         for `task` and clean images of `size` (H, W), loaded once per name. Anything else: a PageError."""
         kind, chosen = model_kind(sampler), self.models.get(label)
         if chosen is not None and kind_of(chosen) == kind:
             return chosen
-        if chosen is not None or kind == "prior" or label not in (BUILTIN, None, ""):
+        builtin = label == BUILTIN if kind == "prior" else label in (BUILTIN, None, "")
+        if chosen is not None or not builtin or BUILTIN not in self.model_choices(sampler):
             what = f"is a {kind_of(chosen)} model" if chosen is not None else "is not offered here"
             choices = ", ".join(self.model_choices(sampler)) or "none on this server"
             raise PageError(f"model {label!r} {what}; {sampler} restores with: {choices}")
@@ -373,6 +390,10 @@ class WebApp:
         note = load_task(task).get("description", "") + f". Runs with {runs_with}"
         if chosen is not None and kind_of(chosen) != "prior":
             note += f". Weights: {chosen.description}"
+        elif label == BUILTIN:
+            note += (f" (those of {DEFAULT_PRIOR}). The built-in prior is chosen by the image: {DEFAULT_PRIOR} for "
+                     f"a {FACE_SIZE}x{FACE_SIZE} face or with the resize box ticked, {NATURAL_PRIOR} (with its own "
+                     "recommended settings) for any other size")
         form: dict[str, Any] = {"mask": False, "kernel": False, "measured": True, "required": False,
                                 "steps": spec.settings.get("steps"), "lr": spec.settings.get("lr"),
                                 "steps_from": rows.get("steps", {}).get("from"), "lr_from": rows.get("lr", {}).get("from"),
@@ -460,9 +481,9 @@ class WebApp:
         check_task(req.task)
         if req.sampler not in SAMPLERS:
             raise PageError(f"unknown sampler {req.sampler!r}; samplers: {', '.join(sorted(SAMPLERS))}")
-        trained = model_kind(req.sampler) != "prior"  # its built-in weights are chosen by the clean image's size
+        by_size = model_kind(req.sampler) != "prior" or req.model == BUILTIN  # built-in weights: by the clean size
         try:
-            size = clean_size(req.task, req.image, req.mode == MEASURED) if trained else None
+            size = clean_size(req.task, req.image, req.mode == MEASURED) if by_size else None
         except USER_ERRORS as exc:
             raise PageError(tidy(str(exc), [Path(req.image).parent])) from None
         prior = self.model(req.sampler, req.model, req.task, size, bool(req.resize))
@@ -505,7 +526,8 @@ class WebApp:
                     check_settings(req.sampler, {key: value}, label)
                     settings[key] = value
             return make_spec(prior, req.task, req.sampler, {}, settings, mask=mask, kernel=kernel,
-                             reference=reference, device=self.device, model_name=str(req.model),
+                             reference=reference, device=self.device,
+                             model_name=getattr(prior, "name", str(req.model)) if req.model == BUILTIN else str(req.model),
                              own_size=not req.resize)
 
         spec = self._spec_or_error(build, folders)
