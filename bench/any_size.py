@@ -1,18 +1,20 @@
 """Any image size through the tiled denoiser: seams, and cost against pixel count, in one run.
 
 seams: restores images larger than the prior (4x SR, SPGD at short settings) with blended tiles (overlap
-half a tile, halo tile/8: spgd's default) and with independent tiles (no overlap, no halo: the usual
-alternative), and DDNM (its defaults) with blended tiles and with its own Mask-Shift (tiles one after
-the other, the overlap with finished tiles known), and compares the mean gradient magnitude of the
-restored image on the pixel pairs that straddle a possible seam (where the blending weights of one tile
-end; for Mask-Shift, where a tile's pixels end and the next tile's new ones begin) against all other
-pixel pairs: a ratio near 1 means no visible seam. The image is smooth (random values every 8 px, upsampled), so a seam is not hidden by
+half a tile, halo tile/8: spgd's default), with independent tiles (no overlap, no halo: the usual
+alternative) and with random-shift tiles (no overlap, the grid moved at every call), and DDNM (its
+defaults) with blended tiles, random-shift tiles and its own Mask-Shift (tiles one after the other, the
+overlap with finished tiles known), and compares the mean gradient magnitude of the restored image on
+the pixel pairs that straddle a possible seam (where the blending weights of one tile end; for random
+shifts, the tile borders of the last denoiser call, whose x0 the result is; for Mask-Shift, where a
+tile's pixels end and the next tile's new ones begin) against all other pixel pairs: a ratio near 1
+means no visible seam. The image is smooth (random values every 8 px, upsampled), so a seam is not hidden by
 texture. Writes the worst case as a picture.
 cost: one denoiser call and one input gradient (the per-tile VJP SPGD and DPS need) per size, each in a
 fresh process, with its seconds and peak resident memory above the loaded model.
 
   python bench/any_size.py seams --out bench/results/any_size
-  python bench/any_size.py cost --sizes 64x64 128x128 256x256 512x512 768x1024
+  python bench/any_size.py cost --sizes 64x64 128x128 256x256 512x512 768x1024 --tilings blend shift
 """
 from __future__ import annotations
 
@@ -32,10 +34,15 @@ from spgd.metrics import psnr
 from spgd.priors.tiled import TiledDenoiser, tile_starts
 
 BLENDED = "blended (overlap tile/2, halo tile/8)"
+SHIFTED = "random-shift tiles (overlap tile/4, halo tile/16)"
 TILINGS = {  # name: sampler, the tiled denoiser's settings, the sampler's own
     f"SPGD, {BLENDED}": ("spgd", {}, {}),
     "SPGD, independent tiles": ("spgd", {"overlap": 0, "halo": 0}, {}),
+    "SPGD, random-shift tiles, no overlap": ("spgd", {"shift": True, "overlap": 0, "halo": 0}, {}),
+    f"SPGD, {SHIFTED}": ("spgd", {"shift": True}, {}),
     f"DDNM, {BLENDED}": ("ddnm", {}, {}),
+    "DDNM, random-shift tiles, no overlap": ("ddnm", {"shift": True, "overlap": 0, "halo": 0}, {}),
+    f"DDNM, {SHIFTED}": ("ddnm", {"shift": True}, {}),
     "DDNM, Mask-Shift (tiles in sequence)": ("ddnm", {}, {"mask_shift": True}),
 }
 
@@ -48,14 +55,31 @@ def smooth_image(height: int, width: int, seed: int) -> torch.Tensor:
     return ((x - x.min()) / (x.max() - x.min())).clamp(0, 1)
 
 
-def seam_edges(length: int, tiling: TiledDenoiser, mask_shift: bool) -> list[int]:
-    """Positions where a seam may show: the ends of each tile's core (blended tiles), or, for Mask-Shift, the
-    ends of each tile but the last (where the next tile's new pixels begin)."""
+class LastShift(TiledDenoiser):
+    """Random-shift tiles that remember the offsets of their last call (shared by the seeded copies)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.history: list[list[tuple[int, int]]] = []
+
+    def offsets(self, sigma, height, width):
+        shifts = super().offsets(sigma, height, width)
+        self.history.append(shifts)
+        return shifts
+
+
+def seam_edges(length: int, tiling: TiledDenoiser, mask_shift: bool, shift: int = 0) -> list[int]:
+    """Positions where a seam may show: the ends of each tile's core (blended tiles; for random-shift tiles those
+    of the last call's grid on its canvas, `shift` its offset on this axis), or, for Mask-Shift, the ends of
+    each tile but the last (where the next tile's new pixels begin)."""
     if mask_shift:
         return [start + tiling.tile for start in tile_starts(length, tiling.tile, tiling.tile // 2)[:-1]]
-    starts = tile_starts(length, tiling.tile, tiling.tile - tiling.overlap)
-    return [edge for start in starts for edge in (start + (tiling.halo if start else 0),
-                                                   start + tiling.tile - (tiling.halo if start + tiling.tile < length else 0))]
+    stride = tiling.tile - tiling.overlap
+    canvas = length + stride if tiling.shift and length > tiling.tile else length
+    ends = [edge for start in tile_starts(canvas, tiling.tile, stride)
+            for edge in (start + (tiling.halo if start else 0),
+                         start + tiling.tile - (tiling.halo if start + tiling.tile < canvas else 0))]
+    return [edge - shift for edge in ends if 0 < edge - shift < length]
 
 
 def seam_mask(length: int, edges: list[int]) -> torch.Tensor:
@@ -68,10 +92,11 @@ def seam_mask(length: int, edges: list[int]) -> torch.Tensor:
 
 
 def seam_ratio(x: torch.Tensor, tiling: TiledDenoiser, mask_shift: bool = False) -> float:
-    """Mean |difference| of neighbouring pixels across seams over that elsewhere (rows and columns)."""
+    """Mean |difference| of neighbouring pixels across seams over that elsewhere (rows and columns; one image)."""
     dx, dy = (x[..., :, 1:] - x[..., :, :-1]).abs(), (x[..., 1:, :] - x[..., :-1, :]).abs()
-    mx = seam_mask(x.shape[-1], seam_edges(x.shape[-1], tiling, mask_shift))
-    my = seam_mask(x.shape[-2], seam_edges(x.shape[-2], tiling, mask_shift))
+    oy, ox = tiling.history[-1][0] if tiling.shift else (0, 0)
+    mx = seam_mask(x.shape[-1], seam_edges(x.shape[-1], tiling, mask_shift, ox))
+    my = seam_mask(x.shape[-2], seam_edges(x.shape[-2], tiling, mask_shift, oy))
     on = torch.cat([dx[..., mx].flatten(), dy[..., my, :].flatten()])
     off = torch.cat([dx[..., ~mx].flatten(), dy[..., ~my, :].flatten()])
     return float(on.mean() / off.mean())
@@ -86,7 +111,9 @@ def seams(args: argparse.Namespace) -> None:
         clean = smooth_image(args.height, args.width, seed)
         y = spgd.simulate(clean, op, seed=seed)
         for name, (sampler, kw, own) in TILINGS.items():
-            tiled = TiledDenoiser(prior, **kw)
+            if args.only and args.only not in name:
+                continue
+            tiled = LastShift(prior, **kw)
             settings = {**(spgd_settings if sampler == "spgd" else {}), **own}
             start = time.perf_counter()
             out = spgd.restore(y, op, tiled, sampler=sampler, seed=seed, progress=False, **settings)
@@ -102,46 +129,54 @@ def seams(args: argparse.Namespace) -> None:
     print("| tiling | seam ratio (mean, max) | PSNR | s/image |\n|---|---|---|---|")
     for name in TILINGS:
         r = [row for row in rows if row["tiling"] == name]
+        if not r:
+            continue
         ratios = [row["seam_ratio"] for row in r]
         print(f"| {name} | {sum(ratios) / len(r):.3f}, {max(ratios):.3f} | {sum(row['psnr'] for row in r) / len(r):.2f} "
               f"| {sum(row['seconds'] for row in r) / len(r):.1f} |")
     print(f"worst case ({worst[2]}, ratio {worst[0]:.3f}): {args.out / 'worst_seams.png'} (clean | restored)")
 
 
-def one_cost(model: str, height: int, width: int) -> dict:
-    """Seconds and peak memory (MiB above the loaded model) of one call and one input gradient at this size."""
-    prior = TiledDenoiser(spgd.load_prior(model))
+def one_cost(model: str, height: int, width: int, tiling: str = "blend") -> dict:
+    """Seconds and peak memory (MiB above the loaded model) of one call and one input gradient at this size, and
+    the tiles of the call."""
+    net = spgd.load_prior(model)
+    tiles, denoise = [], net.denoise
+    net.denoise = lambda x, sigma: (tiles.append(x.shape[0]), denoise(x, sigma))[1]
+    prior = TiledDenoiser(net, shift=tiling == "shift").for_seeds([0])
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     x = torch.randn(1, 3, height, width)
     start = time.perf_counter()
     with torch.no_grad():
         prior.denoise(x, 1.0)
-    call = time.perf_counter() - start
+    call, count = time.perf_counter() - start, sum(tiles)
     x.requires_grad_(True)
     start = time.perf_counter()
     prior.denoise(x, 1.0).square().sum().backward()
     grad = time.perf_counter() - start
     peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
-    return {"size": f"{width}x{height}", "pixels": height * width, "tiles": len(prior.grid(max(height, 64), max(width, 64))[0]),
+    return {"size": f"{width}x{height}", "tiling": tiling, "pixels": height * width, "tiles": count,
             "call_s": call, "gradient_s": grad, "peak_mib": peak}
 
 
 def cost(args: argparse.Namespace) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), tile batch 16\n"
-          "| size (WxH) | pixels | tiles | call s | gradient s | s per megapixel (call) | peak MiB |\n|---|---|---|---|---|---|---|")
+          "| size (WxH) | tiling | pixels | tiles | call s | gradient s | s per megapixel (call) | peak MiB |\n"
+          "|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         w, h = map(int, size.split("x"))
-        out = subprocess.run([sys.executable, __file__, "_one", args.model, str(h), str(w)], check=True,
-                             capture_output=True, text=True).stdout
-        r = json.loads(out.strip().splitlines()[-1])
-        print(f"| {r['size']} | {r['pixels']} | {r['tiles']} | {r['call_s']:.2f} | {r['gradient_s']:.2f} | "
-              f"{r['call_s'] / r['pixels'] * 1e6:.2f} | {r['peak_mib']:.0f} |", flush=True)
+        for tiling in args.tilings:
+            out = subprocess.run([sys.executable, __file__, "_one", args.model, str(h), str(w), tiling], check=True,
+                                 capture_output=True, text=True).stdout
+            r = json.loads(out.strip().splitlines()[-1])
+            print(f"| {r['size']} | {tiling} | {r['pixels']} | {r['tiles']} | {r['call_s']:.2f} | {r['gradient_s']:.2f} | "
+                  f"{r['call_s'] / r['pixels'] * 1e6:.2f} | {r['peak_mib']:.0f} |", flush=True)
 
 
 def main() -> None:
     if sys.argv[1:2] == ["_one"]:
         torch.set_num_threads(1)
-        print(json.dumps(one_cost(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+        print(json.dumps(one_cost(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -151,10 +186,12 @@ def main() -> None:
     s.add_argument("--height", type=int, default=96)
     s.add_argument("--width", type=int, default=128)
     s.add_argument("--steps", type=int, default=10, help="SPGD outer steps (default: %(default)s)")
+    s.add_argument("--only", default="", help="only the rows whose name contains this")
     s.add_argument("--out", type=Path, default=Path("bench/results/any_size"))
     c = sub.add_parser("cost")
     c.add_argument("--model", default="builtin:faces64")
     c.add_argument("--sizes", nargs="+", default=["64x64", "128x128", "256x256", "512x512", "1024x768"])
+    c.add_argument("--tilings", nargs="+", default=["blend"], choices=["blend", "shift"])
     args = parser.parse_args()
     torch.set_num_threads(1)
     seams(args) if args.what == "seams" else cost(args)

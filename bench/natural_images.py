@@ -71,10 +71,12 @@ def matlab_bicubic(y: torch.Tensor) -> torch.Tensor:
 
 
 def sampler_method(prior: Any, task: str, text: str) -> tuple[str, Method]:
-    """A table row for `NAME[:KEY=VALUE,...]`: the sampler on `prior` with the task's resolved settings."""
+    """A table row for `NAME[:KEY=VALUE,...]`: the sampler on `prior` with the task's resolved settings
+    (`tiling=shift`: random-shift tiles instead of blended ones)."""
     name, _, rest = text.partition(":")
     settings = parse_key_values([item for item in rest.split(",") if item], "--samplers")
-    spec = make_spec(prior, task, sampler=name, settings=settings, own_size=True)
+    tiling = str(settings.pop("tiling", "blend"))
+    spec = make_spec(prior, task, sampler=name, settings=settings, own_size=True, tiling=tiling)
     count = sum(p.numel() for p in prior.parameters())
 
     def restore(y: torch.Tensor, operator: Any, k: int) -> torch.Tensor:

@@ -54,6 +54,16 @@ def test_clean_super_resolution_is_restored_at_the_image_size(tmp_path, tiny_pri
     assert config["restored_sizes"] == {"wide.png": "200x136"} and config["resize"] is False
 
 
+def test_random_shift_tiling_from_the_command_line_is_recorded_and_differs_from_the_blend(tmp_path, tiny_prior_path):
+    image = photo(tmp_path / "wide.png", 200, 136)
+    for tiling in ("blend", "shift"):
+        assert restore(["-t", "super_resolution", "--simulate", "-i", str(image), "-o", str(tmp_path / tiling),
+                        "--tiling", tiling], tiny_prior_path) == 0
+        assert yaml.safe_load((tmp_path / tiling / "config.yaml").read_text())["tiling"] == tiling
+    shifted = pixels(tmp_path / "shift" / "wide.png")
+    assert shifted.shape == (136, 200, 3) and not np.array_equal(shifted, pixels(tmp_path / "blend" / "wide.png"))
+
+
 def test_clean_inpainting_with_a_mask_of_the_image_size(tmp_path, tiny_prior_path):
     image = photo(tmp_path / "wide.png", 200, 136)
     mask = np.full((136, 200), 255, np.uint8)

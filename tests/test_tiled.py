@@ -299,3 +299,110 @@ def test_seeded_results_at_an_odd_size_do_not_depend_on_the_batch(sampler):
     assert torch.equal(both, spgd.restore(y, op, ConvDenoiser(), seed=[5, 6], **run))
     for k in range(2):
         assert torch.equal(both[k:k + 1], spgd.restore(y[k:k + 1], op, ConvDenoiser(), seed=[5 + k], **run)), k
+
+
+@pytest.mark.parametrize("height, width", [(37, 31), (9, 23), (40, 64), (16, 40)])
+def test_random_shift_tiles_cover_every_pixel_once(height, width):
+    """With an identity 'prior' the shifted tiling returns the image itself (the weights sum to one on it), with
+    and without overlap."""
+    prior = type("Id", (ConvDenoiser,), {"denoise": lambda self, x, s: x})()
+    x = rand(2, 3, height, width)
+    for identity in (TiledDenoiser(prior, shift=True, overlap=0, halo=0), TiledDenoiser(prior, shift=True)):
+        torch.testing.assert_close(identity.for_seeds([3, 4]).denoise(x, torch.tensor([0.5, 2.0])), x,
+                                   rtol=0, atol=1e-6)
+
+
+def test_random_shift_offsets_come_from_the_seed_and_the_noise_level():
+    tiled = TiledDenoiser(ConvDenoiser(), shift=True, overlap=0, halo=0)
+    levels = torch.linspace(0.1, 10, 40)
+    a = tiled.for_seeds([7]).offsets(levels, 100, 90)
+    assert a == tiled.for_seeds([7]).offsets(levels, 100, 90)  # a function of (seed, sigma): reruns agree
+    assert len(set(a)) > 30 and all(0 <= dy < 16 and 0 <= dx < 16 for dy, dx in a)  # moves with every level
+    assert a != tiled.for_seeds([8]).offsets(levels, 100, 90)
+    assert all(dy == 0 for dy, _ in tiled.for_seeds([7]).offsets(levels, 16, 90))  # one tile high: no shift
+    assert tiled.for_seeds([1, 2]) is not tiled and TiledDenoiser(ConvDenoiser()).for_seeds([1]).seeds is None
+    with pytest.raises(ValueError, match="for_seeds"):
+        tiled.denoise(rand(1, 3, 37, 31), 1.0)
+    with pytest.raises(ValueError, match="2 \\* halo <= overlap"):
+        TiledDenoiser(ConvDenoiser(), shift=True, overlap=0, halo=2)
+    assert (TiledDenoiser(ConvDenoiser(), shift=True).overlap, TiledDenoiser(ConvDenoiser(), shift=True).halo) == (4, 1)
+    assert all(0 <= dy < 12 for dy, _ in TiledDenoiser(ConvDenoiser(), shift=True, overlap=4).for_seeds([7]).offsets(
+        levels, 100, 90))  # offsets within one stride
+
+
+def test_random_shift_results_do_not_depend_on_the_batch_and_stack_step_major():
+    tiled = TiledDenoiser(NonlinearDenoiser(), shift=True, batch=5)
+    x, sigma = rand(2, 3, 37, 45), torch.tensor([0.2, 4.0])
+    together = tiled.for_seeds([5, 6]).denoise(x, sigma)
+    alone = torch.cat([TiledDenoiser(NonlinearDenoiser(), shift=True, batch=1).for_seeds([5 + i]).denoise(x[i:i + 1], sigma[i])
+                       for i in range(2)])
+    torch.testing.assert_close(together, alone, rtol=0, atol=1e-6)
+    # steps x images in one call (DeqIR): image j uses seed j % 2, with its own sigma
+    levels = torch.tensor([0.2, 4.0, 1.0, 1.0])
+    stacked = tiled.for_seeds([5, 6]).denoise(torch.cat([x, x]), levels)
+    torch.testing.assert_close(stacked[:2], together, rtol=0, atol=1e-6)
+    torch.testing.assert_close(stacked[2:], tiled.for_seeds([5, 6]).denoise(x, 1.0), rtol=0, atol=1e-6)
+
+
+def test_random_shift_gradient_equals_autograd_through_the_shifted_tiles():
+    prior = NonlinearDenoiser()
+    tiled = TiledDenoiser(prior, shift=True, batch=3).for_seeds([2, 9])  # overlap 4, halo 1: stride 12
+    x, sigma, g = rand(2, 3, 37, 31), torch.tensor([0.5, 1.5]), rand(2, 3, 37, 31, seed=1)
+    x1 = x.clone().requires_grad_(True)
+    (grad_tiled,) = torch.autograd.grad((tiled.denoise(x1, sigma) * g).sum(), x1)
+    # written out: each image reflect-padded into a canvas a stride (12) larger at its offset, the canvas's grid
+    x2 = x.clone().requires_grad_(True)
+    ch, cw = 37 + 12, 31 + 12
+    spots, weights = tiled.grid(ch, cw)
+    outs = []
+    for i, (dy, dx) in enumerate(tiled.offsets(sigma, 37, 31)):
+        canvas = nn.functional.pad(x2[i:i + 1], (dx, cw - 31 - dx, dy, ch - 37 - dy), mode="reflect")
+        blend = sum(nn.functional.pad(w.float() * prior.denoise(canvas[..., t:t + 16, l:l + 16], sigma[i]),
+                                      (l, cw - l - 16, t, ch - t - 16)) for (t, l), w in zip(spots, weights))
+        outs.append(blend[..., dy:dy + 37, dx:dx + 31])
+    out = torch.cat(outs)
+    (grad_plain,) = torch.autograd.grad((out * g).sum(), x2)
+    torch.testing.assert_close(grad_tiled, grad_plain, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(tiled.denoise(x, sigma), out.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_random_shift_runs_far_fewer_tiles_than_the_blend():
+    """The point of shifting: 1024x768 with a 64-px prior takes at most 17 x 13 tiles per call without overlap,
+    not 31 x 23; with the default quarter-tile overlap at most 23 x 18."""
+    calls = []
+
+    class Counting(ConvDenoiser):
+        def denoise(self, x, sigma):
+            calls.append(x.shape[0])
+            return x
+
+    shifted = TiledDenoiser(Counting(size=64), shift=True, overlap=0, halo=0, batch=64).for_seeds([0])
+    with torch.no_grad():
+        shifted.denoise(torch.zeros(1, 3, 768, 1024), 1.0)
+    assert 12 * 16 <= sum(calls) <= 13 * 17 and len(TiledDenoiser(Counting(size=64)).grid(768, 1024)[0]) == 23 * 31
+    calls.clear()
+    with torch.no_grad():
+        TiledDenoiser(Counting(size=64), shift=True, batch=64).for_seeds([0]).denoise(
+            torch.zeros(1, 3, 768, 1024), 1.0)
+    assert 16 * 21 <= sum(calls) <= 18 * 23
+
+
+@pytest.mark.parametrize("sampler, settings", [("spgd", {}), ("ddnm", {}), ("deqir", {}),
+                                                ("deqir", {"solver": "anderson"})])  # parallel: steps x images per call
+def test_random_shift_restores_are_seeded_and_batch_invariant(sampler, settings):
+    import spgd
+
+    from .test_contracts import SETTINGS
+
+    mask = (torch.rand(1, 1, 37, 31, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+    op = spgd.make_operator("inpainting", mask=mask, noise_sigma=0.05)
+    x = torch.rand(2, 3, 37, 31, generator=torch.Generator().manual_seed(0))
+    y = spgd.simulate(x, op, seed=[5, 6])
+    run = dict(sampler=sampler, progress=False, on_nan="mark", tiling="shift", **{**SETTINGS[sampler], **settings})
+    both = spgd.restore(y, op, ConvDenoiser(), seed=[5, 6], **run)
+    assert torch.isfinite(both).all()
+    assert not torch.equal(both, spgd.restore(y, op, ConvDenoiser(), seed=[5, 6], **{**run, "tiling": "blend"}))
+    for k in range(2):
+        assert torch.equal(both[k:k + 1], spgd.restore(y[k:k + 1], op, ConvDenoiser(), seed=[5 + k], **run)), k
+    with pytest.raises(ValueError, match="tiling must be one of blend, shift"):
+        spgd.restore(y, op, ConvDenoiser(), seed=[5, 6], **{**run, "tiling": "random"})

@@ -5,7 +5,7 @@ measurements y, the published [-1, 1] convention holds (noise sigma is stated in
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -14,7 +14,7 @@ from .protocols import Denoiser, Operator
 from .samplers import get_sampler, mean_of_runs
 from .priors.tiled import for_size
 from .threads import set_threads
-from .seeding import make_generators
+from .seeding import image_seeds, make_generators
 
 
 def to_model_range(x01: Tensor) -> Tensor:
@@ -40,7 +40,7 @@ def simulate(x: Tensor, operator: Operator, seed: int | Sequence[int] = 0) -> Te
 
 def restore(y: Tensor, operator: Operator, prior: Denoiser | None = None, sampler: str = "spgd",
             seed: int | Sequence[int] = 0, x_start: Tensor | None = None, keep_measured: bool = False,
-            **sampler_params: Any) -> Tensor:
+            tiling: str = "blend", **sampler_params: Any) -> Tensor:
     """Restored images in [0, 1] from measurements y, with the named sampler and the prior (by default the
     built-in prior for the image size, on y's device: the face prior at 64x64, else the natural one; for `sampler="diffir"` a DiffIR model, by default the built-in
     weights for the operator and the image size).
@@ -53,19 +53,32 @@ def restore(y: Tensor, operator: Operator, prior: Denoiser | None = None, sample
     `keep_measured=True` puts the entries y measures directly back into the result (inpainting: the
     known pixels, noise included, so a measured photo's own pixels come back unchanged); operators that
     measure no pixel directly leave the result as the sampler made it (`keep_measured_pixels`).
+    `tiling`: how a fixed-size prior covers another size, "blend" (overlapping tiles, the default) or
+    "shift" (random-shift tiles, about 4x fewer network passes; docs/any-size.md).
     """
     if prior is None:  # the built-in prior for the size, or a trained restorer's built-in weights for the operator
         from .models import load_model
 
         prior = load_model(None, sampler, operator, device=str(y.device), image_size=operator.input_shape(y)[-2:])
     check_measurement(y, operator, prior)
-    prior = for_size(prior, operator.input_shape(y)[-2:], progress=sampler_params.get("progress", True))
+    prior = for_size(prior, operator.input_shape(y)[-2:], progress=sampler_params.get("progress", True), tiling=tiling)
     if y.device.type == "cpu":
         set_threads(None)  # one torch thread per free core, unless the user fixed the count
     runs = int(sampler_params.pop("mean_of", 1))
-    x = mean_of_runs(get_sampler(sampler), prior, operator, y, runs=runs, x_start=x_start, seed=seed,
-                        **sampler_params)
+    x = mean_of_runs(_seeding_the_prior(get_sampler(sampler)), prior, operator, y, runs=runs, x_start=x_start,
+                     seed=seed, **sampler_params)
     return to_image_range(keep_measured_pixels(x, y, operator) if keep_measured else x)
+
+
+def _seeding_the_prior(sampler: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """The sampler, handed the prior for each run's per-image seeds (`for_seeds`, where a prior draws at random:
+    random-shift tiles), so a mean of runs shifts its tiles differently in every run."""
+    def run(prior: Any, operator: Operator, y: Tensor, *, seed: int | Sequence[int] = 0, **settings: Any) -> Tensor:
+        for_seeds = getattr(prior, "for_seeds", None)
+        if for_seeds is not None:
+            prior = for_seeds(image_seeds(seed, y.shape[0]))
+        return sampler(prior, operator, y, seed=seed, **settings)
+    return run
 
 
 def keep_measured_pixels(x: Tensor, y: Tensor, operator: Operator) -> Tensor:

@@ -33,6 +33,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     _add_setting_args(p)
     p.add_argument("--resize", action="store_true", help="centre-crop and resize inputs to the prior's size (restore: "
                    "without it each image is restored at its own size, a measurement at the size behind it)")
+    p.add_argument("--tiling", choices=["blend", "shift"], default="blend",
+                   help="how a fixed-size prior covers a larger image: blend (overlapping tiles blended, the default) "
+                        "or shift (random-shift tiles without overlap: about 4x fewer network passes; docs/any-size.md)")
     p.add_argument("--seed", type=int, default=0, help="seed; image i of the inputs uses seed + i")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
@@ -147,7 +150,8 @@ def _run_spec(args: argparse.Namespace, prior: Any, model_name: str, device: str
             settings[key] = getattr(args, key)
     return make_spec(prior, args.task, args.sampler, operator, settings, mask=getattr(args, "mask", None),
                      kernel=getattr(args, "kernel", None), reference=args.reference, device=device,
-                     model_name=model_name, own_size=not getattr(args, "resize", False))
+                     model_name=model_name, own_size=not getattr(args, "resize", False),
+                     tiling=getattr(args, "tiling", "blend"))
 
 
 def _restore(args: argparse.Namespace) -> int:

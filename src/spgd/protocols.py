@@ -19,7 +19,9 @@ class Denoiser(Protocol):
     `sigma_min`/`sigma_max`: the range continuous samplers clamp their levels to. `ladder`: the
     ascending discrete levels (float64) DDPM-chain samplers walk: the training ladder of a discrete
     prior, a standard 1,000-level one for a continuous prior. Optional: `tile_denoiser`, (a fixed-size
-    denoiser, its side) where this one runs that on tiles, for samplers with a tiling of their own.
+    denoiser, its side) where this one runs that on tiles, for samplers with a tiling of their own;
+    `for_seeds(seeds)`, the denoiser for a run of images with these seeds, where it draws at random itself
+    (random-shift tiles); `spgd.restore` calls it before each run, so no sampler needs to.
     """
 
     image_channels: int

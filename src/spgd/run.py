@@ -14,6 +14,7 @@ from torch import Tensor
 from . import io
 from .api import restore, simulate, to_model_range
 from .operators import Operator, load_mask, make_operator
+from .priors.tiled import TILINGS
 from .protocols import Denoiser
 from .samplers import Trace, takes_reference
 from .tasks import load_task, setting_layers
@@ -34,6 +35,7 @@ class RunSpec:
     reference_file: str = ""  # the image file of settings["reference"], if any
     mask_file: str = ""  # the file of operator["mask"], if any
     own_size: bool = False  # images are restored at their own size unless resized (`restored_size`), else at the prior's
+    tiling: str = "blend"  # how a fixed-size prior covers another size (`spgd.restore`'s `tiling`)
 
     def make_operator(self) -> Operator:
         """A fresh operator (random parameters not drawn yet) on the run's device."""
@@ -55,7 +57,7 @@ class RunSpec:
         if self.reference_file:
             settings["reference"] = self.reference_file
         return {"model": self.model_name, "operator": plain(self.operator), "sampler": self.sampler,
-                "sampler_settings": settings, "recommended_by_the_prior": dict(self.recommended)}
+                "sampler_settings": settings, "recommended_by_the_prior": dict(self.recommended), "tiling": self.tiling}
 
     def setting_rows(self) -> dict[str, dict[str, Any]]:
         """{setting: its value in each layer that sets it ({layer name: value}, see `spgd.tasks.LAYERS`),
@@ -71,14 +73,17 @@ class RunSpec:
 def make_spec(prior: Denoiser | None, task: str | Path, sampler: str = "spgd", operator: dict[str, Any] | None = None,
               settings: dict[str, Any] | None = None, *, mask: Path | None = None, kernel: Path | None = None,
               reference: Path | None = None, device: str = "cpu", model_name: str = "",
-              own_size: bool = False) -> RunSpec:
+              own_size: bool = False, tiling: str = "blend") -> RunSpec:
     """The resolved run of a task preset (name or YAML file): operator parameters (preset < `operator` <
     a mask or kernel file) and sampler settings (defaults < preset < the prior's recommended <
     `settings`), each checked against what the operator or sampler accepts; `layers` keeps each layer.
     `reference`: an image file for a sampler that takes one (a `reference` setting), centre-cropped and
     resized to the prior's size. `prior` None: the settings without a model's recommendation (the page's form
     before its model is known). `own_size`: images are restored at their own size (`restored_size`, which
-    then checks the mask's size against each image's); else the mask must be of the prior's size."""
+    then checks the mask's size against each image's); else the mask must be of the prior's size. `tiling`:
+    how a fixed-size prior covers other sizes ("blend" or "shift", `spgd.restore`)."""
+    if tiling not in TILINGS:
+        raise ValueError(f"tiling must be one of {', '.join(TILINGS)}, got {tiling!r}")
     preset = load_task(task)
     params = {**preset["operator"], **(operator or {})}
     if mask is not None:
@@ -90,7 +95,7 @@ def make_spec(prior: Denoiser | None, task: str | Path, sampler: str = "spgd", o
     resolved = {key: value for layer in layers.values() for key, value in layer.items()}
     spec = RunSpec(prior=prior, operator=params, sampler=sampler, settings=resolved, device=device,
                    model_name=model_name, recommended=recommended, layers=layers,
-                   mask_file=str(mask) if mask is not None else "", own_size=own_size)
+                   mask_file=str(mask) if mask is not None else "", own_size=own_size, tiling=tiling)
     if reference is not None:
         if not takes_reference(sampler):
             raise ValueError(f"--reference {reference}: {sampler} takes no reference image (samplers that do: "
@@ -229,7 +234,7 @@ def restore_batch(spec: RunSpec, seeds: list[int], clean: Tensor | None = None, 
     y = simulate(clean, operator, seeds) if clean is not None else measured
     trace = trace or Trace(keep_images=False, curves=False)
     restored = restore(y, operator, spec.prior, sampler=spec.sampler, seed=seeds, keep_measured=keep_measured,
-                       **{**spec.settings, "on_nan": "mark", "trace": trace, "progress": progress}).cpu()
+                       tiling=spec.tiling, **{**spec.settings, "on_nan": "mark", "trace": trace, "progress": progress}).cpu()
     failed = [trace.failed.get(k, -1 if bool(torch.isnan(restored[k]).any()) else None)
               for k in range(len(seeds))]
     reasons = [trace.reasons.get(k, "NaN result") if step is not None else None for k, step in enumerate(failed)]
