@@ -53,3 +53,15 @@ def test_it_carries_exactly_the_recommended_settings_of_the_repository(prior):
 def test_a_photo_gets_it_and_a_64x64_face_the_face_prior():
     assert load_model(None, "spgd", "super_resolution", image_size=(400, 600)).name == "builtin:natural"
     assert load_model(None, "spgd", "super_resolution", image_size=(64, 64)).name == "builtin:faces64"
+
+
+@pytest.mark.parametrize("task, floor", [("super_resolution", 24.0), ("inpainting_random", 24.0), ("gaussian_blur", 22.0)])
+def test_its_recommended_spgd_settings_restore_each_task_without_diverging(prior, task, floor):
+    """The settings the file carries for a task (one run), on the coffee crop: no divergence, a usable result.
+    (SR's lr 15 once applied to every task and made inpainting and deblurring diverge.)"""
+    from spgd.run import make_spec, restore_batch
+
+    spec = make_spec(prior, task, "spgd", settings={"mean_of": 1})
+    result = restore_batch(spec, [0], clean=coffee_crop(), progress=False)
+    assert result.failed_steps == [None]
+    assert float(psnr(result.restored, coffee_crop())) > floor
