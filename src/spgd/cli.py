@@ -20,6 +20,7 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     """The task, prior and sampler arguments `restore` and `bench` share."""
+    from .priors.tiled import TILINGS
     from .samplers import SAMPLERS
 
     p.add_argument("--task", "-t", required=True, help="task preset name (`spgd tasks` lists them) or a YAML file")
@@ -33,7 +34,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     _add_setting_args(p)
     p.add_argument("--resize", action="store_true", help="centre-crop and resize inputs to the prior's size (restore: "
                    "without it each image is restored at its own size, a measurement at the size behind it)")
-    p.add_argument("--tiling", choices=["blend", "shift"], default="blend",
+    p.add_argument("--tiling", choices=TILINGS, default="blend",
                    help="how a fixed-size prior covers a larger image: blend (half-tile overlap, the default) or "
                         "shift (the grid moved at random at every step, quarter-tile overlap: 1.9x fewer network "
                         "passes at 1024x768; docs/any-size.md)")

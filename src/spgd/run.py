@@ -14,7 +14,7 @@ from torch import Tensor
 from . import io
 from .api import restore, simulate, to_model_range
 from .operators import Operator, load_mask, make_operator
-from .priors.tiled import TILINGS
+from .priors.tiled import check_tiling
 from .protocols import Denoiser
 from .samplers import Trace, takes_reference
 from .tasks import load_task, setting_layers
@@ -82,8 +82,7 @@ def make_spec(prior: Denoiser | None, task: str | Path, sampler: str = "spgd", o
     before its model is known). `own_size`: images are restored at their own size (`restored_size`, which
     then checks the mask's size against each image's); else the mask must be of the prior's size. `tiling`:
     how a fixed-size prior covers other sizes ("blend" or "shift", `spgd.restore`)."""
-    if tiling not in TILINGS:
-        raise ValueError(f"tiling must be one of {', '.join(TILINGS)}, got {tiling!r}")
+    check_tiling(tiling)
     preset = load_task(task)
     params = {**preset["operator"], **(operator or {})}
     if mask is not None:

@@ -194,12 +194,17 @@ class TiledDenoiser(nn.Module):
 TILINGS = ("blend", "shift")  # spgd.restore's `tiling`: blended overlapping tiles, or random-shift tiles
 
 
+def check_tiling(tiling: str) -> None:
+    """A ValueError unless `tiling` is one of TILINGS."""
+    if tiling not in TILINGS:
+        raise ValueError(f"tiling must be one of {', '.join(TILINGS)}, got {tiling!r}")
+
+
 def for_size(prior: Any, shape: tuple[int, int], progress: bool = False, tiling: str = "blend") -> Any:
     """`prior` for images of `shape` (H, W): itself at its native size, when it states none, or when it is no
     denoiser (a trained restorer such as DiffIR takes any size itself), else tiled (`tiling`: "blend" or
     "shift"; `progress`: a bar of tiles on large images)."""
-    if tiling not in TILINGS:
-        raise ValueError(f"tiling must be one of {', '.join(TILINGS)}, got {tiling!r}")
+    check_tiling(tiling)
     size = prior.image_size
     if size is None or tuple(shape) == (size, size) or not hasattr(prior, "denoise"):
         return prior
