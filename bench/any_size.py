@@ -12,9 +12,14 @@ means no visible seam. The image is smooth (random values every 8 px, upsampled)
 texture. Writes the worst case as a picture.
 cost: one denoiser call and one input gradient (the per-tile VJP SPGD and DPS need) per size, each in a
 fresh process, with its seconds and peak resident memory above the loaded model.
+whole: the prior's x0 estimate of a noisy photo (scikit-image's coffee, in no training set) at several noise
+levels, from blended tiles, random-shift tiles and one whole-image call of the network (reflect-padded to a
+multiple of 8, what its three downsamplings need): PSNR against the clean photo, and seconds. Whether a
+convolutional prior should run whole-image, answered by measurement (docs/any-size.md).
 
   python bench/any_size.py seams --out bench/results/any_size
   python bench/any_size.py cost --sizes 64x64 128x128 256x256 512x512 768x1024 --tilings blend shift
+  python bench/any_size.py whole --model builtin:natural --sizes 128x128 384x256 600x400
 """
 from __future__ import annotations
 
@@ -173,6 +178,43 @@ def cost(args: argparse.Namespace) -> None:
                   f"{r['call_s'] / r['pixels'] * 1e6:.2f} | {r['peak_mib']:.0f} |", flush=True)
 
 
+def whole_image_call(net, x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """One call of the network on the whole image, reflect-padded on the bottom/right to a multiple of 8."""
+    height, width = x.shape[-2:]
+    padded = torch.nn.functional.pad(x, (0, -width % 8, 0, -height % 8), mode="reflect")
+    return net.denoise(padded, sigma)[..., :height, :width]
+
+
+def whole(args: argparse.Namespace) -> None:
+    from skimage import data
+
+    net = spgd.load_prior(args.model)
+    ways = {"blended tiles": TiledDenoiser(net).denoise,
+            "random-shift tiles": TiledDenoiser(net, shift=True).for_seeds([0]).denoise,
+            "whole image": lambda x, sigma: whole_image_call(net, x, sigma)}
+    photo = torch.from_numpy(data.coffee().copy()).permute(2, 0, 1)[None].float() / 255
+    print(f"{args.model}, torch {torch.__version__}, {torch.get_num_threads()} thread(s); x0 PSNR (dB) / seconds\n"
+          f"| size (WxH) | sigma | {' | '.join(ways)} |\n|---|---|{'---|' * len(ways)}")
+    rows = []
+    for size in args.sizes:
+        w, h = map(int, size.split("x"))
+        top, left = (photo.shape[-2] - h) // 2, (photo.shape[-1] - w) // 2
+        clean = photo[..., top:top + h, left:left + w]
+        for sigma in args.sigmas:
+            noisy = clean * 2 - 1 + sigma * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+            row = {"size": size, "sigma": sigma}
+            for name, denoise in ways.items():
+                start = time.perf_counter()
+                with torch.no_grad():
+                    x0 = denoise(noisy, sigma)
+                row[name] = (float(psnr(((x0 + 1) / 2).clamp(0, 1), clean)), time.perf_counter() - start)
+            rows.append(row)
+            print(f"| {size} | {sigma:g} | " + " | ".join(f"{row[n][0]:.2f} / {row[n][1]:.2f}" for n in ways) + " |",
+                  flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "whole.json").write_text(json.dumps({"model": args.model, "rows": rows}, indent=1))
+
+
 def main() -> None:
     if sys.argv[1:2] == ["_one"]:
         torch.set_num_threads(1)
@@ -192,9 +234,14 @@ def main() -> None:
     c.add_argument("--model", default="builtin:faces64")
     c.add_argument("--sizes", nargs="+", default=["64x64", "128x128", "256x256", "512x512", "1024x768"])
     c.add_argument("--tilings", nargs="+", default=["blend"], choices=["blend", "shift"])
+    h = sub.add_parser("whole")
+    h.add_argument("--model", default="builtin:natural")
+    h.add_argument("--sizes", nargs="+", default=["128x128", "384x256", "600x400"])
+    h.add_argument("--sigmas", nargs="+", type=float, default=[0.05, 0.2, 1.0, 5.0])
+    h.add_argument("--out", type=Path, default=Path("bench/results/any_size/natural"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    seams(args) if args.what == "seams" else cost(args)
+    {"seams": seams, "cost": cost, "whole": whole}[args.what](args)
 
 
 if __name__ == "__main__":
