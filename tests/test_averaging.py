@@ -12,7 +12,7 @@ from spgd.operators import make_operator
 from spgd.priors.gaussian import GaussianPrior
 from spgd.samplers import POSTERIOR_SAMPLERS, Trace, sampler_settings
 from spgd.samplers.averaging import mean_of_runs, run_seeds
-from spgd.seeding import make_generators
+from spgd.seeding import StepNoise, make_generators, negated_draws, randn_per_image
 from spgd.tasks import load_task, resolve_settings
 
 from .conftest import write_face_like
@@ -60,6 +60,51 @@ def test_the_mean_of_runs_approaches_the_exact_posterior_mean():
     assert error_mean < error_one / 2.5  # sqrt(1/16 + bias^2): measured 0.21
 
 
+@pytest.mark.parametrize("name, settings", [("spgd", dict(FAST["spgd"], mode="reference")), ("ddnm", FAST["ddnm"])])
+def test_an_antithetic_pair_of_an_affine_sampler_is_the_same_for_every_seed(name, settings):
+    """On a Gaussian prior with a linear operator SPGD's reference mode (start noise only) and DDNM (fresh
+    noise at every step too) are affine in their draws: a run is c + L z, so (run(z) + run(-z)) / 2 = c
+    whatever the seed, while pairs from independent seeds differ by the posterior's spread."""
+    prior, op, _, y = gaussian_batch()
+
+    def pair(seeds, antithetic):
+        return mean_of_runs(POSTERIOR_SAMPLERS[name], prior, op, y, runs=2, antithetic=antithetic, seed=seeds,
+                            progress=False, **settings)
+
+    spread = rms(pair([10, 11, 12], False) - pair([50, 51, 52], False))
+    assert spread > 0.05
+    assert rms(pair([10, 11, 12], True) - pair([50, 51, 52], True)) < 1e-4 * spread
+
+
+def test_an_antithetic_twin_starts_from_its_partners_negated_draws():
+    """SPGD draws only its start, sigma_max z: the twin of run 0 is the run from -sigma_max z. An odd K's last
+    run has no twin, and an image alone gets the mean it gets in a batch."""
+    prior, op, _, y = gaussian_batch()
+    settings, seeds = FAST["spgd"], [10, 11, 12]
+    spgd = POSTERIOR_SAMPLERS["spgd"]
+    sigma_max = min(100.0, prior.sigma_max)  # SPGD's default start, clamped to the prior's range
+    start = sigma_max * randn_per_image((3, 8, 8), make_generators(seeds, 3, "sampler"))
+    runs = [spgd(prior, op, y, seed=seeds, progress=False, **settings),
+            spgd(prior, op, y, x_start=-start, seed=seeds, progress=False, **settings),
+            spgd(prior, op, y, seed=run_seeds(seeds, 2), progress=False, **settings)]
+    three = mean_of_runs(spgd, prior, op, y, runs=3, antithetic=True, seed=seeds, progress=False, **settings)
+    assert torch.allclose(three, sum(runs) / 3, atol=1e-6)
+    op_1 = make_operator("inpainting", mask=op.mask[1:2], noise_sigma=0.05)
+    alone = mean_of_runs(spgd, prior, op_1, y[1:2], runs=3, antithetic=True, seed=[11], progress=False, **settings)
+    assert (alone - three[1:2]).abs().max() < 1e-5
+
+
+def test_negated_draws_negate_every_normal_draw_only_inside():
+    def draws():
+        return randn_per_image((4,), make_generators([3], 1, "x")), StepNoise([3], 1, "y", "cpu")((4,))
+
+    outside = draws()
+    with negated_draws():
+        inside = draws()
+    assert all(torch.equal(a, -b) for a, b in zip(outside, inside))
+    assert all(torch.equal(a, b) for a, b in zip(outside, draws()))
+
+
 def test_a_failed_run_fails_its_image_only():
     prior, op, _, y = gaussian_batch(fail=1)
     trace = Trace(keep_images=False)
@@ -83,6 +128,8 @@ def test_bad_uses_are_clear_errors():
         restore(y, op, prior, progress=False, mean_of=0, **FAST["spgd"])
     with pytest.raises(ValueError, match="x_start fixes every run's start"):
         restore(y, op, prior, x_start=torch.zeros(3, 3, 8, 8), progress=False, mean_of=2, **FAST["spgd"])
+    with pytest.raises(ValueError, match="antithetic must be true or false, got 'yes'"):
+        resolve_settings("spgd", load_task("super_resolution"), {"antithetic": "yes"})
     with pytest.raises(ValueError, match="mean_of must be a whole number"):
         resolve_settings("spgd", load_task("super_resolution"), {"mean_of": 2.5})
     with pytest.raises(ValueError, match="the overrides: mean_of must be >= 1, got 0"):

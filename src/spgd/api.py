@@ -49,7 +49,8 @@ def restore(y: Tensor, operator: Operator, prior: Denoiser | None = None, sample
     sampler's own units, e.g. sigma_max-scaled noise) overrides the seeded start. The settings are the
     sampler's defaults and `sampler_params` (the task presets and a prior's recommended settings are
     applied by `spgd.run.make_spec`, which the command line uses). `mean_of=K` (any sampler) returns the mean
-    of K runs from independent seeds per image, an estimate of the posterior mean (`mean_of_runs`).
+    of K runs from independent seeds per image, an estimate of the posterior mean (`mean_of_runs`);
+    `antithetic=True` makes them pairs of a seed's draws and their negatives, which keeps less of the variance.
     `keep_measured=True` puts the entries y measures directly back into the result (inpainting: the
     known pixels, noise included, so a measured photo's own pixels come back unchanged); operators that
     measure no pixel directly leave the result as the sampler made it (`keep_measured_pixels`).
@@ -66,8 +67,9 @@ def restore(y: Tensor, operator: Operator, prior: Denoiser | None = None, sample
     if y.device.type == "cpu":
         set_threads(None)  # one torch thread per free core, unless the user fixed the count
     runs = int(sampler_params.pop("mean_of", 1))
-    x = mean_of_runs(_seeding_the_prior(get_sampler(sampler)), prior, operator, y, runs=runs, x_start=x_start,
-                     seed=seed, **sampler_params)
+    antithetic = bool(sampler_params.pop("antithetic", False))
+    x = mean_of_runs(_seeding_the_prior(get_sampler(sampler)), prior, operator, y, runs=runs, antithetic=antithetic,
+                     x_start=x_start, seed=seed, **sampler_params)
     return to_image_range(keep_measured_pixels(x, y, operator) if keep_measured else x)
 
 

@@ -3,13 +3,34 @@
 Image i of a batch seeded with `seed` uses seed + i (or the i-th seed of a list). Different uses
 ("measure", "sampler", ...) get independent streams from the same seed, so the measurement noise
 and the sampler's starting noise are never the same draws.
+
+Inside `negated_draws()` every standard normal draw made here comes out negated: the antithetic twin of
+a run (`mean_of` with `antithetic`) sees -z wherever its partner saw z, from the same generators.
 """
 from __future__ import annotations
 
+import contextvars
 import hashlib
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import torch
+
+_NEGATED = contextvars.ContextVar("spgd_negated_draws", default=False)
+
+
+@contextmanager
+def negated_draws() -> Iterator[None]:
+    """Within: `randn_per_image` and `StepNoise` return the negatives of their draws (antithetic runs)."""
+    token = _NEGATED.set(True)
+    try:
+        yield
+    finally:
+        _NEGATED.reset(token)
+
+
+def _signed(noise: torch.Tensor) -> torch.Tensor:
+    return -noise if _NEGATED.get() else noise
 
 
 def stream_seed(seed: int, stream: str) -> int:
@@ -37,7 +58,7 @@ def randn_per_image(shape: Sequence[int], generators: Sequence[torch.Generator |
                     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A batch of standard normal tensors of `shape` (per image), image i drawn from generators[i]."""
     noise = [torch.randn(tuple(shape), generator=g, dtype=torch.float32) for g in generators]
-    return torch.stack(noise).to(device=device, dtype=dtype)
+    return _signed(torch.stack(noise)).to(device=device, dtype=dtype)
 
 
 class StepNoise:
@@ -57,4 +78,4 @@ class StepNoise:
                                for s in image_seeds(seed, batch)]
 
     def __call__(self, shape: Sequence[int]) -> torch.Tensor:
-        return torch.stack([torch.randn(tuple(shape), generator=g, device=self.device) for g in self.generators])
+        return _signed(torch.stack([torch.randn(tuple(shape), generator=g, device=self.device) for g in self.generators]))

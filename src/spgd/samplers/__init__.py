@@ -2,8 +2,9 @@
 
 Every sampler has the signature `sampler(prior, operator, y, x_start=None, seed=0, **settings) -> x`;
 its keyword-only parameters with their defaults are its settings (`sampler_settings`), the one
-place sampler defaults live. `mean_of` is a setting of every sampler, applied around it: the restoration
-is the mean of that many runs from independent seeds (`averaging.mean_of_runs`).
+place sampler defaults live. `mean_of` and `antithetic` are settings of every sampler, applied around it:
+the restoration is the mean of that many runs, from independent seeds or in antithetic pairs
+(`averaging.mean_of_runs`).
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ POSTERIOR_SAMPLERS: dict[str, Callable] = {"spgd": spgd, "dps": dps, "daps": dap
 # every method `--sampler` names: the posterior samplers of a diffusion prior, and trained restorers
 SAMPLERS: dict[str, Callable] = {**POSTERIOR_SAMPLERS, "diffir": diffir}
 RUN_CONTROLS = ("shape", "trace", "progress")  # keyword arguments that steer a call, not the algorithm
-COMMON_SETTINGS = {"mean_of": 1}  # settings of every sampler, applied around it by `mean_of_runs`
+# settings of every sampler, applied around it by `mean_of_runs`
+COMMON_SETTINGS: dict[str, Any] = {"mean_of": 1, "antithetic": False}
 
 
 def get_sampler(name: str) -> Callable:

@@ -1,18 +1,26 @@
-"""The mean of several runs of a sampler on each image, from independent seeds: a posterior-mean estimate.
+"""The mean of several runs of a sampler on each image: a posterior-mean estimate.
 
 A sampler draws one sample of p(x | y). PSNR and SSIM reward the posterior mean E[x | y] instead: in
 expectation a sample's squared error is the mean's plus the posterior variance. The mean of K runs
-keeps 1/K of that variance, so it scores higher PSNR than any one run, at K times the cost, and looks
-smoother (LPIPS rises). Run 0 of an image starts from the image's own seed, so one run is exactly the
-sampler itself.
+from independent seeds keeps 1/K of that variance, so it scores higher PSNR than any one run, at K
+times the cost, and looks smoother (LPIPS rises). Run 0 of an image starts from the image's own seed,
+so one run is exactly the sampler itself.
+
+`antithetic`: the runs come in pairs, the second of each pair from its partner's seed with every
+normal draw negated (-z where the partner drew z; antithetic variates, as in "Antithetic Noise in
+Diffusion Models", Jia et al. 2025). Where a sampler's result is close to odd in its noise about the
+mean (the detail a measurement leaves free), the two errors cancel and a pair keeps far less than half
+the variance: for an exactly affine sampler (a Gaussian prior, a linear operator) a pair's mean is the
+same for every seed. With an odd K the last run has no twin.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, Callable, Sequence
 
 from torch import Tensor
 
-from ..seeding import image_seeds, stream_seed
+from ..seeding import image_seeds, negated_draws, stream_seed
 from .common import Trace
 
 
@@ -22,9 +30,10 @@ def run_seeds(seeds: Sequence[int], k: int) -> list[int]:
 
 
 def mean_of_runs(sampler: Callable[..., Tensor], prior: Any, operator: Any, y: Tensor, *, runs: int,
-                 seed: int | Sequence[int] = 0, x_start: Tensor | None = None, trace: Trace | None = None,
-                 **settings: Any) -> Tensor:
-    """The per-image mean of `runs` runs of `sampler` (in its own units), each from independent seeds.
+                 antithetic: bool = False, seed: int | Sequence[int] = 0, x_start: Tensor | None = None,
+                 trace: Trace | None = None, **settings: Any) -> Tensor:
+    """The per-image mean of `runs` runs of `sampler` (in its own units): from independent seeds, or with
+    `antithetic` as pairs of a seed's draws and their negatives (run 2j + 1 is run 2j's twin).
 
     An image fails (NaN) if any of its runs fails. `trace` records every run, one after another (its
     curves hold runs x steps entries; a progress display sees every step, a cancel stops any run).
@@ -38,7 +47,9 @@ def mean_of_runs(sampler: Callable[..., Tensor], prior: Any, operator: Any, y: T
     seeds = image_seeds(seed, y.shape[0])
     total = None
     for k in range(runs):
-        x = sampler(prior, operator, y, seed=run_seeds(seeds, k), trace=trace, **settings)
+        twin = antithetic and k % 2 == 1
+        with negated_draws() if twin else nullcontext():
+            x = sampler(prior, operator, y, seed=run_seeds(seeds, k - 1 if twin else k), trace=trace, **settings)
         total = x if total is None else total + x
     return total / runs
 
