@@ -155,6 +155,30 @@ def test_export_is_fp16_safetensors_that_load_prior_reads(trained, tmp_path):
     assert torch.isfinite(d).all()
 
 
+def test_an_exported_file_exports_again_with_new_recommendations_and_the_same_weights(trained, tmp_path, capsys):
+    """Weights whose training folder is gone (the shipped ones) get new recommended settings by exporting
+    their file again: same tensors, config and step; the recommendations replaced."""
+    result, _ = trained
+    (tmp_path / "old.yaml").write_text("samplers: {spgd: {steps: 3}}\n")
+    (tmp_path / "new.yaml").write_text("samplers: {spgd: {steps: 4, antithetic: true}}\n")
+    assert main(["export", str(result["checkpoint"]), str(tmp_path / "a.safetensors"), "--recommended",
+                 str(tmp_path / "old.yaml")]) == 0
+    assert main(["export", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"), "--recommended",
+                 str(tmp_path / "new.yaml")]) == 0
+    with safe_open(str(tmp_path / "a.safetensors"), framework="pt") as a, \
+            safe_open(str(tmp_path / "b.safetensors"), framework="pt") as b:
+        assert sorted(a.keys()) == sorted(b.keys()) and all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys())
+        old, new = a.metadata(), b.metadata()
+    assert {k: v for k, v in old.items() if k != "recommended"} == {k: v for k, v in new.items() if k != "recommended"}
+    assert load_prior(tmp_path / "b.safetensors").recommended("super_resolution", "spgd") == {"steps": 4, "antithetic": True}
+    assert main(["export", str(tmp_path / "b.safetensors"), str(tmp_path / "c.safetensors")]) == 0  # kept without YAML
+    assert load_prior(tmp_path / "c.safetensors").recommended("super_resolution", "spgd") == {"steps": 4, "antithetic": True}
+    (tmp_path / "other.safetensors").write_bytes(b"not safetensors")
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "other.safetensors"), str(tmp_path / "d.safetensors")]) == 2
+    assert "other.safetensors: not a safetensors file written by spgd export" in capsys.readouterr().err
+
+
 def test_edm_objective_trains_a_prior_that_loads_as_edm_and_excludes_listed_images(tmp_path):
     folder = tmp_path / "faces"
     folder.mkdir()

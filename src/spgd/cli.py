@@ -307,7 +307,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write a training checkpoint's EMA weights as safetensors for load_prior")
-    p.add_argument("checkpoint", help="checkpoint file, or a training folder (its last checkpoint)")
+    p.add_argument("checkpoint", help="checkpoint file, or a training folder (its last checkpoint), or an exported "
+                                      ".safetensors (written again: new --recommended, --dtype)")
     p.add_argument("output", help="the .safetensors file to write")
     p.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16", help="(default: %(default)s)")
     p.add_argument("--recommended", type=Path, help="YAML of the sampler settings this prior needs, stored in the file: "

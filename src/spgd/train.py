@@ -375,44 +375,60 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
 def read_export(path: str | Path, objective: str) -> dict[str, Any]:
     """The weights, network config and step of a file written by `export_weights` (float32), checked to
     have been trained with `objective`."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--init {path}: no such file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            weights = {k: f.get_tensor(k).float() for k in f.keys()}
-    except Exception as error:  # safetensors raises several types for other files
-        raise CheckpointError(f"--init {path}: not a safetensors file written by spgd export ({type(error).__name__})") from None
-    if "config" not in meta or "step" not in meta:
-        raise CheckpointError(f"--init {path}: no network config and step in its metadata (not from spgd export)")
+    weights, meta = exported_file(Path(path), "--init")
     if meta.get("objective", "eps") != objective:
         raise ValueError(f"--init {path}: trained with objective {meta.get('objective', 'eps')!r}, not {objective!r}")
-    return {"weights": weights, "config": json.loads(meta["config"]), "step": int(meta["step"])}
+    return {"weights": {k: v.float() for k, v in weights.items()}, "config": json.loads(meta["config"]),
+            "step": int(meta["step"])}
 
 
 def export_weights(checkpoint: str | Path, out: str | Path, dtype: torch.dtype = torch.float16,
                    recommended: Mapping[str, Any] | None = None) -> int:
     """Write the EMA weights of a training checkpoint (or a training folder's last) as safetensors.
 
-    The network config goes in the metadata under 'config' (so `load_prior` needs no preset).
+    The network config goes in the metadata under 'config' (so `load_prior` needs no preset). An exported
+    `.safetensors` file may stand for the checkpoint: its weights and metadata are written again (to change
+    the recommended settings of weights whose training folder is gone), `recommended` replacing its own.
     Returns the file size in bytes; compare with MAX_EXPORT_BYTES for a built-in prior.
     """
     from safetensors.torch import save
 
+    if Path(checkpoint).suffix == ".safetensors":
+        weights, metadata = exported_file(Path(checkpoint), "export")
+    else:
+        weights, metadata = _checkpoint_ema(checkpoint)
+    tensors = {k: v.to(dtype).contiguous() for k, v in weights.items()}
+    if recommended:
+        metadata["recommended"] = json.dumps(recommended)
+    blob = save(tensors, metadata=metadata)
+    atomic_write_bytes(out, blob)
+    return len(blob)
+
+
+def _checkpoint_ema(checkpoint: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """The EMA weights of a checkpoint of `spgd train` and the metadata an export carries for them."""
     path = latest_checkpoint(checkpoint)
     if path is None:
         raise CheckpointError(f"{checkpoint}: no checkpoint found")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or "ema" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not a checkpoint written by `spgd train` (no 'ema' and 'config')")
-    tensors = {k: v.to(dtype).contiguous() for k, v in state["ema"].items()}
     objective = state.get("train", {}).get("objective", "eps")
-    metadata = {"config": json.dumps(state["config"]), "step": str(state["step"]), "objective": objective}
-    if recommended:
-        metadata["recommended"] = json.dumps(recommended)
-    blob = save(tensors, metadata=metadata)
-    atomic_write_bytes(out, blob)
-    return len(blob)
+    return state["ema"], {"config": json.dumps(state["config"]), "step": str(state["step"]), "objective": objective}
+
+
+def exported_file(path: Path, role: str) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """The weights and metadata of a file written by `export_weights`; errors name `role` and the file."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{role} {path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            weights = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as error:  # safetensors raises several types for other files
+        raise CheckpointError(f"{role} {path}: not a safetensors file written by spgd export ({type(error).__name__})") from None
+    if "config" not in meta or "step" not in meta:
+        raise CheckpointError(f"{role} {path}: no network config and step in its metadata (not from spgd export)")
+    return weights, meta
