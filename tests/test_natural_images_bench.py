@@ -50,3 +50,26 @@ def test_rows_share_the_measurement_and_a_rerun_reuses_every_record(natural, tmp
     assert again["psnr_y"] == pytest.approx((first + 99.0) / 2, abs=1e-9)
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| SRCNN | 0.057M | - |" in table and "4 border pixels cropped" in table
+
+
+def test_antithetic_runs_scores_the_twins_mean_of_runs_makes(tmp_path, tiny_prior_path):
+    """bench/antithetic_runs.py builds each twin from the negated start by hand: its "2 antithetic" must be
+    the library's antithetic mean of 2 (and "2 independent" its plain mean of 2) on the same measurement."""
+    script = bench_script("antithetic_runs")
+    (tmp_path / "imgs").mkdir()
+    write_face_like(tmp_path / "imgs" / "a.png", size=72, seed=3)
+    settings = ["steps=2", "inner_steps=1", "sigma_max=5.0"]
+    args = argparse.Namespace(root=tmp_path / "imgs", prior=str(tiny_prior_path), runs=2, set=settings, out=tmp_path / "out")
+    scores = script.run(args)["a"]
+    clean = io.load_image(tmp_path / "imgs" / "a.png")[None]
+    op = spgd.make_operator("super_resolution", scale=4, noise_sigma=0.01)
+    y = spgd.simulate(clean, op, seed=[0])
+    prior = spgd.load_prior(tiny_prior_path)
+    spec = spgd.run.make_spec(prior, "super_resolution", sampler="spgd", own_size=True, tiling="shift",
+                              settings={"steps": 2, "inner_steps": 1, "sigma_max": 5.0})
+    for antithetic, name in ((True, "2 antithetic"), (False, "2 independent")):
+        settings_now = {**spec.settings, "mean_of": 2, "antithetic": antithetic}
+        mean = spgd.restore(y, op, prior, sampler="spgd", seed=[0], tiling="shift", progress=False, **settings_now)
+        assert psnr_y(mean, clean, crop_border=4)[0].item() == pytest.approx(scores[name], abs=0.02)
+    assert scores["2 antithetic"] != scores["2 independent"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.pt")) == ["a_run0+.pt", "a_run0-.pt", "a_run1+.pt"]
