@@ -15,7 +15,8 @@ bicubic Set5 row: 28.43 dB against 28.42). Samplers run on spgd's LR only.
 
 A sampler row is `NAME` or `NAME:KEY=VALUE,...` (its settings over the task preset's and the prior's
 recommendation, as `spgd bench --set`); it runs on a fixed-size prior through overlapping tiles. Each
-(method, image) score is written when done to OUT/records/ and reused on a rerun.
+(method, image) score is written when done to OUT/records/ and reused on a rerun; `--shard I/N` splits a set
+between N processes on one OUT (the table of a shard shows its images only: rerun without it for the whole).
 
     python bench/natural_images.py --sets Set5 Set14 BSD100 --diffir natural_sr4.safetensors --out runs/sr
     python bench/natural_images.py --sets Set5 --prior builtin:natural --samplers spgd:steps=10 ddnm --out runs/sr
@@ -127,6 +128,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         files = io.list_images([args.root / name_set])[:args.limit]
         rows: dict[str, list[dict[str, Any]]] = {name: [] for name in table}
         for k, path in enumerate(files):
+            if k % args.shard[1] != args.shard[0]:
+                continue
             clean, y, operator = None, {}, spgd.make_operator(**preset)
             for name, (restore, _, matlab) in table.items():
                 record = record_path(args.out, name_set, name, path.stem)
@@ -149,7 +152,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    "seconds": float(np.median([r["seconds"] for r in got])),
                    **{key: float(np.mean([r[key] for r in got])) for key in sorted(set.intersection(*map(set, got)))
                       if key not in ("image", "seconds", "size")}}  # records of an older run may lack a score
-            for name, got in rows.items()}
+            for name, got in rows.items() if got}  # a shard may hold none of a set's images
     atomic_write_bytes(args.out / "results.json", json.dumps(report, indent=1).encode())
     atomic_write_bytes(args.out / "results.md", markdown(report).encode())
     print(markdown(report))
@@ -177,6 +180,18 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shard(text: str) -> tuple[int, int]:
+    """I/N of --shard, 0 <= I < N."""
+    index, _, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N such as 0/2, got {text!r}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"need 0 <= I < N, got {text!r}")
+    return i, n
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--root", type=Path, default=SHARED, help="folder holding the sets (default: ../shared/datasets/sr)")
@@ -188,8 +203,11 @@ def main() -> None:
     p.add_argument("--prior", default="builtin:natural", help="the samplers' prior (default: %(default)s)")
     p.add_argument("--samplers", nargs="*", default=[], metavar="NAME[:KEY=VALUE,...]", help="sampler rows")
     p.add_argument("--lpips", action="store_true")
+    p.add_argument("--shard", type=shard, default=(0, 1), metavar="I/N",
+                   help="only images k with k mod N = I (k keeps its seed): N processes share a set's records")
     p.add_argument("--out", type=Path, required=True)
     run(p.parse_args())
+
 
 
 if __name__ == "__main__":

@@ -30,7 +30,10 @@ def test_rows_share_the_measurement_and_a_rerun_reuses_every_record(natural, tmp
         write_face_like(tmp_path / "sets" / "Tiny" / f"img_{k}.png", size=size, seed=k)
     args = argparse.Namespace(root=tmp_path / "sets", sets=["Tiny"], limit=None, task="super_resolution", op=[],
                               diffir=[], prior=str(tiny_prior_path), samplers=["ddnm:steps=10"], lpips=False,
-                              out=tmp_path / "out")
+                              shard=(1, 2), out=tmp_path / "out")
+    natural.run(args)  # the second of two shards: image 1 alone, with its own seed
+    assert sorted(p.name for p in (tmp_path / "out" / "records" / "Tiny").glob("*/*.json")) == ["img_1.json"] * 3
+    args.shard = (0, 1)
     report = natural.run(args)
     rows = report["sets"]["Tiny"]
     assert list(rows) == ["bicubic (spgd's LR)", "bicubic (MATLAB imresize, measured here)", "ddnm (steps=10)"]
