@@ -7,11 +7,12 @@ times the cost, and looks smoother (LPIPS rises). Run 0 of an image starts from 
 so one run is exactly the sampler itself.
 
 `antithetic`: the runs come in pairs, the second of each pair from its partner's seed with every
-normal draw negated (-z where the partner drew z; antithetic variates, as in "Antithetic Noise in
-Diffusion Models", Jia et al. 2025). Where a sampler's result is close to odd in its noise about the
-mean (the detail a measurement leaves free), the two errors cancel and a pair keeps far less than half
-the variance: for an exactly affine sampler (a Gaussian prior, a linear operator) a pair's mean is the
-same for every seed. With an odd K the last run has no twin.
+normal draw negated (-z where the partner drew z): antithetic variates. Jia et al. (Antithetic Noise in
+Diffusion Models, arXiv 2506.06185) pair the initial noise this way; here the fresh noise of stochastic
+samplers is negated too. Where a sampler's result is close to odd in its noise about the mean (the
+detail a measurement leaves free), the two errors cancel and a pair keeps far less than half the
+variance: for an exactly affine sampler (a Gaussian prior, a linear operator) a pair's mean is the same
+for every seed. With an odd K the last run has no twin.
 """
 from __future__ import annotations
 
