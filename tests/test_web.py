@@ -349,7 +349,7 @@ def test_diffir_restores_with_its_weights_and_a_wrong_task_is_one_line(tiny_prio
     assert app.model_choices("spgd") == [MODEL] and app.model_choices("diffir") == ["tiny-diffir", web.BUILTIN]
     form = app.task_form("super_resolution", "diffir")
     assert not form["has_lr"] and form["steps"] is None and not form["mask"] and not form["reference"]
-    assert "the defaults of diffir (on_nan raise, mean_of 1)" in form["note"] and "DiffIR tiny-diffir" in form["note"]
+    assert "the defaults of diffir (on_nan raise, mean_of 1, antithetic False)" in form["note"] and "DiffIR tiny-diffir" in form["note"]
     assert "cannot restore a inpainting measurement" in app.task_form("inpainting_random", "diffir")["note"]
 
     def diffir(task="super_resolution", model="tiny-diffir") -> RestoreRequest:
