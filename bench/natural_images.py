@@ -209,6 +209,5 @@ def main() -> None:
     run(p.parse_args())
 
 
-
 if __name__ == "__main__":
     main()
