@@ -11,7 +11,8 @@ tile's pixels end and the next tile's new ones begin) against all other pixel pa
 means no visible seam. The image is smooth (random values every 8 px, upsampled), so a seam is not hidden by
 texture. Writes the worst case as a picture.
 cost: one denoiser call and one input gradient (the per-tile VJP SPGD and DPS need) per size, each in a
-fresh process, with its seconds and peak resident memory above the loaded model.
+fresh process, with its seconds and peak resident memory above the loaded model; `--graph-budgets` compares
+the activations a gradient call may keep (0: every tile computed again in the backward pass).
 whole: the prior's x0 estimate of a noisy photo (scikit-image's coffee, in no training set) at several noise
 levels, from blended tiles, random-shift tiles and one whole-image call of the network (reflect-padded to a
 multiple of 8, what its three downsamplings need): PSNR against the clean photo, and seconds. Whether a
@@ -19,6 +20,7 @@ convolutional prior should run whole-image, answered by measurement (docs/any-si
 
   python bench/any_size.py seams --out bench/results/any_size
   python bench/any_size.py cost --sizes 64x64 128x128 256x256 512x512 768x1024 --tilings blend shift
+  python bench/any_size.py cost --model builtin:natural --sizes 256x256 1024x768 --tilings shift --graph-budgets 0 2048
   python bench/any_size.py whole --model builtin:natural --sizes 128x128 384x256 600x400
 """
 from __future__ import annotations
@@ -36,7 +38,7 @@ import torch
 import spgd
 from spgd.io import save_image
 from spgd.metrics import psnr
-from spgd.priors.tiled import TiledDenoiser, tile_starts
+from spgd.priors.tiled import GRAPH_BUDGET_MIB, TiledDenoiser, tile_starts
 
 BLENDED = "blended (overlap tile/2, halo tile/8)"
 SHIFTED = "random-shift tiles (overlap tile/4, halo tile/16)"
@@ -142,13 +144,13 @@ def seams(args: argparse.Namespace) -> None:
     print(f"worst case ({worst[2]}, ratio {worst[0]:.3f}): {args.out / 'worst_seams.png'} (clean | restored)")
 
 
-def one_cost(model: str, height: int, width: int, tiling: str = "blend") -> dict:
+def one_cost(model: str, height: int, width: int, tiling: str = "blend", budget: float = GRAPH_BUDGET_MIB) -> dict:
     """Seconds and peak memory (MiB above the loaded model) of one call and one input gradient at this size, and
     the tiles of the call."""
     net = spgd.load_prior(model)
     tiles, denoise = [], net.denoise
     net.denoise = lambda x, sigma: (tiles.append(x.shape[0]), denoise(x, sigma))[1]
-    prior = TiledDenoiser(net, shift=tiling == "shift").for_seeds([0])
+    prior = TiledDenoiser(net, shift=tiling == "shift", graph_budget_mib=budget).for_seeds([0])
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     x = torch.randn(1, 3, height, width)
     start = time.perf_counter()
@@ -160,22 +162,23 @@ def one_cost(model: str, height: int, width: int, tiling: str = "blend") -> dict
     prior.denoise(x, 1.0).square().sum().backward()
     grad = time.perf_counter() - start
     peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
-    return {"size": f"{width}x{height}", "tiling": tiling, "pixels": height * width, "tiles": count,
+    return {"size": f"{width}x{height}", "tiling": tiling, "budget": budget, "pixels": height * width, "tiles": count,
             "call_s": call, "gradient_s": grad, "peak_mib": peak}
 
 
 def cost(args: argparse.Namespace) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), tile batch 16\n"
-          "| size (WxH) | tiling | pixels | tiles | call s | gradient s | s per megapixel (call) | peak MiB |\n"
-          "|---|---|---|---|---|---|---|---|")
+          "| size (WxH) | tiling | graph budget MiB | pixels | tiles | call s | gradient s | s per megapixel (call) "
+          "| peak MiB |\n|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         w, h = map(int, size.split("x"))
         for tiling in args.tilings:
-            out = subprocess.run([sys.executable, __file__, "_one", args.model, str(h), str(w), tiling], check=True,
-                                 capture_output=True, text=True).stdout
-            r = json.loads(out.strip().splitlines()[-1])
-            print(f"| {r['size']} | {tiling} | {r['pixels']} | {r['tiles']} | {r['call_s']:.2f} | {r['gradient_s']:.2f} | "
-                  f"{r['call_s'] / r['pixels'] * 1e6:.2f} | {r['peak_mib']:.0f} |", flush=True)
+            for budget in args.graph_budgets:
+                out = subprocess.run([sys.executable, __file__, "_one", args.model, str(h), str(w), tiling, str(budget)],
+                                     check=True, capture_output=True, text=True).stdout
+                r = json.loads(out.strip().splitlines()[-1])
+                print(f"| {r['size']} | {tiling} | {budget:g} | {r['pixels']} | {r['tiles']} | {r['call_s']:.2f} | "
+                      f"{r['gradient_s']:.2f} | {r['call_s'] / r['pixels'] * 1e6:.2f} | {r['peak_mib']:.0f} |", flush=True)
 
 
 def whole_image_call(net, x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -221,7 +224,7 @@ def whole(args: argparse.Namespace) -> None:
 def main() -> None:
     if sys.argv[1:2] == ["_one"]:
         torch.set_num_threads(1)
-        print(json.dumps(one_cost(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])))
+        print(json.dumps(one_cost(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], float(sys.argv[6]))))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -237,6 +240,8 @@ def main() -> None:
     c.add_argument("--model", default="builtin:faces64")
     c.add_argument("--sizes", nargs="+", default=["64x64", "128x128", "256x256", "512x512", "1024x768"])
     c.add_argument("--tilings", nargs="+", default=["blend"], choices=["blend", "shift"])
+    c.add_argument("--graph-budgets", nargs="+", type=float, default=[GRAPH_BUDGET_MIB], metavar="MIB",
+                   help="activations a gradient call keeps (default: spgd's, %(default)s)")
     h = sub.add_parser("whole")
     h.add_argument("--model", default="builtin:natural")
     h.add_argument("--sizes", nargs="+", default=["128x128", "384x256", "600x400"])

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from spgd.priors.tiled import TiledDenoiser, tile_starts
+from spgd.priors.tiled import TiledDenoiser, _SavedBytes, tile_starts
 
 
 class ConvDenoiser(nn.Module):
@@ -114,9 +114,11 @@ def test_the_prior_s_statements_pass_through_and_bad_grids_are_refused():
 
 
 @pytest.mark.parametrize("height, width, size, overlap, halo", [(100, 76, 16, 8, 2), (768, 1024, 64, None, None)])
-def test_gradients_hold_one_tile_batch_at_a_time(height, width, size, overlap, halo):
-    """Forward keeps no tile graph; backward recomputes at most `batch` tiles per network call: memory of one
-    tile batch, whatever the image (1024x768 with a 64-px prior: 713 tiles)."""
+def test_gradients_keep_graphs_up_to_the_budget_and_compute_the_other_tiles_again(height, width, size, overlap, halo):
+    """Forward keeps the graphs of the first tile batches until they hold the budget (then one batch more at
+    most) and no others; backward computes the other tiles again, at most `batch` per network call: memory
+    of the budget plus one tile batch, whatever the image (1024x768 with a 64-px prior: 713 tiles). The
+    gradient is the same, bit for bit, for every budget."""
     calls = []
 
     class Recording(NonlinearDenoiser):
@@ -124,14 +126,27 @@ def test_gradients_hold_one_tile_batch_at_a_time(height, width, size, overlap, h
             calls.append((x.shape[0], torch.is_grad_enabled() and x.requires_grad))
             return super().denoise(x, sigma)
 
-    tiled = TiledDenoiser(Recording(size=size), overlap=overlap, halo=halo, batch=4)
+    one_batch = _SavedBytes()
+    with torch.autograd.graph.saved_tensors_hooks(one_batch, lambda t: t):
+        NonlinearDenoiser(size=size).denoise(rand(4, 3, size, size).requires_grad_(True), torch.ones(4))
     x = rand(1, 3, height, width).requires_grad_(True)
-    out = tiled.denoise(x, 1.0)
-    forward_calls, tiles = list(calls), len(tiled.grid(height, width)[0])
-    assert sum(n for n, _ in forward_calls) == tiles and not any(g for _, g in forward_calls)
-    out.sum().backward()
-    backward_calls = calls[len(forward_calls):]
-    assert sum(n for n, _ in backward_calls) == tiles and all(g and n <= 4 for n, g in backward_calls)
+    kept, grads = {}, {}
+    for budget in (0, 2.5 * one_batch.total / 2 ** 20, 1e9):
+        calls.clear()
+        tiled = TiledDenoiser(Recording(size=size), overlap=overlap, halo=halo, batch=4, graph_budget_mib=budget)
+        out = tiled.denoise(x, 1.0)
+        forward_calls, tiles = list(calls), len(tiled.grid(height, width)[0])
+        assert sum(n for n, _ in forward_calls) == tiles and all(n <= 4 for n, _ in forward_calls)
+        keeps = [g for _, g in forward_calls]
+        assert keeps == sorted(keeps, reverse=True)  # the first batches only
+        kept[budget] = sum(n for n, g in forward_calls if g)
+        (grads[budget],) = torch.autograd.grad(out.sum(), x)
+        backward_calls = calls[len(forward_calls):]
+        assert sum(n for n, _ in backward_calls) == tiles - kept[budget]
+        assert all(g and n <= 4 for n, g in backward_calls)
+    assert list(kept.values()) == [0, 12, tiles]  # 2.5 batches' budget: the third batch passes it
+    first, *others = grads.values()
+    assert all(torch.equal(first, other) for other in others)
 
 
 def test_api_restores_any_size_with_a_fixed_size_prior():

@@ -22,10 +22,12 @@ equals its images alone.
 Progress: with `progress`, a call of at least `PROGRESS_BATCHES` tile batches (a large image) shows its
 own bar of tiles under the sampler's bar of steps.
 
-Memory: tiles run `batch` at a time. Under autograd (DPS, SPGD, ...) the forward pass keeps no network
-activations; the backward pass recomputes each tile batch and takes its vector-Jacobian product with
-the blended output's gradient, so a gradient costs one extra forward and holds one tile batch, not the
-whole image: grad_x = sum_i P_i^T J_i^T (w_i * P_i g) (docs/any-size.md).
+Memory: tiles run `batch` at a time. Under autograd (DPS, SPGD, ...) the forward pass keeps the network
+activations of tile batches until they hold `graph_budget_mib` (then at most one batch more), and keeps none
+of the rest; the backward pass takes each tile batch's vector-Jacobian product with the blended output's
+gradient, grad_x = sum_i P_i^T J_i^T (w_i * P_i g) (docs/any-size.md), from its kept graph or by computing
+the batch again. So a gradient's memory is bounded by the budget plus a tile batch whatever the image, and
+only the tiles past the budget cost an extra forward (a third of a gradient's time with the built-in priors).
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ from tqdm.auto import tqdm
 from ..seeding import stream_seed
 
 PROGRESS_BATCHES = 8  # a call of this many tile batches or more shows a bar of its tiles
+GRAPH_BUDGET_MIB = 2048  # network activations a gradient call keeps rather than computing their tiles again
 
 
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -66,12 +69,14 @@ class TiledDenoiser(nn.Module):
     `overlap` (default half a tile) sets the stride; `halo` (default a tile/8) must leave every pixel in
     some tile's core (halo <= overlap / 2). `shift`: the grid moved by a random offset at each call (the
     offsets come from the run's seeds, `for_seeds`; overlap and halo default to a tile/4 and a tile/16
-    there). Attributes the prior states (noise range, ladder, channels, recommended settings, description)
-    pass through; `image_size` is None: any size.
+    there). `graph_budget_mib`: the activations a call under autograd keeps for its backward pass (0: none,
+    every tile is computed again). Attributes the prior states (noise range, ladder, channels, recommended
+    settings, description) pass through; `image_size` is None: any size.
     """
 
     def __init__(self, prior: Any, tile: int | None = None, overlap: int | None = None, halo: int | None = None,
-                 batch: int = 16, progress: bool = False, shift: bool = False) -> None:
+                 batch: int = 16, progress: bool = False, shift: bool = False,
+                 graph_budget_mib: float = GRAPH_BUDGET_MIB) -> None:
         super().__init__()
         tile = tile or prior.image_size
         if not tile:
@@ -83,6 +88,7 @@ class TiledDenoiser(nn.Module):
             raise ValueError(f"need 0 <= overlap < tile and 2 * halo <= overlap, got tile {self.tile}, "
                              f"overlap {self.overlap}, halo {self.halo}")
         self.batch, self.progress = int(batch), progress
+        self.graph_budget = float(graph_budget_mib) * 2 ** 20  # bytes
         self.seeds: list[int] | None = None  # the run's per-image seeds (random shifts only)
         self._grids: dict[tuple[int, int], tuple[list[tuple[int, int]], Tensor]] = {}  # every step asks again
 
@@ -225,32 +231,59 @@ def _pad_sides(x: Tensor, top: int, bottom: int, left: int, right: int) -> Tenso
 
 
 class _TiledCall(torch.autograd.Function):
-    """The blended tile outputs; backward recomputes one tile batch at a time (per-tile VJP)."""
+    """The blended tile outputs; backward takes a per-tile VJP from the tile batches' kept graphs, computing
+    again the batches forward did not keep."""
 
     @staticmethod
     def forward(ctx, x: Tensor, sigma: Tensor, tiled: TiledDenoiser, jobs: list, weights: Tensor) -> Tensor:
         ctx.save_for_backward(x, sigma, weights)
-        ctx.tiled, ctx.jobs = tiled, jobs
+        ctx.tiled, ctx.kept, kept_bytes = tiled, [], 0.0
         out = torch.zeros_like(x)
-        with torch.no_grad():
-            for part, tiles, sig in tiled.tile_batches(x, sigma, jobs):
-                result = tiled.prior.denoise(tiles, sig).to(x.dtype)
-                for (i, t, l, k), r in zip(part, result):
-                    out[i, :, t:t + tiled.tile, l:l + tiled.tile] += weights[k] * r
+        for part, tiles, sig in tiled.tile_batches(x, sigma, jobs):
+            if ctx.needs_input_grad[0] and kept_bytes < tiled.graph_budget:
+                saved = _SavedBytes()
+                with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(saved, lambda t: t):
+                    tiles.requires_grad_(True)
+                    result = tiled.prior.denoise(tiles, sig)
+                kept_bytes += saved.total
+                ctx.kept.append((part, tiles, result))
+            else:
+                with torch.no_grad():
+                    result = tiled.prior.denoise(tiles, sig)
+            for (i, t, l, k), r in zip(part, result.detach().to(x.dtype)):
+                out[i, :, t:t + tiled.tile, l:l + tiled.tile] += weights[k] * r
+        ctx.jobs = jobs[sum(len(part) for part, *_ in ctx.kept):]  # those backward computes again
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         x, sigma, weights = ctx.saved_tensors
-        tiled = ctx.tiled
+        tiled, size = ctx.tiled, ctx.tiled.tile
         grad_x = torch.zeros_like(x)
-        size = tiled.tile
+
+        def add_vjp(part: list, tiles: Tensor, result: Tensor) -> None:
+            seed = torch.stack([weights[k] * grad_out[i, :, t:t + size, l:l + size] for i, t, l, k in part])
+            (grad_tiles,) = torch.autograd.grad(result, tiles, seed.to(result.dtype))
+            for (i, t, l, _), g in zip(part, grad_tiles):
+                grad_x[i, :, t:t + size, l:l + size] += g
+
+        for kept in ctx.kept:
+            add_vjp(*kept)
+        ctx.kept = []  # each graph is freed once used
         for part, tiles, sig in tiled.tile_batches(x.detach(), sigma, ctx.jobs):
             with torch.enable_grad():
                 tiles = tiles.requires_grad_(True)
-                result = tiled.prior.denoise(tiles, sig)
-                seed = torch.stack([weights[k] * grad_out[i, :, t:t + size, l:l + size] for i, t, l, k in part])
-                (grad_tiles,) = torch.autograd.grad(result, tiles, seed.to(result.dtype))
-            for (i, t, l, _), g in zip(part, grad_tiles):
-                grad_x[i, :, t:t + size, l:l + size] += g
+                add_vjp(part, tiles, tiled.prior.denoise(tiles, sig))
         return grad_x, None, None, None, None
+
+
+class _SavedBytes:
+    """A pack hook for `saved_tensors_hooks` that adds up the bytes autograd saves (an upper bound: views count
+    once each)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def __call__(self, tensor: Tensor) -> Tensor:
+        self.total += tensor.numel() * tensor.element_size()
+        return tensor
