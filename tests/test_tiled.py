@@ -118,7 +118,7 @@ def test_gradients_keep_graphs_up_to_the_budget_and_compute_the_other_tiles_agai
     """Forward keeps the graphs of the first tile batches until they hold the budget (then one batch more at
     most) and no others; backward computes the other tiles again, at most `batch` per network call: memory
     of the budget plus one tile batch, whatever the image (1024x768 with a 64-px prior: 713 tiles). The
-    gradient is the same, bit for bit, for every budget."""
+    gradient is the same, bit for bit, for every budget and in a repeated backward pass."""
     calls = []
 
     class Recording(NonlinearDenoiser):
@@ -140,10 +140,13 @@ def test_gradients_keep_graphs_up_to_the_budget_and_compute_the_other_tiles_agai
         keeps = [g for _, g in forward_calls]
         assert keeps == sorted(keeps, reverse=True)  # the first batches only
         kept[budget] = sum(n for n, g in forward_calls if g)
-        (grads[budget],) = torch.autograd.grad(out.sum(), x)
+        (grads[budget],) = torch.autograd.grad(out.sum(), x, retain_graph=True)
         backward_calls = calls[len(forward_calls):]
         assert sum(n for n, _ in backward_calls) == tiles - kept[budget]
         assert all(g and n <= 4 for n, g in backward_calls)
+        again = len(calls)  # a second backward pass through the same graph (DeqIR's implicit gradient) runs every tile
+        assert torch.equal(torch.autograd.grad(out.sum(), x)[0], grads[budget])
+        assert sum(n for n, _ in calls[again:]) == tiles
     assert list(kept.values()) == [0, 12, tiles]  # 2.5 batches' budget: the third batch passes it
     first, *others = grads.values()
     assert all(torch.equal(first, other) for other in others)

@@ -23,8 +23,8 @@ Progress: with `progress`, a call of at least `PROGRESS_BATCHES` tile batches (a
 own bar of tiles under the sampler's bar of steps.
 
 Memory: tiles run `batch` at a time. Under autograd (DPS, SPGD, ...) the forward pass keeps the network
-activations of tile batches until they hold `graph_budget_mib` (then at most one batch more), and keeps none
-of the rest; the backward pass takes each tile batch's vector-Jacobian product with the blended output's
+activations of tile batches until they hold `graph_budget_mib` (then at most one batch more; per call: a graph
+that holds k calls keeps up to k budgets), and keeps none of the rest; the backward pass takes each tile batch's vector-Jacobian product with the blended output's
 gradient, grad_x = sum_i P_i^T J_i^T (w_i * P_i g) (docs/any-size.md), from its kept graph or by computing
 the batch again. So a gradient's memory is bounded by the budget plus a tile batch whatever the image, and
 only the tiles past the budget cost an extra forward (a third of a gradient's time with the built-in priors).
@@ -252,7 +252,7 @@ class _TiledCall(torch.autograd.Function):
                     result = tiled.prior.denoise(tiles, sig)
             for (i, t, l, k), r in zip(part, result.detach().to(x.dtype)):
                 out[i, :, t:t + tiled.tile, l:l + tiled.tile] += weights[k] * r
-        ctx.jobs = jobs[sum(len(part) for part, *_ in ctx.kept):]  # those backward computes again
+        ctx.jobs, ctx.rest = jobs, jobs[sum(len(part) for part, *_ in ctx.kept):]  # the rest: computed again
         return out
 
     @staticmethod
@@ -267,10 +267,12 @@ class _TiledCall(torch.autograd.Function):
             for (i, t, l, _), g in zip(part, grad_tiles):
                 grad_x[i, :, t:t + size, l:l + size] += g
 
-        for kept in ctx.kept:
-            add_vjp(*kept)
-        ctx.kept = []  # each graph is freed once used
-        for part, tiles, sig in tiled.tile_batches(x.detach(), sigma, ctx.jobs):
+        # a kept graph serves one backward pass and is freed by it; a repeated one (retain_graph, as DeqIR's
+        # implicit gradient makes) computes every tile again
+        kept, ctx.kept = ctx.kept, None
+        for part, tiles, result in kept or []:
+            add_vjp(part, tiles, result)
+        for part, tiles, sig in tiled.tile_batches(x.detach(), sigma, ctx.rest if kept is not None else ctx.jobs):
             with torch.enable_grad():
                 tiles = tiles.requires_grad_(True)
                 add_vjp(part, tiles, tiled.prior.denoise(tiles, sig))
