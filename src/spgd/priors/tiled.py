@@ -23,11 +23,12 @@ Progress: with `progress`, a call of at least `PROGRESS_BATCHES` tile batches (a
 own bar of tiles under the sampler's bar of steps.
 
 Memory: tiles run `batch` at a time. Under autograd (DPS, SPGD, ...) the forward pass keeps the network
-activations of tile batches until they hold `graph_budget_mib` (then at most one batch more; per call: a graph
-that holds k calls keeps up to k budgets), and keeps none of the rest; the backward pass takes each tile batch's vector-Jacobian product with the blended output's
-gradient, grad_x = sum_i P_i^T J_i^T (w_i * P_i g) (docs/any-size.md), from its kept graph or by computing
-the batch again. So a gradient's memory is bounded by the budget plus a tile batch whatever the image, and
-only the tiles past the budget cost an extra forward (a third of a gradient's time with the built-in priors).
+activations of tile batches until they hold `graph_budget_mib` (then at most one batch more; the budget is
+per call, so a graph that holds k calls keeps up to k budgets) and keeps none of the rest. The backward pass
+takes each tile batch's vector-Jacobian product with the blended output's gradient,
+grad_x = sum_i P_i^T J_i^T (w_i * P_i g) (docs/any-size.md), from its kept graph or by computing the batch
+again. So a gradient's memory is bounded by the budget plus a tile batch whatever the image, and only the
+tiles past the budget cost an extra forward (a third of a gradient's time with the built-in priors).
 """
 from __future__ import annotations
 
@@ -280,8 +281,8 @@ class _TiledCall(torch.autograd.Function):
 
 
 class _SavedBytes:
-    """A pack hook for `saved_tensors_hooks` that adds up the bytes autograd saves (an upper bound: views count
-    once each)."""
+    """A pack hook for `saved_tensors_hooks` that adds up the bytes autograd saves (an upper bound: a tensor
+    saved by two operations counts twice)."""
 
     def __init__(self) -> None:
         self.total = 0
