@@ -1,11 +1,14 @@
 """The tiled denoiser: any size from a fixed-size prior, without any sampler knowing."""
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import torch
 from torch import nn
 
-from spgd.priors.tiled import TiledDenoiser, _SavedBytes, tile_starts
+from spgd.priors.tiled import GRAPH_BUDGET_MIB, TiledDenoiser, _SavedBytes, tile_starts
 
 
 class ConvDenoiser(nn.Module):
@@ -77,9 +80,10 @@ def test_a_convolution_of_support_at_most_the_halo_equals_the_whole_image_result
     assert (TiledDenoiser(prior, overlap=8, halo=0).denoise(x, sigma) - whole).abs().max() > 1e-3  # no halo: not exact
 
 
-def test_per_tile_gradient_equals_autograd_through_the_blend():
+@pytest.mark.parametrize("budget", [0, GRAPH_BUDGET_MIB])  # every tile computed again / every graph kept
+def test_per_tile_gradient_equals_autograd_through_the_blend(budget):
     prior = NonlinearDenoiser()
-    tiled = TiledDenoiser(prior, overlap=8, halo=2, batch=3)
+    tiled = TiledDenoiser(prior, overlap=8, halo=2, batch=3, graph_budget_mib=budget)
     x, sigma, g = rand(2, 3, 37, 31), torch.tensor([0.5, 1.5]), rand(2, 3, 37, 31, seed=1)
     x1 = x.clone().requires_grad_(True)
     (grad_tiled,) = torch.autograd.grad((tiled.denoise(x1, sigma) * g).sum(), x1)
@@ -150,6 +154,52 @@ def test_gradients_keep_graphs_up_to_the_budget_and_compute_the_other_tiles_agai
     assert list(kept.values()) == [0, 12, tiles]  # 2.5 batches' budget: the third batch passes it
     first, *others = grads.values()
     assert all(torch.equal(first, other) for other in others)
+
+
+def test_no_graph_is_kept_where_no_gradient_can_follow_and_a_dropped_graph_is_freed():
+    """Under no_grad an input that requires grad gets no kept graphs; a call's kept graphs, dropped without a
+    backward pass, are freed (a network that saves its own output, as tanh does, must not hold itself)."""
+    outputs, inner, grad_modes = [], [], []
+
+    class Watched(NonlinearDenoiser):
+        def denoise(self, x, sigma):
+            grad_modes.append(torch.is_grad_enabled())
+            h = torch.tanh(ConvDenoiser.denoise(self, x, sigma))  # tanh's graph saves h
+            inner.append(weakref.ref(h))
+            out = 2 * h
+            outputs.append(weakref.ref(out))
+            return out
+
+    tiled = TiledDenoiser(Watched(), overlap=8, halo=2, batch=3)
+    x = rand(1, 3, 37, 31).requires_grad_(True)
+    with torch.no_grad():
+        tiled.denoise(x, 1.0)
+    assert grad_modes and not any(grad_modes)
+    grad_modes.clear(), outputs.clear()
+    out = tiled.denoise(x, 1.0)
+    assert all(grad_modes) and all(ref() is not None for ref in outputs)  # every graph kept
+    del out
+    gc.collect()
+    assert all(ref() is None for ref in outputs + inner)
+
+
+def test_only_sigma_requiring_grad_computes_no_tile_again_and_a_second_order_gradient_is_refused():
+    calls = []
+
+    class Counted(NonlinearDenoiser):
+        def denoise(self, x, sigma):
+            calls.append(x.shape[0])
+            return super().denoise(x, sigma)
+
+    tiled = TiledDenoiser(Counted(), overlap=8, halo=2, batch=3, graph_budget_mib=0)
+    sigma = torch.tensor([1.0], requires_grad=True)
+    out = tiled.denoise(rand(1, 3, 37, 31), sigma)
+    forward = len(calls)
+    assert torch.autograd.grad(out.sum(), sigma, allow_unused=True) == (None,) and len(calls) == forward
+    x = rand(1, 3, 37, 31).requires_grad_(True)
+    (grad,) = torch.autograd.grad((tiled.denoise(x, 1.0) * x).sum(), x, create_graph=True)  # the VJP's seed needs grad
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()
 
 
 def test_api_restores_any_size_with_a_fixed_size_prior():
@@ -362,9 +412,10 @@ def test_random_shift_results_do_not_depend_on_the_batch_and_stack_step_major():
     torch.testing.assert_close(stacked[2:], tiled.for_seeds([5, 6]).denoise(x, 1.0), rtol=0, atol=1e-6)
 
 
-def test_random_shift_gradient_equals_autograd_through_the_shifted_tiles():
+@pytest.mark.parametrize("budget", [0, GRAPH_BUDGET_MIB])  # computed again: the same shifts as forward's
+def test_random_shift_gradient_equals_autograd_through_the_shifted_tiles(budget):
     prior = NonlinearDenoiser()
-    tiled = TiledDenoiser(prior, shift=True, batch=3).for_seeds([2, 9])  # overlap 4, halo 1: stride 12
+    tiled = TiledDenoiser(prior, shift=True, batch=3, graph_budget_mib=budget).for_seeds([2, 9])  # overlap 4, halo 1: stride 12
     x, sigma, g = rand(2, 3, 37, 31), torch.tensor([0.5, 1.5]), rand(2, 3, 37, 31, seed=1)
     x1 = x.clone().requires_grad_(True)
     (grad_tiled,) = torch.autograd.grad((tiled.denoise(x1, sigma) * g).sum(), x1)

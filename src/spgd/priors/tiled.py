@@ -38,6 +38,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 from tqdm.auto import tqdm
 
 from ..seeding import stream_seed
@@ -166,8 +167,13 @@ class TiledDenoiser(nn.Module):
         padded = _pad_to(x, self.tile)
         spots, weights = self.grid(padded.shape[-2], padded.shape[-1])
         jobs = [(i, t, l, k) for i in range(n) for k, (t, l) in enumerate(spots)]
-        out = _TiledCall.apply(padded, sigma, self, jobs, weights.to(x.device, x.dtype))
+        out = _TiledCall.apply(padded, sigma, self, jobs, weights.to(x.device, x.dtype), self._budget(padded))
         return out[..., :height, :width]
+
+    def _budget(self, x: Tensor) -> float:
+        """The bytes of graphs a call may keep: none where no gradient can follow (`Function.forward` sees only
+        whether x requires grad, not whether grad mode is on)."""
+        return self.graph_budget if torch.is_grad_enabled() and x.requires_grad else 0.0
 
     def _denoise_shifted(self, x: Tensor, sigma: Tensor) -> Tensor:
         """Each image reflect-padded into a canvas `stride` larger than it at its offset, the blend's grid on the
@@ -181,7 +187,7 @@ class TiledDenoiser(nn.Module):
                             for i, (dy, dx) in enumerate(shifts)])
         jobs = [(i, t, l, k) for i, (dy, dx) in enumerate(shifts) for k, (t, l) in enumerate(spots)
                 if t < dy + height and t + self.tile > dy and l < dx + width and l + self.tile > dx]
-        out = _TiledCall.apply(padded, sigma, self, jobs, weights.to(x.device, x.dtype))
+        out = _TiledCall.apply(padded, sigma, self, jobs, weights.to(x.device, x.dtype), self._budget(padded))
         return torch.cat([out[i:i + 1, :, dy:dy + height, dx:dx + width] for i, (dy, dx) in enumerate(shifts)])
 
     def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
@@ -236,12 +242,13 @@ class _TiledCall(torch.autograd.Function):
     again the batches forward did not keep."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, sigma: Tensor, tiled: TiledDenoiser, jobs: list, weights: Tensor) -> Tensor:
+    def forward(ctx, x: Tensor, sigma: Tensor, tiled: TiledDenoiser, jobs: list, weights: Tensor,
+                budget: float) -> Tensor:
         ctx.save_for_backward(x, sigma, weights)
         ctx.tiled, ctx.kept, kept_bytes = tiled, [], 0.0
         out = torch.zeros_like(x)
         for part, tiles, sig in tiled.tile_batches(x, sigma, jobs):
-            if ctx.needs_input_grad[0] and kept_bytes < tiled.graph_budget:
+            if kept_bytes < budget:
                 saved = _SavedBytes()
                 with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(saved, lambda t: t):
                     tiles.requires_grad_(True)
@@ -257,7 +264,10 @@ class _TiledCall(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out: Tensor):
+        if not ctx.needs_input_grad[0]:  # only sigma asked for: its gradient is not computed
+            return None, None, None, None, None, None
         x, sigma, weights = ctx.saved_tensors
         tiled, size = ctx.tiled, ctx.tiled.tile
         grad_x = torch.zeros_like(x)
@@ -277,16 +287,18 @@ class _TiledCall(torch.autograd.Function):
             with torch.enable_grad():
                 tiles = tiles.requires_grad_(True)
                 add_vjp(part, tiles, tiled.prior.denoise(tiles, sig))
-        return grad_x, None, None, None, None
+        return grad_x, None, None, None, None, None
 
 
 class _SavedBytes:
-    """A pack hook for `saved_tensors_hooks` that adds up the bytes autograd saves (an upper bound: a tensor
-    saved by two operations counts twice)."""
+    """A pack hook for `saved_tensors_hooks` that adds up the bytes autograd saves. An estimate: a tensor saved
+    by two operations, or a weight saved by every batch, counts each time; a saved view counts its own size,
+    not its base's. It packs a detached alias: returning the tensor itself would tie an operation's saved
+    output to its own graph in a cycle that only a backward pass breaks, so a graph dropped unused would leak."""
 
     def __init__(self) -> None:
         self.total = 0
 
     def __call__(self, tensor: Tensor) -> Tensor:
         self.total += tensor.numel() * tensor.element_size()
-        return tensor
+        return tensor.detach()
