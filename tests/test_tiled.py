@@ -122,7 +122,7 @@ def test_gradients_keep_graphs_up_to_the_budget_and_compute_the_other_tiles_agai
     """Forward keeps the graphs of the first tile batches until they hold the budget (then one batch more at
     most) and no others; backward computes the other tiles again, at most `batch` per network call: memory
     of the budget plus one tile batch, whatever the image (1024x768 with a 64-px prior: 713 tiles). The
-    gradient is the same, bit for bit, for every budget and in a repeated backward pass."""
+    output and gradient are the same, bit for bit, for every budget and in a repeated backward pass."""
     calls = []
 
     class Recording(NonlinearDenoiser):
@@ -134,7 +134,7 @@ def test_gradients_keep_graphs_up_to_the_budget_and_compute_the_other_tiles_agai
     with torch.autograd.graph.saved_tensors_hooks(one_batch, lambda t: t):
         NonlinearDenoiser(size=size).denoise(rand(4, 3, size, size).requires_grad_(True), torch.ones(4))
     x = rand(1, 3, height, width).requires_grad_(True)
-    kept, grads = {}, {}
+    kept, grads, outs = {}, {}, {}
     for budget in (0, 2.5 * one_batch.total / 2 ** 20, 1e9):
         calls.clear()
         tiled = TiledDenoiser(Recording(size=size), overlap=overlap, halo=halo, batch=4, graph_budget_mib=budget)
@@ -143,7 +143,7 @@ def test_gradients_keep_graphs_up_to_the_budget_and_compute_the_other_tiles_agai
         assert sum(n for n, _ in forward_calls) == tiles and all(n <= 4 for n, _ in forward_calls)
         keeps = [g for _, g in forward_calls]
         assert keeps == sorted(keeps, reverse=True)  # the first batches only
-        kept[budget] = sum(n for n, g in forward_calls if g)
+        kept[budget], outs[budget] = sum(n for n, g in forward_calls if g), out.detach()
         (grads[budget],) = torch.autograd.grad(out.sum(), x, retain_graph=True)
         backward_calls = calls[len(forward_calls):]
         assert sum(n for n, _ in backward_calls) == tiles - kept[budget]
@@ -152,8 +152,9 @@ def test_gradients_keep_graphs_up_to_the_budget_and_compute_the_other_tiles_agai
         assert torch.equal(torch.autograd.grad(out.sum(), x)[0], grads[budget])
         assert sum(n for n, _ in calls[again:]) == tiles
     assert list(kept.values()) == [0, 12, tiles]  # 2.5 batches' budget: the third batch passes it
-    first, *others = grads.values()
-    assert all(torch.equal(first, other) for other in others)
+    for results in (grads, outs):  # kept or not, a tile's output and gradient are the same
+        first, *others = results.values()
+        assert all(torch.equal(first, other) for other in others)
 
 
 def test_no_graph_is_kept_where_no_gradient_can_follow_and_a_dropped_graph_is_freed():
