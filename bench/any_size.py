@@ -38,7 +38,8 @@ import torch
 import spgd
 from spgd.io import save_image
 from spgd.metrics import psnr
-from spgd.priors.tiled import GRAPH_BUDGET_MIB, TiledDenoiser, tile_starts
+from spgd.priors.tiled import GRAPH_BUDGET_MIB, TiledDenoiser
+from spgd.tiles import tile_starts
 
 BLENDED = "blended (overlap tile/2, halo tile/8)"
 SHIFTED = "random-shift tiles (overlap tile/4, halo tile/16)"

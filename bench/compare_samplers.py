@@ -25,9 +25,8 @@ import spgd
 from spgd import io
 from spgd.metrics import lpips, psnr, ssim
 from spgd.priors.fast import PRECISIONS, FastDenoiser
-from spgd.models import load_model
 from spgd.run import make_spec
-from spgd.samplers import model_kind
+from spgd.methods import TRAINED, builtin_model, load_model
 from spgd.tasks import load_task, parse_key_values
 from spgd.weights import MissingWeightsError
 
@@ -58,15 +57,22 @@ class CountingPrior:
 class CountingRestorer:
     """A trained restorer (DiffIR), counting the images it restores: one network evaluation each."""
 
-    def __init__(self, model: Any) -> None:
-        self.model, self.images = model, 0
+    def __init__(self, model: Any, settings: dict[str, Any] | None = None, counter: list[int] | None = None) -> None:
+        self.model, self.settings, self.counter = model, settings or {}, counter if counter is not None else [0]
 
-    def __getattr__(self, name: str) -> Any:  # its channels, size, name
+    @property
+    def images(self) -> int:
+        return self.counter[0]
+
+    def __getattr__(self, name: str) -> Any:  # its channels, size, name, check
         return getattr(self.model, name)
 
-    def restore_measurement(self, operator: Any, y: Tensor, **kwargs: Any) -> Tensor:
-        self.images += y.shape[0]
-        return self.model.restore_measurement(operator, y, **kwargs)
+    def configured(self, settings: dict[str, Any]) -> "CountingRestorer":
+        return CountingRestorer(self.model, settings, self.counter)
+
+    def restore(self, operator: Any, y: Tensor, seeds: Any, **kwargs: Any) -> Tensor:
+        self.counter[0] += y.shape[0] * int(self.settings.get("mean_of", 1))
+        return self.model.configured(self.settings).restore(operator, y, seeds, **kwargs)
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -85,7 +91,7 @@ def timed_restore(clean: Tensor, task: dict, prior: Any, name: str, seeds: list[
     """Degrade and restore `clean` `batch_size` images at a time (image i with seeds[i], so its result
     does not depend on the chunking); returns the restored images in [0, 1], the wall seconds of the
     restores and the network evaluations per image. `warmup`: settings of one untimed run first."""
-    counter = (CountingPrior if model_kind(name) == "prior" else CountingRestorer)(prior)
+    counter = (CountingRestorer if name in TRAINED else CountingPrior)(prior)
     parts, seconds = [], 0.0
     for start in range(0, clean.shape[0], batch_size):
         op = spgd.make_operator(**task["operator"]).to(clean.device)
@@ -151,9 +157,10 @@ def run(args: argparse.Namespace) -> str:
     rows, settings, deqir_times, restorers = [], [], {}, {}
     for name in args.samplers.split(","):
         model, model_name, precision = prior, str(args.model), args.precision
-        if model_kind(name) != "prior":  # a trained restorer: its own weights, on the same measurements
+        if name in TRAINED:  # a trained restorer: its own weights, on the same measurements
             if name not in restorers:
-                restorers[name] = load_model(args.diffir, name, args.task, str(device), image_size=(args.size,) * 2)
+                restorers[name] = (load_model(name, args.diffir, device=str(device)) if args.diffir else builtin_model(
+                    name, args.task, spgd.make_operator(**task["operator"]), (args.size,) * 2, device=str(device)))
                 settings.append(f"- {name} weights: {restorers[name].description}")
             model, model_name, precision = restorers[name], str(args.diffir or restorers[name].name), "fp32"
         params = make_spec(model, args.task, name, settings=overrides.get(name, {})).settings

@@ -40,7 +40,7 @@ def score(model: Path, clean: torch.Tensor, task: str, overrides: dict) -> float
     op = spec.make_operator()
     seeds = list(range(clean.shape[0]))
     y = spgd.simulate(clean, op, seeds)
-    x = spgd.restore(y, op, spec.prior, seed=seeds, progress=False, **spec.settings)
+    x = spgd.restore(y, op, spec.model, seed=seeds, progress=False, **spec.settings)
     return float(psnr(x, clean).mean())
 
 

@@ -59,7 +59,7 @@ from spgd.metrics import image_scores
 from spgd.operators import Operator, make_operator
 from spgd.priors.fast import PRECISIONS, FastDenoiser
 from spgd.priors.gaussian import LowRankGaussian
-from spgd.run import make_spec
+from spgd.plan import Request, operator_params
 from spgd.tasks import load_task, parse_key_values
 
 TASKS = ("super_resolution", "inpainting_random", "gaussian_blur", "inpainting_box")
@@ -86,7 +86,7 @@ def data_names(folders: Sequence[Path]) -> dict[str, Path]:
 def baseline_plan(job: BenchJob, methods: Sequence[str]) -> dict[str, dict[str, float]]:
     """{method: its noise-dependent settings} of the chosen `methods` that apply to the job's task, in
     `spgd.baselines.METHODS` order (empty when none applies)."""
-    operator = make_operator(**job.spec.operator)
+    operator = make_operator(**operator_params(job.request))
     settings = {"wiener": {"balance": wiener_balance(operator.noise_sigma)},
                 "richardson_lucy": {"num_iter": richardson_lucy_iterations(operator.noise_sigma)}}
     plan = {method: settings.get(method, {}) for method in baseline_methods(operator) if method in methods}
@@ -99,8 +99,9 @@ def baseline_plan(job: BenchJob, methods: Sequence[str]) -> dict[str, dict[str, 
 def baseline_key(job: BenchJob, item: Item, plan: dict[str, dict[str, float]]) -> dict[str, Any]:
     """Everything that determines the baseline scores of `item`: a cached file is used only if it records
     this key (`spgd.io.load_keyed_json`), so a run folder can never serve scores of other settings."""
-    return {"image": item.path.name, "seed": job.seed + item.index, "size": job.spec.prior.image_size,
-            "resize": job.resize, "task": job.task_name, "operator": job.spec.operator, "methods": plan,
+    spec = job.prepare().specs[0]
+    return {"image": item.path.name, "seed": job.seed + item.index, "size": spec.model.image_size,
+            "resize": job.resize, "task": str(job.request.task), "operator": spec.operator, "methods": plan,
             "lpips": job.lpips}
 
 
@@ -148,8 +149,9 @@ def start_baselines(job: BenchJob, methods: Sequence[str], pool: Executor) -> li
             clean = clean_image(job, item)
         except io.ImageError:
             continue
-        operator = job.spec.make_operator()
-        y = spgd.simulate(clean[None].to(job.spec.device), operator, item_seeds(job, [item]))
+        spec = job.prepare().specs[0]
+        operator = spec.make_operator()
+        y = spgd.simulate(clean[None].to(spec.device), operator, item_seeds(job, [item]))
         futures.append(pool.submit(save_baselines, path, key, y.cpu(), operator.cpu(), clean))
     return futures
 
@@ -287,10 +289,11 @@ def _stats(metrics: dict[str, Any], key: str) -> dict[str, float] | None:
 def spgd_job(args: argparse.Namespace, prior: Any, data: Path, task: str, out: Path,
              params: dict[str, Any]) -> BenchJob:
     """The `spgd bench` run of SPGD with `params` over the task preset's and the prior's settings, into `out`."""
-    spec = make_spec(prior, task, "spgd", settings=params, device=args.device,
-                     model_name=f"{args.model} ({args.precision})")
-    return BenchJob(data=data, out=out, spec=spec, task_name=task, seed=args.seed, batch_size=args.batch_size,
-                    lpips=args.lpips, limit=args.limit, resize=args.resize)
+    name = f"{args.model} ({args.precision})"  # the prior comes loaded, on its fast path
+    request = Request(task=task, sampler="spgd", model=name, settings=params, simulate=True, resize=args.resize,
+                      device=args.device)
+    return BenchJob(data=data, out=out, request=request, seed=args.seed, batch_size=args.batch_size,
+                    lpips=args.lpips, limit=args.limit, cache={name: prior})
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

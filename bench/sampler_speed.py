@@ -25,7 +25,7 @@ from speed import device_name, random_prior, timed
 
 import spgd
 from spgd.priors.fast import PRECISIONS, FastDenoiser
-from spgd.tasks import load_task, preset_settings, resolve_settings
+from spgd.tasks import load_task, preset_settings, setting_layers
 
 SAMPLERS = ("spgd", "dps", "daps", "reddiff", "deqir")
 STEPS_TIMED = {"spgd": 4, "dps": 20, "daps": 4, "reddiff": 20}  # DeqIR runs whole
@@ -37,7 +37,7 @@ def measure(prior: Any, task: dict, name: str, batch: int, device: torch.device,
     size = prior.image_size
     op = spgd.make_operator(**task["operator"]).to(device)
     y = spgd.simulate(torch.rand(batch, 3, size, size, device=device), op, seed=list(range(batch)))
-    params = resolve_settings(name, task)
+    params = {k: v for layer in setting_layers(name, task).values() for k, v in layer.items()}
     full = params["steps"]
     timed_params = {**params, "steps": steps_timed or full}
 

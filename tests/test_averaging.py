@@ -10,10 +10,10 @@ from spgd.cli import main
 from spgd.io import load_image
 from spgd.operators import make_operator
 from spgd.priors.gaussian import GaussianPrior
-from spgd.samplers import POSTERIOR_SAMPLERS, Trace, sampler_settings
+from spgd.samplers import SAMPLERS, Trace, sampler_settings
 from spgd.samplers.averaging import mean_of_runs, run_seeds
-from spgd.seeding import StepNoise, make_generators, negated_draws, randn_per_image
-from spgd.tasks import load_task, resolve_settings
+from spgd.seeding import Seeds, StepNoise, make_generators, randn_per_image, start_draws
+from spgd.run import make_spec
 
 from .conftest import write_face_like
 from .test_samplers import FAST, gaussian_batch, rms
@@ -21,7 +21,7 @@ from .test_samplers import FAST, gaussian_batch, rms
 
 def test_one_run_is_the_sampler_itself():
     prior, op, _, y = gaussian_batch()
-    plain = POSTERIOR_SAMPLERS["spgd"](prior, op, y, seed=[10, 11, 12], progress=False, **FAST["spgd"])
+    plain = SAMPLERS["spgd"](prior, op, y, seed=[10, 11, 12], progress=False, **FAST["spgd"])
     assert torch.equal(restore(y, op, prior, seed=[10, 11, 12], progress=False, mean_of=1, **FAST["spgd"]),
                        restore(y, op, prior, seed=[10, 11, 12], progress=False, **FAST["spgd"]))
     assert torch.equal(restore(y, op, prior, seed=[10, 11, 12], progress=False, **FAST["spgd"]),
@@ -32,15 +32,15 @@ def test_one_run_is_the_sampler_itself():
 def test_mean_of_runs_averages_independent_per_image_runs(name):
     prior, op, _, y = gaussian_batch()
     seeds = [10, 11, 12]
-    runs = [POSTERIOR_SAMPLERS[name](prior, op, y, seed=run_seeds(seeds, k), progress=False, **FAST[name]) for k in range(3)]
-    mean = mean_of_runs(POSTERIOR_SAMPLERS[name], prior, op, y, runs=3, seed=seeds, progress=False, **FAST[name])
+    runs = [SAMPLERS[name](prior, op, y, seed=run_seeds(seeds, k), progress=False, **FAST[name]) for k in range(3)]
+    mean = mean_of_runs(SAMPLERS[name], prior, op, y, runs=3, seed=seeds, progress=False, **FAST[name])
     assert torch.allclose(mean, sum(runs) / 3, atol=1e-6)
     assert not torch.allclose(runs[0], runs[1], atol=1e-3)  # the runs are different draws
     all_seeds = [s for k in range(3) for s in run_seeds(seeds, k)]
     assert len(set(all_seeds)) == 9 and run_seeds(seeds, 0) == seeds
     # image 1 alone, with its own mask and seed, gets the same mean: the batch does not matter
     op_1 = make_operator("inpainting", mask=op.mask[1:2], noise_sigma=0.05)
-    alone = mean_of_runs(POSTERIOR_SAMPLERS[name], prior, op_1, y[1:2], runs=3, seed=[11], progress=False, **FAST[name])
+    alone = mean_of_runs(SAMPLERS[name], prior, op_1, y[1:2], runs=3, seed=[11], progress=False, **FAST[name])
     assert (alone - mean[1:2]).abs().max() < 1e-5
 
 
@@ -53,8 +53,8 @@ def test_the_mean_of_runs_approaches_the_exact_posterior_mean():
     y = op.measure(x, make_generators([1, 2, 3, 4], 4, "measure"))
     exact, std = prior.posterior(op, y)
     settings = dict(steps=250, zeta=0.3, clip_denoised=False)  # as in test_samplers' exact problems
-    one = POSTERIOR_SAMPLERS["dps"](prior, op, y, seed=0, progress=False, **settings)
-    mean = mean_of_runs(POSTERIOR_SAMPLERS["dps"], prior, op, y, runs=16, seed=0, progress=False, **settings)
+    one = SAMPLERS["dps"](prior, op, y, seed=0, progress=False, **settings)
+    mean = mean_of_runs(SAMPLERS["dps"], prior, op, y, runs=16, seed=0, progress=False, **settings)
     error_one, error_mean = rms(one - exact) / rms(std), rms(mean - exact) / rms(std)
     assert 0.6 < error_one < 1.3  # a draw: about one posterior std away (measured 0.85)
     assert error_mean < error_one / 2.5  # sqrt(1/16 + bias^2): measured 0.21
@@ -68,7 +68,7 @@ def test_an_antithetic_pair_of_an_affine_sampler_is_the_same_for_every_seed(name
     prior, op, _, y = gaussian_batch()
 
     def pair(seeds, antithetic):
-        return mean_of_runs(POSTERIOR_SAMPLERS[name], prior, op, y, runs=2, antithetic=antithetic, seed=seeds,
+        return mean_of_runs(SAMPLERS[name], prior, op, y, runs=2, antithetic=antithetic, seed=seeds,
                             progress=False, **settings)
 
     spread = rms(pair([10, 11, 12], False) - pair([50, 51, 52], False))
@@ -81,7 +81,7 @@ def test_an_antithetic_twin_starts_from_its_partners_negated_draws():
     run has no twin, and an image alone gets the mean it gets in a batch."""
     prior, op, _, y = gaussian_batch()
     settings, seeds = FAST["spgd"], [10, 11, 12]
-    spgd = POSTERIOR_SAMPLERS["spgd"]
+    spgd = SAMPLERS["spgd"]
     sigma_max = min(100.0, prior.sigma_max)  # SPGD's default start, clamped to the prior's range
     start = sigma_max * randn_per_image((3, 8, 8), make_generators(seeds, 3, "sampler"))
     runs = [spgd(prior, op, y, seed=seeds, progress=False, **settings),
@@ -94,21 +94,21 @@ def test_an_antithetic_twin_starts_from_its_partners_negated_draws():
     assert (alone - three[1:2]).abs().max() < 1e-5
 
 
-def test_negated_draws_negate_every_normal_draw_only_inside():
-    def draws():
-        return randn_per_image((4,), make_generators([3], 1, "x")), StepNoise([3], 1, "y", "cpu")((4,))
+def test_a_twins_seeds_negate_its_normal_draws_and_nothing_else():
+    def draws(seed):
+        return start_draws((4,), seed, 1, "x"), StepNoise(seed, 1, "y", "cpu")((4,))
 
-    outside = draws()
-    with negated_draws():
-        inside = draws()
-    assert all(torch.equal(a, -b) for a, b in zip(outside, inside))
-    assert all(torch.equal(a, b) for a, b in zip(outside, draws()))
+    plain, twin = draws([3]), draws(Seeds((3,), -1))
+    assert torch.equal(plain[0], randn_per_image((4,), make_generators([3], 1, "x")))
+    assert all(torch.equal(a, -b) for a, b in zip(plain, twin))
+    assert all(torch.equal(a, b) for a, b in zip(plain, draws(Seeds((3,), 1))))
+    assert all(torch.equal(a, b) for a, b in zip(plain, draws([3])))  # no state left behind
 
 
 def test_a_failed_run_fails_its_image_only():
     prior, op, _, y = gaussian_batch(fail=1)
     trace = Trace(keep_images=False)
-    x = mean_of_runs(POSTERIOR_SAMPLERS["spgd"], prior, op, y, runs=2, seed=0, progress=False, on_nan="mark", trace=trace,
+    x = mean_of_runs(SAMPLERS["spgd"], prior, op, y, runs=2, seed=0, progress=False, on_nan="mark", trace=trace,
                      **FAST["spgd"])
     assert torch.isfinite(x[[0, 2]]).all() and torch.isnan(x[1]).all()
     assert set(trace.failed) == {1}
@@ -118,7 +118,7 @@ def test_a_trace_sees_every_step_of_every_run():
     """The web page's progress and cancel live in the trace: it must see all runs, not only the first."""
     prior, op, _, y = gaussian_batch()
     trace = Trace(keep_images=False)
-    mean_of_runs(POSTERIOR_SAMPLERS["spgd"], prior, op, y, runs=3, seed=0, progress=False, trace=trace, **FAST["spgd"])
+    mean_of_runs(SAMPLERS["spgd"], prior, op, y, runs=3, seed=0, progress=False, trace=trace, **FAST["spgd"])
     assert len(trace.sigma) == 3 * FAST["spgd"]["steps"]
 
 
@@ -129,19 +129,19 @@ def test_bad_uses_are_clear_errors():
     with pytest.raises(ValueError, match="x_start fixes every run's start"):
         restore(y, op, prior, x_start=torch.zeros(3, 3, 8, 8), progress=False, mean_of=2, **FAST["spgd"])
     with pytest.raises(ValueError, match="antithetic must be true or false, got 'yes'"):
-        resolve_settings("spgd", load_task("super_resolution"), {"antithetic": "yes"})
+        make_spec(None, "super_resolution", "spgd", settings={"antithetic": "yes"}).settings
     with pytest.raises(ValueError, match="mean_of must be a whole number"):
-        resolve_settings("spgd", load_task("super_resolution"), {"mean_of": 2.5})
+        make_spec(None, "super_resolution", "spgd", settings={"mean_of": 2.5}).settings
     with pytest.raises(ValueError, match="the overrides: mean_of must be >= 1, got 0"):
-        resolve_settings("dps", load_task("super_resolution"), {"mean_of": 0})
+        make_spec(None, "super_resolution", "dps", settings={"mean_of": 0}).settings
 
 
 def test_every_sampler_takes_mean_of_beside_its_own_settings():
-    for name in POSTERIOR_SAMPLERS:
+    for name in SAMPLERS:
         assert sampler_settings(name)["mean_of"] == 1
     # PnP-DM's own `samples` (the iterates it averages within one chain) stays its own setting
     assert sampler_settings("pnpdm")["samples"] == 20
-    assert resolve_settings("pnpdm", load_task("super_resolution"), {"mean_of": 3})["mean_of"] == 3
+    assert make_spec(None, "super_resolution", "pnpdm", settings={"mean_of": 3}).settings["mean_of"] == 3
 
 
 def test_the_command_line_flag_reaches_the_run_and_its_config(tmp_path):

@@ -18,8 +18,7 @@ from PIL import Image
 
 from spgd.bench import BenchJob, run_bench
 from spgd.cli import main
-from spgd.run import RunSpec
-from spgd.tasks import load_task, resolve_settings
+from spgd.plan import Request
 
 from .conftest import write_face_like
 
@@ -161,10 +160,10 @@ def test_diverging_image_is_recorded_as_failed_and_the_others_go_on(tmp_path, ti
     data.mkdir()
     for i in range(2):
         write_face_like(data / f"img{i}.png", seed=i)
-    task = load_task("hdr")
-    spec = RunSpec(prior=DivergingPrior(tiny_prior, image=1, after=1), operator=task["operator"], sampler="spgd",
-                   settings=resolve_settings("spgd", task, {"steps": 3, "inner_steps": 1, "sigma_max": 5.0}))
-    job = BenchJob(data=data, out=tmp_path / "run", spec=spec, task_name="hdr", batch_size=2)
+    request = Request(task="hdr", model="diverging", settings={"steps": 3, "inner_steps": 1, "sigma_max": 5.0},
+                      simulate=True)
+    job = BenchJob(data=data, out=tmp_path / "run", request=request, batch_size=2,
+                   cache={"diverging": DivergingPrior(tiny_prior, image=1, after=1)})
     result = run_bench(job)["metrics"]
     assert result["images"]["img1.png"]["failed"] and result["images"]["img1.png"]["failed_step"] == 1
     assert "psnr" not in result["images"]["img1.png"]

@@ -13,7 +13,7 @@ from skimage import data
 
 import spgd
 from spgd.metrics import psnr
-from spgd.models import load_model
+from spgd.methods import builtin_model
 from spgd.priors import builtin_priors
 
 RECOMMENDED_YAML = Path(__file__).parents[1] / "bench" / "natural_recommended.yaml"
@@ -51,8 +51,8 @@ def test_it_carries_exactly_the_recommended_settings_of_the_repository(prior):
 
 
 def test_a_photo_gets_it_and_a_64x64_face_the_face_prior():
-    assert load_model(None, "spgd", "super_resolution", image_size=(400, 600)).name == "builtin:natural"
-    assert load_model(None, "spgd", "super_resolution", image_size=(64, 64)).name == "builtin:faces64"
+    assert builtin_model("spgd", "super_resolution", spgd.make_operator("super_resolution", scale=4), (400, 600)).name == "builtin:natural"
+    assert builtin_model("spgd", "super_resolution", spgd.make_operator("super_resolution", scale=4), (64, 64)).name == "builtin:faces64"
 
 
 @pytest.mark.parametrize("task, floor", [("super_resolution", 24.0), ("inpainting_random", 24.0), ("gaussian_blur", 22.0)])

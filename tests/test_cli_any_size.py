@@ -12,7 +12,7 @@ from PIL import Image
 
 from spgd import io
 from spgd.cli import main
-from spgd.restore_job import size_batches
+from spgd.plan import Request, make_plan
 
 from .conftest import write_face_like
 
@@ -139,7 +139,7 @@ def test_sizes_the_run_cannot_take_are_refused_up_front_in_one_line(tmp_path, ti
     odd = photo(tmp_path / "odd.png", 201, 136)
     assert run_error(["-t", "super_resolution", "--simulate", "-i", str(odd), "-o", "o1"], tiny_prior_path, capsys) \
         == (f"spgd restore: error: {odd}: super_resolution: image size 201x136 (WxH) is not divisible by the scale 4; "
-            "pass --resize to restore it at the prior's 64x64, or crop it first")
+            "pass --resize to restore it at the model's size, or crop it first")
     wide = photo(tmp_path / "wide.png", 200, 136)
     Image.fromarray(np.full((64, 64), 255, np.uint8)).save(tmp_path / "mask.png")
     assert run_error(["-t", "inpainting_box", "--simulate", "-i", str(wide), "--mask", str(tmp_path / "mask.png"),
@@ -149,10 +149,12 @@ def test_sizes_the_run_cannot_take_are_refused_up_front_in_one_line(tmp_path, ti
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()  # refused before any work
 
 
-def test_batches_group_images_by_size_in_input_order():
+def test_the_plan_groups_images_by_size_in_input_order(tmp_path, tiny_prior_path):
     a, b = (64, 64), (72, 96)
-    assert size_batches([a, b, a, a, b], 2) == [[0, 2], [3], [1, 4]]
-    assert size_batches([a] * 5, 2) == [[0, 1], [2, 3], [4]]  # one size: the inputs in order, as before
+    paths = [photo(tmp_path / f"{k}.png", *size[::-1]) for k, size in enumerate([a, b, a, a, b])]
+    plan = make_plan(Request(task="super_resolution", model=str(tiny_prior_path), simulate=True), paths)
+    assert [(g.size, g.indices) for g in plan.groups] == [(a, [0, 2, 3]), (b, [1, 4])]
+    assert len(plan.specs) == 1  # one named model: one resolved run for both sizes
 
 
 def test_image_size_reads_the_upright_size_from_the_header(tmp_path):

@@ -15,7 +15,7 @@ from spgd.operators import _ALIASES as OPERATOR_ALIASES
 from spgd.operators import make_operator, operator_names
 from spgd.operators.blur import transfer_function
 from spgd.priors.gaussian import GaussianPrior
-from spgd.samplers import POSTERIOR_SAMPLERS
+from spgd.samplers import SAMPLERS
 from spgd.schedule import (
     cosine_alpha_bars,
     quadratic_indices,
@@ -37,10 +37,11 @@ EXAMPLES = {
     "motion_blur": (dict(kernel_size=5, intensity=0.5, noise_sigma=0.1), (3, 10, 10)),
     "phase_retrieval": (dict(noise_sigma=0.1), (1, 8, 8)),
     "hdr": (dict(noise_sigma=0.1), (3, 8, 8)),
+    "denoising": (dict(sigma=12.75), (3, 8, 8)),
     "nonlinear_blur": (dict(noise_sigma=0.1), (3, 128, 128)),
 }
 REGISTERED = sorted(set(operator_names()) - set(OPERATOR_ALIASES))
-HAS_SVD = {"super_resolution", "inpainting", "gaussian_blur"}  # the examples' SVDs (blur's kernel is not separable)
+HAS_SVD = {"super_resolution", "inpainting", "gaussian_blur", "denoising"}  # the examples' SVDs (blur's kernel is not separable)
 
 
 def build(name: str, request) -> tuple:
@@ -217,14 +218,14 @@ CHAINS = {"dps": (respaced_indices, 8), "reddiff": (strided_indices, 8), "deqir"
           "pigdm": (strided_indices, 8), "diffpir": (quadratic_indices, 7)}
 
 
-@pytest.mark.parametrize("name", sorted(POSTERIOR_SAMPLERS))
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
 def test_every_sampler_runs_on_a_prior_with_another_ladder(name):
-    assert sorted(SETTINGS) == sorted(POSTERIOR_SAMPLERS)
+    assert sorted(SETTINGS) == sorted(SAMPLERS)
     prior, asked = counting(GaussianPrior(8, channels=3, ladder=COSINE))
     op = make_operator("super_resolution", scale=2, noise_sigma=0.05)
     x = prior.sample(make_generators([1, 2], 2, "truth"))
     y = op.measure(x, make_generators([1, 2], 2, "measure"))
-    out = POSTERIOR_SAMPLERS[name](prior, op, y, seed=[1, 2], progress=False, **SETTINGS[name])
+    out = SAMPLERS[name](prior, op, y, seed=[1, 2], progress=False, **SETTINGS[name])
     assert out.shape == x.shape and torch.isfinite(out).all()
     assert max(asked) <= prior.sigma_max * (1 + 1e-6)
     if name in CHAINS:  # the DDPM chains walk the prior's own ladder, top first

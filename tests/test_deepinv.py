@@ -20,7 +20,7 @@ import torch
 
 from spgd.operators import make_operator
 from spgd.priors.gaussian import GaussianPrior
-from spgd.samplers import POSTERIOR_SAMPLERS
+from spgd.samplers import SAMPLERS
 from spgd.seeding import StepNoise, make_generators
 
 dinv = pytest.importorskip("deepinv", reason="deepinv is not installed (it needs torchvision; see tests/test_deepinv.py)")
@@ -93,7 +93,7 @@ def test_diffpir_equals_deepinvs_with_half_its_lambda(monkeypatch):
     theirs = 2 * model(y01, physics) - 1
     assert not left and denoiser.largest < 1
     monkeypatch.undo()
-    ours = POSTERIOR_SAMPLERS["diffpir"](prior, op, y, x_start, seed=SEEDS, steps=steps, lam=lam, zeta=zeta, progress=False)
+    ours = SAMPLERS["diffpir"](prior, op, y, x_start, seed=SEEDS, steps=steps, lam=lam, zeta=zeta, progress=False)
     alpha_bar_0 = float(1 / (1 + ladder[0] ** 2))
     torch.testing.assert_close(theirs, math.sqrt(alpha_bar_0) * ours, rtol=0, atol=2e-5)
     # the difference pinned: with deepinv's own lambda convention (lambda_ = lam) the data step is twice as strong
@@ -122,7 +122,7 @@ def test_ddrm_equals_deepinvs_once_its_noise_is_scaled_back(monkeypatch):
     monkeypatch.undo()
     # deepinv's start in [0, 1] units: y01 + sqrt(sigma_T^2 - sigma_y^2) z / 2 where observed, sigma_T z / 2 elsewhere
     start01 = torch.where(op.mask > 0, y01 + math.sqrt(sigmas[0] ** 2 - NOISE ** 2) / 2 * z0, sigmas[0] / 2 * z0)
-    ours = POSTERIOR_SAMPLERS["ddrm"](prior, op, y, 2 * start01 - 1, seed=SEEDS, steps=steps, eta=eta, eta_b=eta_b,
+    ours = SAMPLERS["ddrm"](prior, op, y, 2 * start01 - 1, seed=SEEDS, steps=steps, eta=eta, eta_b=eta_b,
                             progress=False)
     torch.testing.assert_close(theirs, ours, rtol=0, atol=2e-5)
     # the difference pinned: deepinv's own draws (z / sqrt(2)) give another result
@@ -175,7 +175,7 @@ def test_dps_equals_deepinvs_once_its_step_weight_is_divided_out():
         return out.float()
 
     def ours(zeta):
-        return POSTERIOR_SAMPLERS["dps"](prior, op, y, x_T, seed=SEEDS, steps=num, zeta=zeta, clip_denoised=False,
+        return SAMPLERS["dps"](prior, op, y, x_T, seed=SEEDS, steps=num, zeta=zeta, clip_denoised=False,
                                progress=False)
 
     torch.testing.assert_close(deepinv_dps(0.0, False), ours(0.0), rtol=0, atol=2e-5)

@@ -10,7 +10,7 @@ import yaml
 from spgd.cli import main
 from spgd.operators import make_operator
 from spgd.priors.gaussian import GaussianPrior
-from spgd.samplers import POSTERIOR_SAMPLERS
+from spgd.samplers import SAMPLERS
 from spgd.samplers.common import start_noise
 from spgd.samplers.deqir import anderson_solver, equilibrium_output, make_chain, make_objective, optimise_start
 from spgd.seeding import make_generators
@@ -86,8 +86,8 @@ INIT = dict(steps=10, progress=False, init_steps=6, adjoint_max_iter=15)
 
 def test_initialisation_toward_a_reference_moves_the_result_to_it():
     prior, op, truth, y = sr_problem()
-    plain = POSTERIOR_SAMPLERS["deqir"](prior, op, y, seed=[0, 1], steps=10, progress=False)
-    steered = POSTERIOR_SAMPLERS["deqir"](prior, op, y, seed=[0, 1], init_objective="l2", reference=truth, init_lr=0.1, **INIT)
+    plain = SAMPLERS["deqir"](prior, op, y, seed=[0, 1], steps=10, progress=False)
+    steered = SAMPLERS["deqir"](prior, op, y, seed=[0, 1], init_objective="l2", reference=truth, init_lr=0.1, **INIT)
     error = (steered - truth).pow(2).flatten(1).mean(dim=1)
     assert (error < 0.85 * (plain - truth).pow(2).flatten(1).mean(dim=1)).all()  # measured 0.71x (6 Adam steps)
 
@@ -106,8 +106,8 @@ def test_measurement_objective_decreases_and_initialisation_is_seeded_per_image(
             return objective(equilibrium_output(chain, start, solve)[0], start)
 
     assert (value(best) < value(x_T)).all()
-    pair = POSTERIOR_SAMPLERS["deqir"](prior, op, y, seed=[0, 1], **INIT)
-    single = POSTERIOR_SAMPLERS["deqir"](prior, op, y[1:], seed=[1], **INIT)
+    pair = SAMPLERS["deqir"](prior, op, y, seed=[0, 1], **INIT)
+    single = SAMPLERS["deqir"](prior, op, y[1:], seed=[1], **INIT)
     assert torch.allclose(pair[1:], single, atol=1e-5) and not torch.equal(pair[0], pair[1])
 
 
@@ -120,7 +120,7 @@ def test_measurement_objective_decreases_and_initialisation_is_seeded_per_image(
 def test_bad_initialisation_settings_are_clear_errors(settings, message):
     prior, op, truth, y = sr_problem()
     with pytest.raises(ValueError, match=message):
-        POSTERIOR_SAMPLERS["deqir"](prior, op, y, **{**INIT, **settings})
+        SAMPLERS["deqir"](prior, op, y, **{**INIT, **settings})
 
 
 def test_measurement_objective_needs_measurement_noise():
@@ -128,7 +128,7 @@ def test_measurement_objective_needs_measurement_noise():
     op = make_operator("super_resolution", scale=2, noise_sigma=0.0)
     y = op.A(prior.sample(make_generators([1], 1, "truth")))
     with pytest.raises(ValueError, match="needs measurement noise"):
-        POSTERIOR_SAMPLERS["deqir"](prior, op, y, **INIT)
+        SAMPLERS["deqir"](prior, op, y, **INIT)
 
 
 def test_lpips_objective_where_its_weights_are_cached():
@@ -142,8 +142,8 @@ def test_lpips_objective_where_its_weights_are_cached():
     op = make_operator("super_resolution", scale=4, noise_sigma=0.1)
     truth = prior.sample(make_generators([1], 1, "truth"))
     y = op.measure(truth, make_generators([0], 1, "measure"))
-    plain = POSTERIOR_SAMPLERS["deqir"](prior, op, y, steps=10, progress=False)
-    steered = POSTERIOR_SAMPLERS["deqir"](prior, op, y, init_objective="lpips", reference=truth, init_lr=0.1, **INIT)
+    plain = SAMPLERS["deqir"](prior, op, y, steps=10, progress=False)
+    steered = SAMPLERS["deqir"](prior, op, y, init_objective="lpips", reference=truth, init_lr=0.1, **INIT)
     assert lpips((steered + 1) / 2, (truth + 1) / 2) < lpips((plain + 1) / 2, (truth + 1) / 2)
 
 

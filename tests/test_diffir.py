@@ -15,7 +15,7 @@ from spgd.diffir.model import DiffIRModel, choose_builtin, degraded_input, load_
 from spgd.diffir.network import DiffIRConfig, DiffIRS1, DiffIRS2, IPRSchedule
 from spgd.diffir.train import DiffIRTrainConfig, build, export, latest_checkpoint, train
 from spgd.io import save_image
-from spgd.models import load_model
+from spgd.methods import builtin_model
 
 TINY = {"dim": 8, "blocks": [1, 1, 1, 1], "refinement": 0, "heads": [1, 1, 2, 2], "cpen_feats": 4, "cpen_res": 1}
 
@@ -204,7 +204,7 @@ def test_builtin_choice_by_task_and_size(tmp_path, monkeypatch):
     assert choose_builtin("super_resolution", None, resize=True)[0] == "builtin:diffir-faces64_sr4"
     with pytest.raises(ValueError, match="no built-in DiffIR weights for task gaussian_blur"):
         choose_builtin("gaussian_blur", (64, 64))
-    model = load_model(None, "diffir", "super_resolution", image_size=(120, 80))
+    model = builtin_model("diffir", "super_resolution", spgd.make_operator("super_resolution", scale=4), (120, 80))
     assert isinstance(model, DiffIRModel) and "any size" in model.description
     # the API without a model: the built-in weights for the operator and the size
     op = make_operator("super_resolution", scale=4, noise_sigma=0.01)

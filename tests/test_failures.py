@@ -195,7 +195,7 @@ def test_every_bad_input_of_the_table_gets_one_clear_line(tmp_path, tiny_prior_p
 
 def test_restore_checks_the_measurement_against_operator_and_prior(tiny_prior):
     op = spgd.make_operator("super_resolution", scale=4)
-    with pytest.raises(ValueError, match="1-channel images; the prior restores 3-channel"):
+    with pytest.raises(ValueError, match="1-channel images; the model restores 3-channel"):
         spgd.restore(torch.zeros(1, 1, 16, 16), op, tiny_prior)
     with pytest.raises(ValueError, match="NaN or infinite"):
         spgd.restore(torch.full((1, 3, 16, 16), math.nan), op, tiny_prior)

@@ -108,8 +108,8 @@ def test_transparency_is_kept_and_only_alpha_below_128_is_unknown(tmp_path):
 # --- transparent pixels are unknown to an operator that can leave pixels out --------------------
 
 def test_only_inpainting_can_leave_pixels_out():
-    assert make_operator("inpainting", kind="box").supports("unknown_pixels")
-    assert not make_operator("super_resolution", scale=4).supports("unknown_pixels")
+    assert make_operator("inpainting", kind="box").takes_unknown_pixels
+    assert not make_operator("super_resolution", scale=4).takes_unknown_pixels
 
 
 def test_transparent_pixels_join_a_given_mask_and_a_drawn_one_with_the_same_draw():

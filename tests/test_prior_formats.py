@@ -30,7 +30,7 @@ from spgd.priors import (
     load_prior,
     wrap,
 )
-from spgd.samplers import POSTERIOR_SAMPLERS
+from spgd.samplers import SAMPLERS
 from spgd.schedule import cosine_alpha_bars, linear_alpha_bars, sigmas_from_alpha_bars
 from spgd.seeding import make_generators
 
@@ -165,7 +165,7 @@ def restoring_prior(kind: str, folder):
 
 
 @pytest.mark.parametrize("kind", ["diffusers-cosine-v", "adm-cosine", "callable-v", "callable-edm-x0", "callable-flow"])
-@pytest.mark.parametrize("name", sorted(POSTERIOR_SAMPLERS))
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
 def test_every_sampler_restores_with_every_kind_of_prior(tmp_path, name, kind):
     if (name, kind) == ("diffpir", "adm-cosine"):
         pytest.skip("a random ADM's D at the cosine ladder's top level (sigma 2e4) is 2e4 times the image scale; "
@@ -175,7 +175,7 @@ def test_every_sampler_restores_with_every_kind_of_prior(tmp_path, name, kind):
     op, y = measurement(prior, 16)
     with torch.no_grad():
         blank = (op.A(torch.zeros(1, 3, 16, 16)) - y).norm()
-    out = POSTERIOR_SAMPLERS[name](prior, op, y, seed=0, progress=False, **{**SETTINGS[name], **ENOUGH.get(name, {})})
+    out = SAMPLERS[name](prior, op, y, seed=0, progress=False, **{**SETTINGS[name], **ENOUGH.get(name, {})})
     assert torch.isfinite(out).all() and out.shape == (1, 3, 16, 16)
     assert (op.A(out.clamp(-1, 1)) - y).norm() < blank  # it fits the measurement better than a blank image
 
@@ -183,7 +183,7 @@ def test_every_sampler_restores_with_every_kind_of_prior(tmp_path, name, kind):
 def test_sample_command_works_with_a_diffusers_prior(tmp_path, capsys):
     save_diffusers(tmp_path / "model", "linear", "epsilon", pipeline=False)
     assert main(["sample", "-m", str(tmp_path / "model"), "--n", "2", "--steps", "3", "--out", str(tmp_path / "s")]) == 0
-    assert "spgd: prior: diffusers UNet2DModel" in capsys.readouterr().err
+    assert "spgd: model: diffusers UNet2DModel" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "s" / "images").iterdir()) == ["000000.png", "000001.png"]
 
 

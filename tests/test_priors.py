@@ -6,8 +6,8 @@ import torch
 from safetensors.torch import save_file
 
 from spgd.priors import CheckpointError, build_network, load_prior
+from spgd.schedule import BETA_D, BETA_MIN
 from spgd.schedule import vp_sigma_to_t as sigma_to_t
-from spgd.schedule import vp_t_to_sigma as t_to_sigma
 
 from .conftest import REFERENCE, need
 
@@ -45,9 +45,11 @@ def test_denoiser_parameters_never_require_grad(tiny_prior):
     assert x.grad is not None and all(p.grad is None for p in tiny_prior.parameters())
 
 
-def test_sigma_time_maps_are_inverse():
+def test_sigma_to_time_inverts_the_linear_vp_marginal():
+    """The VP SDE with beta(t) = beta_min + beta_d t has sigma(t)^2 = exp(beta_d t^2 / 2 + beta_min t) - 1."""
     t = torch.linspace(0.01, 1, 50, dtype=torch.float64)
-    assert torch.allclose(sigma_to_t(t_to_sigma(t)), t, atol=1e-10)
+    sigma = (torch.exp(0.5 * BETA_D * t ** 2 + BETA_MIN * t) - 1).sqrt()
+    assert torch.allclose(sigma_to_t(sigma), t, atol=1e-10)
 
 
 def test_safetensors_roundtrip_with_stored_config(tiny_prior_path, tmp_path, golden):
@@ -166,14 +168,14 @@ def test_the_builtin_prior_is_chosen_by_the_image(tmp_path, monkeypatch):
 
 def test_restore_without_a_model_loads_the_prior_chosen_for_the_image(tmp_path, monkeypatch):
     import spgd
-    from spgd.models import load_model
+    from spgd.methods import builtin_model
     from spgd.priors import loaders
 
     monkeypatch.setattr(loaders, "BUILTIN_DIR", tmp_path)
     _ship_tiny_priors(tmp_path, ["faces64", "natural"])
-    natural = load_model(None, "ddnm", "super_resolution", image_size=(40, 48))
+    natural = builtin_model("ddnm", "super_resolution", spgd.make_operator("super_resolution", scale=4), (40, 48))
     assert natural.name == "builtin:natural" and natural.description.endswith("chosen for a 48x40 image, not a 64x64 face")
-    faces = load_model(None, "ddnm", "super_resolution", image_size=(64, 64))
+    faces = builtin_model("ddnm", "super_resolution", spgd.make_operator("super_resolution", scale=4), (64, 64))
     assert faces.name == "builtin:faces64"
     x = torch.rand(1, 3, 40, 48)
     op = spgd.make_operator("super_resolution", scale=4, noise_sigma=0.01)

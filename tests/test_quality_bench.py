@@ -16,8 +16,7 @@ from spgd import io
 from spgd.baselines import METHODS
 from spgd.bench import BenchJob
 from spgd.metrics import image_scores
-from spgd.run import RunSpec
-from spgd.tasks import load_task
+from spgd.plan import Request
 
 from .conftest import bench_script
 
@@ -52,9 +51,9 @@ def test_compare_uses_common_images_and_the_best_classical_baseline(quality):
 
 def baseline_job(data: Path, out: Path, task: str, seed: int = 0) -> BenchJob:
     """A bench run of two images whose baselines alone are computed (the prior is only asked its size)."""
-    spec = RunSpec(prior=SimpleNamespace(image_size=64, image_channels=3), operator=load_task(task)["operator"],
-                   sampler="spgd", settings={})
-    return BenchJob(data=data, out=out, spec=spec, task_name=task, seed=seed, limit=2, resize=True)
+    request = Request(task=task, model="sized", simulate=True, resize=True)
+    return BenchJob(data=data, out=out, request=request, seed=seed, limit=2,
+                    cache={"sized": SimpleNamespace(image_size=64, image_channels=3)})
 
 
 def test_cached_baselines_are_used_only_for_the_settings_they_were_computed_with(quality, ffhq_demo, tmp_path):

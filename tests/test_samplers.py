@@ -18,10 +18,11 @@ from spgd.cli import main
 from spgd.operators import make_operator
 from spgd.operators.blur import transfer_function
 from spgd.priors.gaussian import GaussianPrior
-from spgd.samplers import POSTERIOR_SAMPLERS, DivergenceError, Trace, sampler_settings
+from spgd.samplers import SAMPLERS, DivergenceError, Trace, sampler_settings
 from spgd.samplers.daps import DAPS_1K
 from spgd.seeding import make_generators
-from spgd.tasks import load_task, preset_settings, resolve_settings, task_names
+from spgd.run import make_spec
+from spgd.tasks import load_task, preset_settings, task_names
 
 from .conftest import write_face_like
 
@@ -102,7 +103,7 @@ def exact_problem(request):
 def exact_output(p: dict, name: str) -> torch.Tensor:
     """The COPIES outputs of sampler `name` on the exact problem `p` (computed once per module)."""
     if name not in p["outputs"]:
-        p["outputs"][name] = POSTERIOR_SAMPLERS[name](p["prior"], p["op"], p["y"], seed=list(range(COPIES)), progress=False,
+        p["outputs"][name] = SAMPLERS[name](p["prior"], p["op"], p["y"], seed=list(range(COPIES)), progress=False,
                                             **EXACT[name])
     return p["outputs"][name]
 
@@ -156,9 +157,9 @@ def test_deqir_parallel_solve_equals_the_sequential_chain():
     truth = prior.sample(make_generators(1, 1, "truth"))
     y = op.measure(truth, make_generators(0, 1, "measure")).expand(4, 1, 8, 8).contiguous()
     kwargs = dict(steps=20, progress=False, seed=[0, 1, 2, 3])
-    sequential = POSTERIOR_SAMPLERS["deqir"](prior, op, y, solver="sequential", **kwargs)
+    sequential = SAMPLERS["deqir"](prior, op, y, solver="sequential", **kwargs)
     trace = Trace(keep_images=False)
-    parallel = POSTERIOR_SAMPLERS["deqir"](prior, op, y, max_iter=40, tol=1e-4, trace=trace, **kwargs)
+    parallel = SAMPLERS["deqir"](prior, op, y, max_iter=40, tol=1e-4, trace=trace, **kwargs)
     # both solve the same fixed point; at relative residual 1e-4 the outputs agree to ~2e-4 (measured
     # 1.7e-4; a pixel's spread is 0.23, the float32 error of the map itself 1e-5)
     assert (parallel - sequential).abs().max() < 1e-3
@@ -178,7 +179,7 @@ def test_deqir_noise_handling_centres_on_the_posterior_mean_at_high_noise(task):
     y = y.expand(COPIES, *y.shape[1:]).contiguous()
 
     def distance(**settings) -> float:
-        out = POSTERIOR_SAMPLERS["deqir"](prior, op, y, seed=list(range(COPIES)), progress=False, steps=50, **settings)
+        out = SAMPLERS["deqir"](prior, op, y, seed=list(range(COPIES)), progress=False, steps=50, **settings)
         return rms(out.mean(dim=0) - mean[0]) / rms(std)
 
     assert distance() < 0.4 < 0.55 < distance(noise_aware=False)
@@ -189,11 +190,11 @@ def test_deqir_parallel_solve_follows_the_noise_aware_chain():
     op = make_operator("super_resolution", scale=2, noise_sigma=0.1)
     y = op.measure(prior.sample(make_generators([1, 2], 2, "truth")), make_generators([0, 1], 2, "measure"))
     kwargs = dict(steps=20, progress=False, seed=[0, 1], etw=0.1)
-    sequential = POSTERIOR_SAMPLERS["deqir"](prior, op, y, solver="sequential", **kwargs)
-    parallel = POSTERIOR_SAMPLERS["deqir"](prior, op, y, max_iter=40, tol=1e-5, **kwargs)
+    sequential = SAMPLERS["deqir"](prior, op, y, solver="sequential", **kwargs)
+    parallel = SAMPLERS["deqir"](prior, op, y, max_iter=40, tol=1e-5, **kwargs)
     assert (parallel - sequential).abs().max() < 1e-3  # the joint map's walk is the chain's own step
     # with the noise handling the output does not copy y's noise: its fit is that of the noise-free chain or worse
-    plain = POSTERIOR_SAMPLERS["deqir"](prior, op, y, solver="sequential", noise_aware=False, **kwargs)
+    plain = SAMPLERS["deqir"](prior, op, y, solver="sequential", noise_aware=False, **kwargs)
     assert (op.A(plain) - y).abs().max() < 1e-4 < (op.A(sequential) - y).abs().max()
 
 
@@ -227,7 +228,7 @@ def test_fft_pseudo_inverse_of_a_blur():
     assert torch.allclose(op.A(x)[..., 2:-2, 2:-2], circular[..., 2:-2, 2:-2], atol=1e-12)
     # DeqIR on a blur: the output's range part is A^+ y (DDNM consistency through the FFT pseudo-inverse)
     y = op.A(x.float())
-    out = POSTERIOR_SAMPLERS["deqir"](GaussianPrior(12, channels=3), op, y, steps=5, solver="sequential", progress=False)
+    out = SAMPLERS["deqir"](GaussianPrior(12, channels=3), op, y, steps=5, solver="sequential", progress=False)
     assert torch.allclose(out - op.null(out), op.A_pinv(y), atol=1e-4)
 
 
@@ -245,7 +246,7 @@ def gaussian_batch(fail: int | None = None):
 @pytest.mark.parametrize("name", sorted(FAST))
 def test_seeded_runs_are_deterministic_and_batch_independent(name):
     prior, op, x, y = gaussian_batch()
-    run = POSTERIOR_SAMPLERS[name]
+    run = SAMPLERS[name]
     batch = run(prior, op, y, seed=[10, 11, 12], progress=False, **FAST[name])
     assert torch.equal(batch, run(prior, op, y, seed=[10, 11, 12], progress=False, **FAST[name]))
     assert not torch.equal(batch, run(prior, op, y, seed=[20, 21, 22], progress=False, **FAST[name]))
@@ -259,14 +260,14 @@ def test_seeded_runs_are_deterministic_and_batch_independent(name):
 def test_divergence_raises_naming_the_step_and_image(name):
     prior, op, _, y = gaussian_batch(fail=1)
     with pytest.raises(DivergenceError, match=r"diverged at step \d+ for image\(s\) \[1\]: NaN/inf"):
-        POSTERIOR_SAMPLERS[name](prior, op, y, seed=0, progress=False, **FAST[name])
+        SAMPLERS[name](prior, op, y, seed=0, progress=False, **FAST[name])
 
 
 @pytest.mark.parametrize("name", sorted(FAST))
 def test_divergent_image_is_marked_while_the_others_finish(name):
     prior, op, _, y = gaussian_batch(fail=1)
     trace = Trace(keep_images=False)
-    x = POSTERIOR_SAMPLERS[name](prior, op, y, seed=0, progress=False, on_nan="mark", trace=trace, **FAST[name])
+    x = SAMPLERS[name](prior, op, y, seed=0, progress=False, on_nan="mark", trace=trace, **FAST[name])
     assert torch.isfinite(x[[0, 2]]).all() and torch.isnan(x[1]).all()
     assert set(trace.failed) == {1}
 
@@ -282,7 +283,7 @@ def test_unsupported_operator_is_a_clear_error(name, task):
     prior = GaussianPrior(8, channels=3)
     op = make_operator(**task)
     with pytest.raises(ValueError, match=rf"{name} needs an operator with {NEEDS[name]}; {task['name']} has none"):
-        POSTERIOR_SAMPLERS[name](prior, op, torch.zeros(1, 3, 8, 8), progress=False)
+        SAMPLERS[name](prior, op, torch.zeros(1, 3, 8, 8), progress=False)
 
 
 @pytest.mark.parametrize("name", ["ddrm", "ddnm_plus", "diffpir"])
@@ -293,20 +294,20 @@ def test_a_blur_without_svd_says_what_would_give_it_one(name):
     op = make_operator("motion_blur", kernel_size=3, kernel=kernel, noise_sigma=0.05)
     with pytest.raises(ValueError, match=r"motion_blur has none \(its reflect-padded kernel is not separable; "
                                          r"boundary='circular' gives an exact FFT one\)"):
-        POSTERIOR_SAMPLERS[name](GaussianPrior(8, channels=3), op, torch.zeros(1, 3, 8, 8), progress=False)
+        SAMPLERS[name](GaussianPrior(8, channels=3), op, torch.zeros(1, 3, 8, 8), progress=False)
     op.update(boundary="circular")
     assert op.supports("svd")
-    out = POSTERIOR_SAMPLERS[name](GaussianPrior(8, channels=3), op, torch.zeros(1, 3, 8, 8), progress=False, **FAST[name])
+    out = SAMPLERS[name](GaussianPrior(8, channels=3), op, torch.zeros(1, 3, 8, 8), progress=False, **FAST[name])
     assert torch.isfinite(out).all()
 
 
 def test_pnpdm_needs_measurement_noise_and_uses_langevin_without_svd():
     prior, op, _, y = gaussian_batch()
     with pytest.raises(ValueError, match="pnpdm .* needs noise_sigma > 0"):
-        POSTERIOR_SAMPLERS["pnpdm"](prior, make_operator("inpainting", mask=op.mask, noise_sigma=0.0), y, progress=False)
+        SAMPLERS["pnpdm"](prior, make_operator("inpainting", mask=op.mask, noise_sigma=0.0), y, progress=False)
     hdr = make_operator("hdr", scale=2.0, noise_sigma=0.05)
     x = prior.sample(make_generators([1], 1, "truth"))
-    out = POSTERIOR_SAMPLERS["pnpdm"](prior, hdr, hdr.measure(x, make_generators([1], 1, "measure")), progress=False,
+    out = SAMPLERS["pnpdm"](prior, hdr, hdr.measure(x, make_generators([1], 1, "measure")), progress=False,
                             **{**FAST["pnpdm"], "langevin_steps": 5})
     assert out.shape == x.shape and torch.isfinite(out).all()
 
@@ -317,9 +318,9 @@ def test_ddnm_is_noise_free_consistent_and_ddnm_plus_is_ddnm_without_noise():
     truth = prior.sample(make_generators([1, 2], 2, "truth"))
     y = op.measure(truth, make_generators([0, 1], 2, "measure"))
     kwargs = dict(steps=20, seed=[3, 4], progress=False, travel_length=3, travel_repeat=2)
-    out = POSTERIOR_SAMPLERS["ddnm"](prior, op, y, **kwargs)
+    out = SAMPLERS["ddnm"](prior, op, y, **kwargs)
     assert torch.allclose(op.A(out), y, atol=1e-5)  # the last step lands on A^+ y + (I - A^+ A) x0
-    assert torch.equal(POSTERIOR_SAMPLERS["ddnm_plus"](prior, op, y, **kwargs), out)
+    assert torch.equal(SAMPLERS["ddnm_plus"](prior, op, y, **kwargs), out)
 
 
 def test_time_travel_follows_repaints_jump_schedule():
@@ -345,14 +346,14 @@ def test_time_travel_follows_repaints_jump_schedule():
 def test_invalid_settings_are_clear_errors(name, bad, message):
     prior, op, _, y = gaussian_batch()
     with pytest.raises(ValueError, match=message):
-        POSTERIOR_SAMPLERS[name](prior, op, y, progress=False, **{**FAST[name], **bad})
+        SAMPLERS[name](prior, op, y, progress=False, **{**FAST[name], **bad})
 
 
 @pytest.mark.parametrize("task", task_names())
 def test_presets_hold_only_real_task_specific_settings(task):
     preset = load_task(task)
-    assert set(preset) <= {"default", "description", "operator", *POSTERIOR_SAMPLERS}, task
-    for name in POSTERIOR_SAMPLERS:
+    assert set(preset) <= {"default", "description", "operator", *SAMPLERS}, task
+    for name in SAMPLERS:
         defaults = sampler_settings(name)
         for key, value in preset_settings(preset, name).items():
             assert key in defaults, (task, name, key)
@@ -372,7 +373,7 @@ def test_every_sampler_runs_on_the_tiny_adm(name, tiny_prior):
     x = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1,
                                         size=(64, 64), mode="bilinear", align_corners=False)
     y = op.measure(x, make_generators(0, 1, "measure"))
-    out = POSTERIOR_SAMPLERS[name](tiny_prior, op, y, seed=0, progress=False, **ADM[name])
+    out = SAMPLERS[name](tiny_prior, op, y, seed=0, progress=False, **ADM[name])
     assert out.shape == (1, 3, 64, 64) and torch.isfinite(out).all()
 
 
@@ -385,7 +386,7 @@ def test_cli_runs_dps_with_its_task_preset(tmp_path, tiny_prior_path, capsys):
                  "--sampler", "dps", "--steps", "2", "-o", str(out)])
     assert code == 0, capsys.readouterr().err
     config = yaml.safe_load((out / "config.yaml").read_text())
-    resolved = resolve_settings("dps", load_task("super_resolution"), {"steps": 2})
+    resolved = make_spec(None, "super_resolution", "dps", settings={"steps": 2}).settings
     assert config["sampler"] == "dps" and config["sampler_settings"] == resolved
     assert resolved == {**sampler_settings("dps"), "steps": 2}
     assert json.loads((out / "metrics.json").read_text())["images"]["face.png"]["failed"] is False

@@ -89,3 +89,26 @@ def test_no_import_cycle():
     for module in sorted(graph):
         if module not in state:
             visit(module, [module])
+
+
+APPS = ("spgd.cli", "spgd.web", "spgd.bench", "spgd.restore_job", "spgd.run", "spgd.plan", "spgd.api")
+KIND_NAMES = {"TRAINED", "DiffIRModel", "model_kind", "kind_of", "PosteriorRestorer"}
+
+
+def test_apps_hold_a_restorer_and_never_ask_which_kind():
+    """The command line, the page, bench and the run layer reach models through `spgd.methods` and the
+    `Restorer` contract: none imports a trained restorer's module (but for the training commands) or names
+    a kind."""
+    for name, tree in MODULES.items():
+        if not name.startswith(APPS):
+            continue
+        bad = {t for t in imported(name, tree) if t.startswith(("spgd.diffir", "spgd.restorers"))} - {"spgd.diffir.cli"}
+        assert not bad, f"{name} imports {sorted(bad)}"
+        for node in ast.walk(tree):
+            named = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
+            assert named not in KIND_NAMES, f"{name} names {named} (line {node.lineno})"
+
+
+def test_no_module_is_longer_than_450_lines():
+    long = {path.name: n for path in PACKAGE.rglob("*.py") if (n := len(path.read_text().splitlines())) > 450}
+    assert not long, long

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from spgd.priors.tiled import GRAPH_BUDGET_MIB, TiledDenoiser, _SavedBytes, tile_starts
+from spgd.priors.tiled import GRAPH_BUDGET_MIB, TiledDenoiser, _SavedBytes
+from spgd.tiles import tile_starts
 
 
 class ConvDenoiser(nn.Module):
@@ -218,7 +219,7 @@ SIZED = ["super_resolution", "inpainting", "blur", "gaussian_blur", "motion_blur
 
 
 @pytest.mark.parametrize("operator_name", SIZED)
-@pytest.mark.parametrize("sampler", sorted(__import__("spgd").samplers.POSTERIOR_SAMPLERS))
+@pytest.mark.parametrize("sampler", sorted(__import__("spgd").samplers.SAMPLERS))
 def test_every_sampler_restores_a_200x136_image_with_a_32px_prior(sampler, operator_name):
     """Through spgd.restore, which tiles a fixed-size prior for another size; operators see the whole image."""
     import spgd

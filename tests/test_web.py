@@ -69,7 +69,10 @@ def test_a_restore_from_the_page_is_the_cli_run_byte_for_byte(app, face, tiny_pr
                  "-o", str(cli)]) == 0  # the threads as the page chose them (no --threads: same choice, same line)
     for name in ("face.png", "face_measurement.png", "grid.png"):
         assert (run / name).read_bytes() == (cli / name).read_bytes(), name
-    assert json.loads((run / "metrics.json").read_text()) == json.loads((cli / "metrics.json").read_text())
+    page_metrics, cli_metrics = (json.loads((d / "metrics.json").read_text()) for d in (run, cli))
+    assert page_metrics["images"]["face.png"].pop("model") == MODEL  # the model's name as each named it
+    cli_metrics["images"]["face.png"].pop("model")
+    assert page_metrics == cli_metrics
     page_config, cli_config = ((d / "config.yaml").read_text().splitlines() for d in (run, cli))
     differing = [a for a, b in zip(page_config, cli_config) if a != b]
     assert len(page_config) == len(cli_config) and len(differing) == 2  # the model's name and the input's path
@@ -80,7 +83,7 @@ def test_a_restore_from_the_page_is_the_cli_run_byte_for_byte(app, face, tiny_pr
 
 
 def test_progress_reports_every_step_and_the_live_estimate(app, face, monkeypatch):
-    monkeypatch.setattr(web, "PREVIEW_S", 0.0)
+    monkeypatch.setattr(web.jobs, "PREVIEW_S", 0.0)
     seen = []
     result, updates = finish(app, request(face, steps=4), progress=lambda value, desc: seen.append((value, desc)))
     steps = [value[0] for value, _ in seen]
@@ -107,25 +110,27 @@ def test_cancel_stops_the_sampler_itself_and_keeps_nothing(app, face):
     assert app.cancel("visitor") == "Cancelled."  # nothing running any more
 
 
-def test_trace_stops_a_sampler_loop_when_cancelled(tiny_prior):
+def test_the_stop_callback_ends_a_sampler_loop_at_its_next_step(tiny_prior):
     import spgd
+    from spgd.protocols import Stopped
+    from spgd.restorers import PosteriorRestorer
 
-    cancel, steps = threading.Event(), []
+    stop, steps = threading.Event(), []
 
     def report(step, loss, estimate):
         steps.append(step)
         if step == 2:
-            cancel.set()
+            stop.set()
 
     op = spgd.make_operator("super_resolution", scale=4, noise_sigma=0.01)
     y = spgd.simulate(torch.rand(1, 3, 64, 64), op, seed=0)
     quick = {"spgd": {"inner_steps": 1}, "dps": {}, "daps": {"langevin_steps": 2, "ode_steps": 1}}
     for sampler, settings in quick.items():
         steps.clear()
-        cancel.clear()
-        with pytest.raises(web.RestoreCancelled):
-            spgd.restore(y, op, tiny_prior, sampler=sampler, steps=50, trace=web.ProgressTrace(report, cancel),
-                         progress=False, **settings)
+        stop.clear()
+        restorer = PosteriorRestorer(tiny_prior, sampler, {"steps": 50, **settings})
+        with pytest.raises(Stopped):
+            restorer.restore(op, y, [0], trace=web.ProgressTrace(report), progress=False, stop=stop.is_set)
         assert steps == [1, 2], sampler
 
 
@@ -155,7 +160,7 @@ def test_bad_inputs_give_the_command_lines_messages_and_leave_no_run(app, face, 
     assert "GOPRO_wVAE.pth" in error(request(face, "nonlinear_blur"))
     assert error(request(face, str(tmp_path / "mine.yaml"))).startswith("unknown task")  # no server files
     with monkeypatch.context() as patch:
-        patch.setattr(web, "MAX_UPLOAD_MB", 0.001)
+        patch.setattr(web.files, "MAX_UPLOAD_MB", 0.001)
         assert re.match(r"face.png: the file is \d+ KB, too large: the page takes images of up to 0.001 MB$",
                         error(request(face)))
     assert run_folders(app) == []
@@ -201,7 +206,7 @@ def test_an_image_of_another_size_restores_at_its_own_size_with_a_mask_painted_o
 
 def test_a_sampler_reporting_more_than_its_steps_leaves_the_total_open(app, tmp_path, monkeypatch):
     """DDNM's Mask-Shift reports every step of every tile: 3 tiles x 10 steps on a 128x64 image."""
-    monkeypatch.setattr(web, "PREVIEW_S", 0.0)
+    monkeypatch.setattr(web.jobs, "PREVIEW_S", 0.0)
     wide = tmp_path / "wide.png"
     Image.fromarray(np.concatenate([np.asarray(Image.open(write_face_like(tmp_path / f"{k}.png", seed=k)))
                                     for k in range(2)], axis=1)).save(wide)
@@ -227,7 +232,7 @@ def test_a_drawn_kernel_is_the_one_simulating_draws_and_restores_a_measurement(a
     import spgd
     from spgd.tasks import load_task
 
-    path, picture = app.draw_kernel("motion_blur", MODEL, 3)
+    path, picture = app.draw_kernel("motion_blur", "spgd", MODEL, 3)
     kernel = torch.from_numpy(np.load(path))
     op = spgd.make_operator(**load_task("motion_blur")["operator"])
     spgd.simulate(torch.rand(1, 3, 64, 64), op, seed=3)
@@ -277,17 +282,17 @@ def test_visitors_never_see_each_others_runs(app, face, tmp_path):
 
 
 def test_show_input_checks_the_upload_and_fits_the_mask_canvas(app, face, tmp_path):
-    shown, canvas = app.show_input(str(face), MODEL)
+    shown, canvas = app.show_input(str(face), "spgd", MODEL, "super_resolution")
     assert shown.shape == (64, 64, 3) and canvas["background"].shape == (256, 256, 3)
     big = write_face_like(tmp_path / "portrait.png", size=120)
-    assert app.show_input(str(big), MODEL)[1]["background"].shape == (240, 240, 3)  # its own pixels, doubled
-    assert app.show_input(str(big), MODEL, resize=True)[1]["background"].shape == (256, 256, 3)
+    assert app.show_input(str(big), "spgd", MODEL, "super_resolution")[1]["background"].shape == (240, 240, 3)  # its own pixels, doubled
+    assert app.show_input(str(big), "spgd", MODEL, "super_resolution", resize=True)[1]["background"].shape == (256, 256, 3)
     huge = write_face_like(tmp_path / "huge.png", size=2000)
-    assert app.show_input(str(huge), MODEL)[1]["background"].shape == (768, 768, 3)
+    assert app.show_input(str(huge), "spgd", MODEL, "super_resolution")[1]["background"].shape == (768, 768, 3)
     (tmp_path / "bad.jpg").write_bytes(b"nope")
     with pytest.raises(PageError, match=r"^bad.jpg: not a readable image"):
-        app.show_input(str(tmp_path / "bad.jpg"), MODEL)
-    assert app.show_input(None, MODEL) == (None, None)
+        app.show_input(str(tmp_path / "bad.jpg"), "spgd", MODEL, "super_resolution")
+    assert app.show_input(None, "spgd", MODEL, "super_resolution") == (None, None)
 
 
 def test_the_page_builds_and_queues_one_restore_per_worker(app):
@@ -306,7 +311,7 @@ def test_serve_command_line(monkeypatch, capsys, one_thread):
     args = build_parser().parse_args(["serve", "-m", "a.pt", "-m", "b.pt", "--port", "8000"])
     assert args.model == ["a.pt", "b.pt"] and args.host == "127.0.0.1" and args.port == 8000
     assert main(["serve", "--threads", "1"]) == 2
-    assert "no prior to offer: pass --model FILE (builtin:faces64 is not shipped yet)" in capsys.readouterr().err
+    assert "no model to offer: pass --model FILE (no built-in prior ships with this install)" in capsys.readouterr().err
     assert main(["serve", "-m", "missing.pt", "--threads", "1"]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "gradio", None)  # as if `spgd[web]` were not installed
@@ -338,19 +343,19 @@ def test_diffir_restores_with_its_weights_and_a_wrong_task_is_one_line(tiny_prio
 
     from spgd.diffir import model as diffir_model
     from spgd.diffir.model import DiffIRModel, load_diffir
-    from spgd.models import load_file
+    from spgd.methods import load_file
 
     monkeypatch.setattr(diffir_model, "BUILTIN_DIR", tmp_path / "builtin")  # none shipped
     assert isinstance(load_file(diffir_file), DiffIRModel)  # what `spgd serve --model FILE` loads
     assert not isinstance(load_file(tiny_prior_path), DiffIRModel)
     app = WebApp({MODEL: tiny_prior, "tiny-diffir": load_diffir(diffir_file, name="tiny-diffir")},
-                 runs_dir=tmp_path / "served")
-    assert list(app.priors) == [MODEL]  # a DiffIR file is no prior of the posterior samplers
-    assert app.model_choices("spgd") == [MODEL] and app.model_choices("diffir") == ["tiny-diffir", web.BUILTIN]
-    form = app.task_form("super_resolution", "diffir")
+                 runs_dir=tmp_path / "served", offer_builtin=True)
+    assert app.model_choices("spgd") == [web.BUILTIN, MODEL]  # a DiffIR file is no prior of the posterior samplers
+    assert app.model_choices("diffir") == [web.BUILTIN, "tiny-diffir"]
+    form = app.task_form("super_resolution", "diffir", "tiny-diffir")
     assert not form["has_lr"] and form["steps"] is None and not form["mask"] and not form["reference"]
     assert "the defaults of diffir (on_nan raise, mean_of 1, antithetic False)" in form["note"] and "DiffIR tiny-diffir" in form["note"]
-    assert "cannot restore a inpainting measurement" in app.task_form("inpainting_random", "diffir")["note"]
+    assert "cannot restore a inpainting measurement" in app.task_form("inpainting_random", "diffir", "tiny-diffir")["note"]
 
     def diffir(task="super_resolution", model="tiny-diffir") -> RestoreRequest:
         return RestoreRequest(image=str(face), task=task, sampler="diffir", model=model, seed=2)
@@ -375,20 +380,37 @@ def test_diffir_restores_with_its_weights_and_a_wrong_task_is_one_line(tiny_prio
     assert error(diffir(model=web.BUILTIN)) == ("no built-in DiffIR weights for task super_resolution (built-in "
                                                "ones: none); train them with `spgd train-diffir` and pass --model FILE")
     spgd_with_diffir = RestoreRequest(image=str(face), task="super_resolution", model="tiny-diffir")
-    assert error(spgd_with_diffir) == "model 'tiny-diffir' is a diffir model; spgd restores with: tiny"
-    assert error(diffir(model=MODEL)).startswith("model 'tiny' is a prior model; diffir restores with: tiny-diffir, "
-                                                 "built-in")
+    assert error(spgd_with_diffir) == f"model 'tiny-diffir' cannot restore with spgd; spgd restores with: {web.BUILTIN}, tiny"
+    assert error(diffir(model=MODEL)) == f"model 'tiny' cannot restore with diffir; diffir restores with: {web.BUILTIN}, tiny-diffir"
     assert len(run_folders(app)) == 1  # the refused requests left nothing
     assert finish(app, diffir())[0]["status"].startswith("Done")  # and the server goes on
 
     (tmp_path / "builtin").mkdir()
     shutil.copyfile(diffir_file, tmp_path / "builtin" / "faces64_sr4.safetensors")
     assert finish(app, diffir(model=web.BUILTIN))[0]["status"].startswith("Done")
-    [loaded] = app._builtin.values()  # loaded once, by its name
-    assert list(app._builtin) == ["builtin:diffir-faces64_sr4"]
+    loaded = app.cache["builtin:diffir-faces64_sr4"]  # loaded once, by its name
     assert loaded.chosen == "chosen for 64x64"  # the face at its own size
     assert finish(app, diffir(model=web.BUILTIN))[0]["status"].startswith("Done")
-    assert app._builtin["builtin:diffir-faces64_sr4"] is loaded
+    assert app.cache["builtin:diffir-faces64_sr4"] is loaded
+
+
+def test_a_diffir_run_on_the_page_can_be_cancelled(diffir_file, face, tmp_path, one_thread):
+    """The page's cancel reaches a trained restorer too: it stops before the network's next block (here the
+    visitor cancels while the network's first block runs), and nothing of the run is kept."""
+    from spgd.diffir.model import load_diffir
+
+    model = load_diffir(diffir_file, name="tiny-diffir")
+    app = WebApp({"tiny-diffir": model}, runs_dir=tmp_path / "served")
+    first = next(m for m in model.network.modules() if not list(m.children()))
+    hook = first.register_forward_hook(lambda *_: app.cancel("visitor"))
+    try:
+        result, _ = finish(app, RestoreRequest(image=str(face), task="super_resolution", sampler="diffir",
+                                               model="tiny-diffir"), session="visitor")
+    finally:
+        hook.remove()
+    assert result["status"].startswith("Cancelled") and run_folders(app) == [] and app.running() == 0
+    assert finish(app, RestoreRequest(image=str(face), task="super_resolution", sampler="diffir",
+                                      model="tiny-diffir"))[0]["status"].startswith("Done")  # the server goes on
 
 
 def test_a_server_of_diffir_weights_only_opens_on_diffir(diffir_file, tmp_path):
@@ -406,6 +428,7 @@ def test_the_builtin_prior_is_chosen_by_the_uploaded_image(tmp_path, monkeypatch
     name, byte for byte, and named in config.yaml); a visitor's own prior offered first stays the default."""
     from spgd import load_prior
     from spgd.priors import loaders
+    from spgd.run import make_spec
 
     from .test_priors import _ship_tiny_priors
 
@@ -413,10 +436,10 @@ def test_the_builtin_prior_is_chosen_by_the_uploaded_image(tmp_path, monkeypatch
     (tmp_path / "builtin").mkdir()
     _ship_tiny_priors(tmp_path / "builtin", ["faces64", "natural"])
     builtins = {name: load_prior(name) for name in ("builtin:faces64", "builtin:natural")}
-    app = WebApp(builtins, runs_dir=tmp_path / "served")
+    app = WebApp(builtins, runs_dir=tmp_path / "served", offer_builtin=True)
     assert app.model_choices("ddnm") == [web.BUILTIN, "builtin:faces64", "builtin:natural"]
     assert "chosen by the image" in app.task_form("super_resolution", "ddnm")["note"]
-    assert app.image_size(web.BUILTIN) == (64, 64)
+    assert app.image_size("ddnm", web.BUILTIN, "super_resolution") == (16, 16)  # the tiny built-ins' side
     photo = tmp_path / "photo.png"
     Image.fromarray(np.asarray(Image.open(write_face_like(tmp_path / "f.png", size=80)))[16:64]).save(photo)
     face = write_face_like(tmp_path / "face.png")
@@ -430,10 +453,12 @@ def test_the_builtin_prior_is_chosen_by_the_uploaded_image(tmp_path, monkeypatch
         [by_name] = set(run_folders(app)) - before - {by_choice}
         assert yaml.safe_load((by_choice / "config.yaml").read_text())["model"] == expected
         assert (by_choice / image.name).read_bytes() == (by_name / image.name).read_bytes()
-    assert sorted(app._builtin) == ["builtin:faces64", "builtin:natural"]  # each loaded once, by its name
-    own = WebApp({MODEL: load_prior("builtin:natural"), **builtins}, runs_dir=tmp_path / "own")
-    assert own.model_choices("spgd") == [MODEL, "builtin:faces64", "builtin:natural", web.BUILTIN]
+        # the form shows the settings of the prior that runs on this image, before Restore is pressed
+        form = app.task_form("super_resolution", "ddnm", web.BUILTIN, str(image))
+        assert f"from {expected}" in form["note"]
+        assert form["steps"] == make_spec(builtins[expected], "super_resolution", "ddnm").settings["steps"]
+    assert set(app.cache) == {"builtin:faces64", "builtin:natural"}  # each loaded once, by its name
     faces_only = WebApp({"builtin:faces64": builtins["builtin:faces64"]}, runs_dir=tmp_path / "faces")
     assert faces_only.model_choices("spgd") == ["builtin:faces64"]
     with pytest.raises(PageError, match="is not offered here; spgd restores with: builtin:faces64"):
-        faces_only.model("spgd", web.BUILTIN, "super_resolution", (48, 80))
+        next(faces_only.restore(request(face, model=web.BUILTIN)))

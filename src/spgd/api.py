@@ -5,14 +5,12 @@ measurements y, the published [-1, 1] convention holds (noise sigma is stated in
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
-from .protocols import Denoiser, Operator
-from .samplers import get_sampler, mean_of_runs
-from .priors.tiled import for_size
+from .protocols import Operator
 from .threads import set_threads
 from .seeding import image_seeds, make_generators
 
@@ -38,17 +36,18 @@ def simulate(x: Tensor, operator: Operator, seed: int | Sequence[int] = 0) -> Te
         return operator.measure(to_model_range(x), generators)
 
 
-def restore(y: Tensor, operator: Operator, prior: Denoiser | None = None, sampler: str = "spgd",
+def restore(y: Tensor, operator: Operator, prior: Any = None, sampler: str = "spgd",
             seed: int | Sequence[int] = 0, x_start: Tensor | None = None, keep_measured: bool = False,
             tiling: str = "blend", **sampler_params: Any) -> Tensor:
-    """Restored images in [0, 1] from measurements y, with the named sampler and the prior (by default the
-    built-in prior for the image size, on y's device: the face prior at 64x64, else the natural one; for `sampler="diffir"` a DiffIR model, by default the built-in
-    weights for the operator and the image size).
+    """Restored images in [0, 1] from measurements y with the named method (a posterior sampler, or "diffir")
+    and its model (`prior`: a diffusion prior, or trained weights; by default the built-in one for the operator
+    and the image size, on y's device: the face prior at 64x64, else the natural one, or the built-in DiffIR
+    weights for the operator).
 
-    y is checked against the operator and the prior first (`check_measurement`). `x_start` (in the
+    y is checked against the operator and the model first (`check_measurement`). `x_start` (in the
     sampler's own units, e.g. sigma_max-scaled noise) overrides the seeded start. The settings are the
-    sampler's defaults and `sampler_params` (the task presets and a prior's recommended settings are
-    applied by `spgd.run.make_spec`, which the command line uses). `mean_of=K` (any sampler) returns the mean
+    method's defaults and `sampler_params` (the task presets and a prior's recommended settings are
+    applied by `spgd.plan`, which the apps use). `mean_of=K` (any method) returns the mean
     of K runs from independent seeds per image, an estimate of the posterior mean (`mean_of_runs`);
     `antithetic=True` makes them pairs of a seed's draws and their negatives, which keeps less of the variance.
     `keep_measured=True` puts the entries y measures directly back into the result (inpainting: the
@@ -58,30 +57,20 @@ def restore(y: Tensor, operator: Operator, prior: Denoiser | None = None, sample
     "shift" (the grid moved at random at every call, a quarter-tile overlap: 1.9x fewer network passes at
     1024x768; docs/any-size.md).
     """
-    if prior is None:  # the built-in prior for the size, or a trained restorer's built-in weights for the operator
-        from .models import load_model
+    from . import methods
 
-        prior = load_model(None, sampler, operator, device=str(y.device), image_size=operator.input_shape(y)[-2:])
-    check_measurement(y, operator, prior)
-    prior = for_size(prior, operator.input_shape(y)[-2:], progress=sampler_params.get("progress", True), tiling=tiling)
+    if prior is None:
+        size = tuple(operator.input_shape(y)[-2:])
+        prior = methods.builtin_model(sampler, "", operator, size, device=str(y.device))
+    settings = {**methods.method_settings(sampler), **sampler_params}
+    progress, trace = settings.pop("progress", True), settings.pop("trace", None)
+    restorer = methods.build_restorer(sampler, prior, settings, tiling)
+    restorer.check(operator)
+    check_measurement(y, operator, restorer)
     if y.device.type == "cpu":
         set_threads(None)  # one torch thread per free core, unless the user fixed the count
-    runs = int(sampler_params.pop("mean_of", 1))
-    antithetic = bool(sampler_params.pop("antithetic", False))
-    x = mean_of_runs(_seeding_the_prior(get_sampler(sampler)), prior, operator, y, runs=runs, antithetic=antithetic,
-                     x_start=x_start, seed=seed, **sampler_params)
+    x = restorer.restore(operator, y, image_seeds(seed, y.shape[0]), x_start=x_start, trace=trace, progress=progress)
     return to_image_range(keep_measured_pixels(x, y, operator) if keep_measured else x)
-
-
-def _seeding_the_prior(sampler: Callable[..., Tensor]) -> Callable[..., Tensor]:
-    """The sampler, handed the prior for each run's per-image seeds (`for_seeds`, where a prior draws at random:
-    random-shift tiles), so a mean of runs shifts its tiles differently in every run."""
-    def run(prior: Any, operator: Operator, y: Tensor, *, seed: int | Sequence[int] = 0, **settings: Any) -> Tensor:
-        for_seeds = getattr(prior, "for_seeds", None)
-        if for_seeds is not None:
-            prior = for_seeds(image_seeds(seed, y.shape[0]))
-        return sampler(prior, operator, y, seed=seed, **settings)
-    return run
 
 
 def keep_measured_pixels(x: Tensor, y: Tensor, operator: Operator) -> Tensor:
@@ -95,18 +84,18 @@ def keep_measured_pixels(x: Tensor, y: Tensor, operator: Operator) -> Tensor:
     return torch.where(failed, x, kept)
 
 
-def check_measurement(y: Tensor, operator: Operator, prior: Denoiser) -> None:
+def check_measurement(y: Tensor, operator: Operator, model: Any) -> None:
     """A ValueError, worded like the command line's, unless y is a finite NCHW batch of measurements of
-    images with the prior's channels (any size: a fixed-size prior runs on tiles, `spgd.priors.tiled`)."""
+    images with the model's channels (any size: a fixed-size prior runs on tiles, `spgd.priors.tiled`)."""
     if not isinstance(y, Tensor) or y.dim() != 4:
         shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
         raise ValueError(f"y must be an NCHW batch of measurements, got {shape}")
     if not torch.isfinite(y).all():
         raise ValueError("y contains NaN or infinite values")
     _, channels, height, width = operator.input_shape(y)
-    if channels != prior.image_channels:
-        raise ValueError(f"y is the {operator.name} measurement of {channels}-channel images; the prior restores "
-                         f"{prior.image_channels}-channel images")
+    if channels != model.image_channels:
+        raise ValueError(f"y is the {operator.name} measurement of {channels}-channel images; the model restores "
+                         f"{model.image_channels}-channel images")
 
 
 def _check_batch(x: Tensor, name: str) -> None:

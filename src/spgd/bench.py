@@ -29,7 +29,8 @@ from .api import to_image_range
 from .distributed import Group
 from .grids import grid_row, labelled_grid, strip_positions
 from .metrics import METRIC_SPACES, image_scores, ssim_y
-from .run import RunSpec, load_clean, restore_batch, restored_size
+from .plan import Plan, Request, make_plan
+from .run import RunSpec, restore_batch
 from .samplers import Trace
 
 RESTORED, MEASUREMENTS, RECORDS, TRACES = "restored", "measurements", "records", "traces"
@@ -41,20 +42,31 @@ Y_METRICS = ("psnr_y", "ssim_y")  # with metric_space "y", beside METRICS
 
 @dataclass
 class BenchJob:
-    """Everything one `spgd bench` run needs, resolved from the command line."""
+    """One `spgd bench` run: the request (`spgd.plan.Request`, simulated) on the images of `data`, and how
+    results are scored and kept. `prepare` lists the images and plans them, once."""
 
     data: Path
     out: Path
-    spec: RunSpec
-    task_name: str = ""
+    request: Request
     seed: int = 0
     batch_size: int = 1
     limit: int | None = None
-    resize: bool = False
     lpips: bool = False
     record: bool = False
     metric_space: str = "rgb"  # "y": also PSNR/SSIM of the BT.601 luma without crop_border pixels per side
     crop_border: int = 0
+    cache: dict[str, Any] | None = None  # models loaded before, by the name the request gives (`make_plan`)
+
+    def prepare(self) -> Plan:
+        """The images (`items`, `duplicates`) and their plan (`plan`): image k of the plan is items[k]."""
+        if not hasattr(self, "plan"):
+            self.items, self.duplicates = list_items(self.data, self.limit)
+            self.plan = make_plan(self.request, [item.path for item in self.items], self.cache, skip_unreadable=True)
+        return self.plan
+
+    @property
+    def resize(self) -> bool:
+        return self.request.resize
 
 
 @dataclass(frozen=True)
@@ -109,12 +121,16 @@ def list_items(data: Path, limit: int | None) -> tuple[list[Item], dict[str, str
 
 
 def clean_image(job: BenchJob, item: Item) -> Tensor:
-    """The clean image of `item` as the run uses it (3xHxW in [0, 1], on the CPU): at the prior's size with
-    --resize (or a spec that restores at it), else at its own (`spgd.run.restored_size`)."""
-    if job.resize or not job.spec.own_size:
-        return load_clean(job.spec, [item.path], job.resize)[0].cpu()
-    size = restored_size(job.spec, None, item.path, measured=False, resize=False)
-    return io.load_image(item.path, size, False)
+    """The clean image of `item` as the run uses it (3xHxW in [0, 1], on the CPU): at the size its plan group
+    restores it at (the model's with --resize, else its own)."""
+    k = job.items.index(item) if job.prepare() else 0
+    if k in job.plan.skipped:
+        raise io.ImageError(job.plan.skipped[k])
+    return io.load_image(item.path, job.plan.group_of(k).size, job.resize)
+
+
+def spec_of(job: BenchJob, item: Item) -> RunSpec:
+    return job.plan.group_of(job.items.index(item)).spec
 
 
 def item_seeds(job: BenchJob, items: list[Item]) -> list[int]:
@@ -130,8 +146,9 @@ def run_bench(job: BenchJob, group: Group = Group()) -> dict[str, Any]:
     """
     if job.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {job.batch_size}")
+    job.prepare()
     _check_metric_space(job)
-    items, duplicates = list_items(job.data, job.limit)
+    items, duplicates = job.items, job.duplicates
     settings = _settings(job)
     _check_settings(job.out, settings)
     if group.rank == 0:
@@ -156,10 +173,9 @@ def _check_metric_space(job: BenchJob) -> None:
         if job.crop_border:
             raise ValueError("--crop-border applies to --metric-space y (the RGB scores are of whole images)")
         return
-    if job.spec.prior.image_size is None:  # images of any size: each image's crop is checked when scored
-        return
-    probe = torch.zeros(1, *job.spec.image_shape())
-    ssim_y(probe, probe, job.crop_border)  # a crop the images cannot take, or images without RGB, fail here
+    for group in job.plan.groups:  # a crop the images cannot take fails here, before anything is written
+        probe = torch.zeros(1, 3, *group.size)
+        ssim_y(probe, probe, job.crop_border)  # a crop the images cannot take, or images without RGB, fail here
 
 
 def _scores(job: BenchJob, restored: Tensor, clean: Tensor, with_lpips: bool) -> dict[str, Any]:
@@ -172,7 +188,7 @@ def _scores(job: BenchJob, restored: Tensor, clean: Tensor, with_lpips: bool) ->
 
 def _settings(job: BenchJob) -> dict[str, Any]:
     """What determines the results: a run folder only ever holds results of one such setting."""
-    settings = {"data": str(job.data.resolve()), "task": job.task_name, **job.spec.describe(),
+    settings = {"data": str(job.data.resolve()), "task": str(job.request.task), **job.plan.describe(),
                 "seed": job.seed, "resize": job.resize}
     return yaml.safe_load(yaml.safe_dump(settings))  # as read back from the file
 
@@ -207,19 +223,20 @@ def _restore_all(job: BenchJob, mine: list[Item], pending: list[Item], group: Gr
     psnrs = [r["psnr"] for r in done if r is not None and not r["failed"]]
     bar = tqdm(total=len(mine), initial=len(done), desc="bench", unit="img", disable=group.rank != 0, leave=False)
     written, batch = 0, []
+    skipped = {job.items[k]: reason for k, reason in job.plan.skipped.items()}
     for n, item in enumerate(pending):
-        try:
-            image = clean_image(job, item)
-        except io.ImageError as exc:
-            _skip(job.out, item, str(exc))
+        if item in skipped:
+            _skip(job.out, item, skipped[item])
             bar.update(1)
-            image = None
-        if batch and image is not None and image.shape != batch[0][1].shape:  # a batch holds one size
-            written += _flush(job, batch, group, psnrs, bar)
+            if batch and n == len(pending) - 1:
+                written += _flush(job, batch, group, psnrs, bar)
+            continue
+        image = clean_image(job, item)
+        if batch and (image.shape != batch[0][1].shape or spec_of(job, item) is not spec_of(job, batch[0][0])):
+            written += _flush(job, batch, group, psnrs, bar)  # a batch holds one size and one run
             batch = []
-        if image is not None:
-            batch.append((item, image))
-        if batch and (len(batch) == job.batch_size or n == len(pending) - 1):
+        batch.append((item, image))
+        if len(batch) == job.batch_size or n == len(pending) - 1:
             written += _flush(job, batch, group, psnrs, bar)
             batch = []
     bar.close()
@@ -249,8 +266,8 @@ def _restore_batch(job: BenchJob, batch: list[tuple[Item, Tensor]], group: Group
     clean = torch.stack([image for _, image in batch])
     seeds = item_seeds(job, items)
     trace = Trace(keep_images=job.record, curves=job.record)  # without --record: failed steps only
-    result = restore_batch(job.spec, seeds, clean=clean.to(job.spec.device), trace=trace,
-                           progress=group.rank == 0)
+    spec = spec_of(job, items[0])
+    result = restore_batch(spec, seeds, clean=clean.to(spec.device), trace=trace, progress=group.rank == 0)
     records = []
     for k, item in enumerate(items):
         stem = item.path.stem

@@ -1,7 +1,9 @@
-"""Command line: `spgd restore | bench | plot | train | export | sample | weights fetch | tasks`.
+"""Command line: `spgd restore | bench | tasks | serve | plot | weights fetch | fid` here, `train | export |
+sample` in `spgd.cli_training`, `train-diffir | export-diffir` in `spgd.diffir.cli`.
 
-Errors a user can fix (bad files, sizes, unknown names, divergence) print one clear line and exit 2;
-anything else is a bug and shows its traceback.
+`restore`, `bench` and `serve` share one request (`spgd.plan.Request`, made from the flags by
+`request_from_args`) and one planner. Errors a user can fix (bad files, sizes, unknown names, divergence),
+raised by spgd itself, print one clear line and exit 2; anything else is a bug and shows its traceback.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from typing import Any, Sequence
 
 from .priors.loaders import DEFAULT_PRIOR as DEFAULT_MODEL, NATURAL_PRIOR
 
+PACKAGE = Path(__file__).resolve().parent
+
 
 def _add_threads(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: OMP_NUM_THREADS if set, else one per core that other "
@@ -20,8 +24,8 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     """The task, prior and sampler arguments `restore` and `bench` share."""
+    from .methods import METHODS
     from .priors.tiled import TILINGS
-    from .samplers import SAMPLERS
 
     p.add_argument("--task", "-t", required=True, help="task preset name (`spgd tasks` lists them) or a YAML file")
     p.add_argument("--model", "-m", help=f"checkpoint file or builtin:<name> (default: the built-in prior for the "
@@ -29,8 +33,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                                          "when it ships; with --sampler diffir the built-in DiffIR weights for the "
                                          "task and the images)")
     _add_arch(p)
-    p.add_argument("--sampler", default="spgd", choices=sorted(SAMPLERS), metavar="SAMPLER",
-                   help=f"sampler: {', '.join(sorted(SAMPLERS))} (default: %(default)s)")
+    p.add_argument("--sampler", default="spgd", choices=METHODS, metavar="SAMPLER",
+                   help=f"sampler, or a trained restorer: {', '.join(METHODS)} (default: %(default)s)")
     _add_setting_args(p)
     p.add_argument("--resize", action="store_true", help="centre-crop and resize inputs to the prior's size (restore: "
                    "without it each image is restored at its own size, a measurement at the size behind it)")
@@ -67,47 +71,18 @@ def _add_setting_args(p: argparse.ArgumentParser) -> None:
 
 def _add_arch(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", help="network architecture of a checkpoint that stores none (ffhq256, imagenet256, ...)")
-    p.add_argument("--preset", dest="old_preset", help=argparse.SUPPRESS)  # the old spelling of --arch
 
 
-def _arch(args: argparse.Namespace) -> str | None:
-    """--arch, or the deprecated --preset with a note on stderr."""
-    if getattr(args, "old_preset", None):
-        print("spgd: note: --preset is now --arch (the old spelling still works for now)", file=sys.stderr)
-        return args.arch or args.old_preset
-    return args.arch
-
-
-def _announce(prior: Any) -> None:
-    """The prior and the CPU threads a command runs with, once, on stderr."""
+def _announce(plan: Any) -> None:
+    """The model of each group of images and the CPU threads, once, on stderr."""
     from .threads import summary
 
-    print(f"spgd: prior: {prior.description}\nspgd: threads: {summary()}", file=sys.stderr)
-
-
-def _clean_size(args: argparse.Namespace, first_input: Path | None) -> tuple[int, int] | None:
-    """(H, W) of the clean image behind the first input (`spgd.models.clean_size`)."""
-    from .models import clean_size
-
-    return None if first_input is None else clean_size(args.task, first_input, not getattr(args, "simulate", True))
-
-
-def _load_run_prior(args: argparse.Namespace, device: str, first_input: Path | None = None) -> tuple[Any, str]:
-    """The model of a restore/bench run (`spgd.models.load_model`), on the fast path when asked, and a name that
-    records how it runs."""
-    from .priors.fast import FastDenoiser
-    from .models import load_model
-    from .samplers import model_kind
-
-    trained = model_kind(args.sampler) != "prior"
-    size = _clean_size(args, first_input) if args.model is None else None
-    prior = load_model(args.model, args.sampler, args.task, device, _arch(args), size, args.resize)
-    name = str(args.model or getattr(prior, "name", DEFAULT_MODEL))
-    _announce(prior)
-    if trained or (args.precision == "fp32" and not args.compile):
-        return prior, name
-    fast = FastDenoiser(prior, args.precision, channels_last=True, compile=args.compile)
-    return fast, f"{name} ({args.precision}{', compiled' if args.compile else ''})"
+    for spec in plan.specs:
+        groups = [g for g in plan.groups if g.spec is spec]
+        count = sum(len(g.indices) for g in groups)
+        sizes = ", ".join(f"{g.size[1]}x{g.size[0]}" for g in groups)
+        print(f"spgd: model: {spec.model.description} [{count} image(s) at {sizes}]", file=sys.stderr)
+    print(f"spgd: threads: {summary()}", file=sys.stderr)
 
 
 def _add_restore(sub: argparse._SubParsersAction) -> None:
@@ -133,11 +108,10 @@ FLAG_SETTINGS = {"steps": "--steps", "lr": "--lr", "inner_steps": "--inner-steps
                  "mean_of": "--mean-of"}
 
 
-def _run_spec(args: argparse.Namespace, prior: Any, model_name: str, device: str) -> Any:
-    """The resolved run of the command line (see `spgd.run.make_spec`); the sampler flags are checked
-    against the sampler's settings, so `--inner-steps` with DPS names the flag."""
-    from .run import make_spec
-    from .samplers import check_settings
+def overrides_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(operator parameters, method settings) the flags set; a sampler flag is checked against the method's
+    settings, so `--inner-steps` with DPS names the flag."""
+    from .methods import check_settings
     from .tasks import parse_key_values
 
     operator = parse_key_values(args.op, "--op")
@@ -150,24 +124,32 @@ def _run_spec(args: argparse.Namespace, prior: Any, model_name: str, device: str
         if getattr(args, key) is not None:
             check_settings(args.sampler, {key: getattr(args, key)}, flag)
             settings[key] = getattr(args, key)
-    return make_spec(prior, args.task, args.sampler, operator, settings, mask=getattr(args, "mask", None),
-                     kernel=getattr(args, "kernel", None), reference=args.reference, device=device,
-                     model_name=model_name, own_size=not getattr(args, "resize", False),
-                     tiling=getattr(args, "tiling", "blend"))
+    return operator, settings
+
+
+def request_from_args(args: argparse.Namespace, simulate: bool, device: str | None = None) -> Any:
+    """The request of `restore` or `bench` (`spgd.plan.Request`)."""
+    from .plan import Request
+
+    operator, settings = overrides_from_args(args)
+    return Request(task=args.task, sampler=args.sampler, model=args.model, arch=args.arch, operator=operator,
+                   settings=settings, mask=getattr(args, "mask", None), kernel=getattr(args, "kernel", None),
+                   reference=args.reference, simulate=simulate, resize=args.resize, tiling=args.tiling,
+                   device=device or args.device, precision=args.precision, compile=args.compile)
 
 
 def _restore(args: argparse.Namespace) -> int:
     from .demo import expand_inputs
     from .io import list_images
+    from .plan import make_plan
     from .restore_job import RestoreJob, run_restore
 
     inputs = list_images(expand_inputs(args.input))
     if not inputs:
         raise ValueError(f"no images found in {' '.join(args.input)}")
-    prior, model_name = _load_run_prior(args, args.device, inputs[0])
-    spec = _run_spec(args, prior, model_name, args.device)
-    job = RestoreJob(inputs=inputs, output=Path(args.output), spec=spec, seed=args.seed,
-                     batch_size=args.batch_size, simulate=args.simulate, resize=args.resize,
+    plan = make_plan(request_from_args(args, args.simulate), inputs)
+    _announce(plan)
+    job = RestoreJob(plan=plan, output=Path(args.output), seed=args.seed, batch_size=args.batch_size,
                      overwrite=args.overwrite, keep_measured=args.keep_measured)
     result = run_restore(job)
     scores = "  ".join(f"{k.upper()} {v:.3f}" for k, v in result["mean"].items())
@@ -203,7 +185,6 @@ def _bench(args: argparse.Namespace) -> int:
 
     from .bench import BenchJob, run_bench
     from .distributed import process_group
-    from .io import list_images
 
     if args.lpips:
         from .weights import weights_path
@@ -212,12 +193,12 @@ def _bench(args: argparse.Namespace) -> int:
     if args.record and importlib.util.find_spec("matplotlib") is None:
         raise ValueError("--record plots need matplotlib: pip install 'spgd[plots]'")
     with process_group(args.device) as (group, device):
-        first = next(iter(list_images([args.data])), None) if args.data.is_dir() else None
-        prior, model_name = _load_run_prior(args, device, first)
-        job = BenchJob(data=args.data, out=args.out, spec=_run_spec(args, prior, model_name, device),
-                       task_name=str(args.task), seed=args.seed, batch_size=args.batch_size, limit=args.limit,
-                       resize=args.resize, lpips=args.lpips, record=args.record, metric_space=args.metric_space,
-                       crop_border=args.crop_border)
+        job = BenchJob(data=args.data, out=args.out, request=request_from_args(args, True, device), seed=args.seed,
+                       batch_size=args.batch_size, limit=args.limit, lpips=args.lpips, record=args.record,
+                       metric_space=args.metric_space, crop_border=args.crop_border)
+        plan = job.prepare()
+        if group.rank == 0:
+            _announce(plan)
         try:
             result = run_bench(job, group)
         except KeyboardInterrupt:
@@ -246,155 +227,6 @@ def _plot(args: argparse.Namespace) -> int:
 
     paths = plot_run(args.run)
     print(f"wrote {len(paths)} plot(s) to {args.run / 'plots'}/")
-    return 0
-
-
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    from .train import TrainConfig as C
-
-    p = sub.add_parser("train", help="train an ADM prior on a folder of images",
-                       description="Train an ADM UNet with the DDPM epsilon objective (the VP prior of "
-                                   "`load_prior`). OUT gets checkpoints/, samples/, loss.csv and config.yaml.")
-    p.add_argument("--data", required=True, help="folder of images (any size; centre-cropped and resized) or a prepared .npy")
-    p.add_argument("--out", "-o", required=True, help="run folder")
-    p.add_argument("--size", type=int, default=C.size, help="image side (default: %(default)s)")
-    p.add_argument("--holdout", type=int, default=C.holdout,
-                   help="hold out the last N images by name, listed in OUT/data_<size>_holdout.txt")
-    p.add_argument("--exclude", nargs="+", default=[], metavar="LIST",
-                   help="text files naming images (one per line) never to train on, e.g. a validation split")
-    p.add_argument("--objective", choices=["eps", "edm"], default=C.objective,
-                   help="eps: DDPM epsilon, uniform t; edm: EDM preconditioning, log-normal sigma (default: %(default)s)")
-    p.add_argument("--config", default=C.model, help="network: a preset (default: %(default)s), a .json/.yaml "
-                                                     "file or inline JSON of guided-diffusion arguments")
-    p.add_argument("--batch-size", type=int, default=C.batch_size, help="(default: %(default)s)")
-    p.add_argument("--lr", type=float, default=C.lr, help="AdamW learning rate (default: %(default)s)")
-    p.add_argument("--warmup", type=int, default=C.warmup, help="linear lr warm-up steps (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=C.steps, help="total optimizer steps (default: %(default)s)")
-    p.add_argument("--ema", type=float, default=C.ema, help="EMA decay (default: %(default)s)")
-    p.add_argument("--grid-every", type=int, default=C.grid_every, help="sample grid every N steps (0: never)")
-    p.add_argument("--ckpt-every", type=int, default=C.ckpt_every, help="checkpoint every N steps (0: at the end only)")
-    p.add_argument("--seed", type=int, default=C.seed)
-    p.add_argument("--workers", type=int, default=C.workers, help="DataLoader workers when reading the image files")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT (if any)")
-    p.add_argument("--init", default="", help="exported weights (spgd export) to start from when OUT has no checkpoint: "
-                                            "fresh optimizer, EMA from the weights, their step count kept")
-    p.add_argument("--time-limit", type=float, default=C.time_limit,
-                   help="stop after this many seconds of training, with a checkpoint (0: no limit)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the network (worth it on a GPU)")
-    p.add_argument("--device", default=C.device, help="auto (cuda if available), cpu, cuda, cuda:1, ...")
-    _add_threads(p)
-    p.set_defaults(func=_train)
-
-
-def _train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, parse_model_config, train
-
-    cfg = TrainConfig(data=args.data, out=args.out, size=args.size, holdout=args.holdout,
-                      exclude=tuple(args.exclude), objective=args.objective,
-                      model=parse_model_config(args.config), batch_size=args.batch_size, lr=args.lr,
-                      warmup=args.warmup, steps=args.steps, ema=args.ema, grid_every=args.grid_every,
-                      ckpt_every=args.ckpt_every, seed=args.seed, workers=args.workers, device=args.device,
-                      time_limit=args.time_limit, compile=args.compile, init=args.init)
-    result = train(cfg, resume=args.resume)
-    from .threads import summary
-
-    print(f"trained to step {result['step']} ({result['steps_per_second']:.2f} steps/s; {summary()}) "
-          f"-> {result['checkpoint']}")
-    if result["step"] < cfg.steps:
-        print(f"stopped by --time-limit {cfg.time_limit:g} s before step {cfg.steps}; --resume continues")
-    return 0
-
-
-def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a training checkpoint's EMA weights as safetensors for load_prior")
-    p.add_argument("checkpoint", help="checkpoint file, or a training folder (its last checkpoint), or an exported "
-                                      ".safetensors (written again: new --recommended, --dtype)")
-    p.add_argument("output", help="the .safetensors file to write")
-    p.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16", help="(default: %(default)s)")
-    p.add_argument("--recommended", type=Path, help="YAML of the sampler settings this prior needs, stored in the file: "
-                                                   "{samplers: {spgd: {...}}, tasks: {TASK: {spgd: {...}}}}")
-    p.set_defaults(func=_export)
-
-
-def _export(args: argparse.Namespace) -> int:
-    import torch
-
-    from .train import MAX_EXPORT_BYTES, export_weights
-
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
-    recommended = _read_recommended(args.recommended) if args.recommended else None
-    size = export_weights(args.checkpoint, args.output, dtype, recommended)
-    print(f"wrote {args.output} ({size / 2 ** 20:.2f} MiB)")
-    if size > MAX_EXPORT_BYTES:
-        print(f"warning: over the {MAX_EXPORT_BYTES // 2 ** 20} MiB limit of a built-in prior", file=sys.stderr)
-    return 0
-
-
-def _read_recommended(path: Path) -> dict[str, Any]:
-    """A prior's recommended sampler settings from YAML, each checked against its sampler's settings."""
-    import yaml
-
-    from .samplers import check_settings
-    from .tasks import task_names
-
-    try:
-        recommended = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
-    if not isinstance(recommended, dict) or set(recommended) - {"samplers", "tasks"}:
-        raise ValueError(f"{path}: expected the keys samplers and/or tasks, got {sorted(recommended)}")
-    for sampler, settings in recommended.get("samplers", {}).items():
-        check_settings(sampler, settings, f"{path} (samplers)")
-    for task, samplers in recommended.get("tasks", {}).items():
-        if task not in task_names():
-            raise ValueError(f"{path}: unknown task {task!r}; tasks: {', '.join(task_names())}")
-        for sampler, settings in samplers.items():
-            check_settings(sampler, settings, f"{path} (tasks.{task})")
-    return recommended
-
-
-def _add_sample(sub: argparse._SubParsersAction) -> None:
-    from .sample import SOLVERS
-
-    p = sub.add_parser("sample", help="unconditional samples from a prior (OUT/images/NNNNNN.png + OUT/grid.png)")
-    p.add_argument("--model", "-m", default=DEFAULT_MODEL, help="checkpoint file or builtin:<name> (default: %(default)s)")
-    _add_arch(p)
-    p.add_argument("--n", type=int, default=16, help="number of images (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
-    p.add_argument("--steps", type=int, default=18, help="noise levels (default: %(default)s)")
-    p.add_argument("--solver", choices=SOLVERS, default="heun", help="(default: %(default)s)")
-    p.add_argument("--sigma-max", type=float, default=80.0)
-    p.add_argument("--sigma-min", type=float, default=0.002)
-    p.add_argument("--grid", type=int, default=64, help="the first N images go in grid.png (default: %(default)s)")
-    p.add_argument("--out", "-o", default="outputs/samples", help="output folder (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    _add_threads(p)
-    p.set_defaults(func=_sample)
-
-
-def _sample(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
-    from .io import save_image
-    from .priors import load_prior
-    from .sample import sample, square_grid
-
-    if args.n < 1 or args.batch_size < 1:
-        raise ValueError("--n and --batch-size must be >= 1")
-    prior = load_prior(args.model, _arch(args), device=args.device)
-    _announce(prior)
-    out, grid = Path(args.out), []
-    for start in tqdm(range(0, args.n, args.batch_size), desc="sample", unit="batch"):
-        count = min(args.batch_size, args.n - start)
-        images = sample(prior, count, seed=args.seed + start, steps=args.steps, sigma_max=args.sigma_max,
-                        sigma_min=args.sigma_min, solver=args.solver).cpu()
-        for i, image in enumerate(images, start):  # a folder of samples alone: `spgd fid OUT/images ...`
-            save_image(image, out / "images" / f"{i:06d}.png")
-        grid += list(images[: max(0, args.grid - len(grid))])
-    if grid:
-        save_image(square_grid(grid), out / "grid.png")
-    print(f"sampled {args.n} image(s) -> {out / 'images'}/")
     return 0
 
 
@@ -437,17 +269,19 @@ def _tasks(args: argparse.Namespace) -> int:
                                 for s in SAMPLERS if preset_settings(task, s))
             print(f"{name:18s} {task.get('description', '')}\n{'':18s} {changed or 'sampler defaults'}")
         return 0
-    from .priors import load_prior
+    from .methods import METHODS, load_model
+    from .run import make_spec
 
     task = load_task(args.name)
-    prior = load_prior(args.model, _arch(args))
-    args.task = args.name
-    print(f"{args.name}: {task.get('description', '')}\nprior: {args.model} ({prior.description})")
-    for sampler in sorted(SAMPLERS) if args.sampler == "all" else [args.sampler]:
+    model = load_model("spgd", args.model, args.arch)
+    print(f"{args.name}: {task.get('description', '')}\nmodel: {args.model} ({model.description})")
+    for sampler in METHODS if args.sampler == "all" else [args.sampler]:
         args.sampler = sampler
-        spec = _run_spec(args, prior, str(args.model), "cpu")
-        operator = ", ".join(f"{k}={v}" for k, v in spec.describe()["operator"].items())
-        print(f"\noperator: {operator}\nsampler: {sampler}, the settings a restore runs with (each column over "
+        operator, settings = overrides_from_args(args)
+        spec = make_spec(model, args.name, sampler, operator, settings, reference=args.reference,
+                         model_name=str(args.model))
+        shown = ", ".join(f"{k}={v}" for k, v in spec.describe()["operator"].items())
+        print(f"\noperator: {shown}\nsampler: {sampler}, the settings a restore runs with (each column over "
               f"the ones before it):\n{settings_table(spec)}")
     return 0
 
@@ -494,24 +328,25 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from .priors import builtin_priors
+    from .threads import summary
     from .web import serve
 
-    models = list(dict.fromkeys(args.model + [name for name in (DEFAULT_MODEL, NATURAL_PRIOR) if name in builtin_priors()]))
+    shipped = [name for name in (DEFAULT_MODEL, NATURAL_PRIOR) if name in builtin_priors()]
+    models = list(dict.fromkeys(args.model + shipped))
     if not models:
-        raise ValueError(f"no prior to offer: pass --model FILE ({DEFAULT_MODEL} is not shipped yet)")
-    from .threads import summary
-
+        raise ValueError("no model to offer: pass --model FILE (no built-in prior ships with this install)")
     print(f"spgd: threads: {summary()} (chosen again for every request)", file=sys.stderr)
-    return serve(models, host=args.host, port=args.port, arch=_arch(args), device=args.device,
-                 runs_dir=args.runs_dir, workers=args.workers)
+    return serve(models, host=args.host, port=args.port, arch=args.arch, device=args.device,
+                 runs_dir=args.runs_dir, workers=args.workers, offer_builtin=bool(shipped))
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .methods import METHODS
     from .samplers import SAMPLERS
 
     parser = Parser(
         prog="spgd", description="Image restoration with diffusion priors: SPGD and the samplers it is compared "
-                                 f"with ({', '.join(sorted(SAMPLERS))}).")
+                                 f"with ({', '.join(sorted(SAMPLERS))}), and trained restorers (DiffIR).")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_restore(sub)
     _add_bench(sub)
@@ -531,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", "-m", default=DEFAULT_MODEL, help="the prior (its recommendation is a layer; "
                                                                "default: %(default)s)")
     _add_arch(t)
-    t.add_argument("--sampler", default="spgd", choices=["all", *sorted(SAMPLERS)], metavar="SAMPLER",
+    t.add_argument("--sampler", default="spgd", choices=["all", *METHODS], metavar="SAMPLER",
                    help="the sampler, or all (default: %(default)s)")
     _add_setting_args(t)
     t.set_defaults(func=_tasks)
@@ -543,12 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--json", type=Path, help="also write the result here")
     _add_threads(f)
     f.set_defaults(func=_fid)
-    _add_train(sub)
-    _add_export(sub)
-    _add_sample(sub)
     _add_serve(sub)
+    from .cli_training import add_parsers as add_training_parsers
     from .diffir.cli import add_parsers as add_diffir_parsers
 
+    add_training_parsers(sub, _add_threads, _add_arch)
     add_diffir_parsers(sub, _add_threads)
     return parser
 
@@ -576,6 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except (ValueError, ImageError, CheckpointError, DivergenceError, WeightsFetchError,
             WeightsIntegrityError) as exc:
+        if isinstance(exc, ValueError) and not _raised_by_spgd(exc):
+            raise  # a library's ValueError is a bug here: its traceback says where
         print(f"spgd {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a missing file, an unwritable output folder, a full disk, a read-only mount
@@ -585,3 +421,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"spgd {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _raised_by_spgd(exc: BaseException) -> bool:
+    """Whether spgd's own code raised `exc` (a message for the user) rather than a library it called."""
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    return last is not None and Path(last).resolve().is_relative_to(PACKAGE)

@@ -1,12 +1,16 @@
-"""The two contracts the rooms meet at: a prior is a `Denoiser`, a forward model an `Operator`.
+"""The contracts the rooms meet at.
 
-Samplers are written against these alone (they import neither `priors` nor `operators`), so any
-object with these attributes works: a network of any checkpoint format behind `priors`, a closed-form
-Gaussian prior in the tests, a forward model of the user's own.
+- `Denoiser`: a prior, D(x, sigma). Samplers are written against it alone.
+- `Operator`: the physics y = A(x) + noise, with its `NoiseModel`, and the answers samplers ask of it (adjoint,
+  pseudo-inverse, SVD). Samplers import neither `priors` nor `operators`.
+- `Acquisition`: what the apps ask of an operator about files and people (a preview, a measurement read from
+  a file, the parameter files a task takes, pixels left out). The apps are typed against it, never probe.
+- `Restorer`: what turns a measurement into an image: a diffusion prior with a sampler and its settings, or a
+  trained restorer (DiffIR). The apps hold one and never ask which kind.
 """
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -21,7 +25,7 @@ class Denoiser(Protocol):
     prior, a standard 1,000-level one for a continuous prior. Optional: `tile_denoiser`, (a fixed-size
     denoiser, its side) where this one runs that on tiles, for samplers with a tiling of their own;
     `for_seeds(seeds)`, the denoiser for a run of images with these seeds, where it draws at random itself
-    (random-shift tiles); `spgd.restore` calls it before each run, so no sampler needs to.
+    (random-shift tiles); a posterior `Restorer` calls it before each run, so no sampler needs to.
     """
 
     image_channels: int
@@ -58,20 +62,29 @@ class SVD(Protocol):
     def U(self, c: Tensor) -> Tensor: ...  # noqa: N802
 
 
+class NoiseModel(Protocol):
+    """What is added to A(x): `sigma` is the level samplers weigh the data fit by ([-1, 1] units); calling it
+    on z = A(x) adds the noise, image i's draws from generators[i]."""
+
+    name: str
+    sigma: float
+
+    def __call__(self, z: Tensor, generators: Sequence[torch.Generator | None]) -> Tensor: ...
+
+
 @runtime_checkable
 class Operator(Protocol):
-    """A forward model y = A(x) + noise that answers its own questions.
+    """The physics: a forward model y = A(x) + noise that answers its own questions.
 
     `supports(name)` says which optional answers it has: "adjoint" (A_adjoint), "pinv" (A_pinv and
-    `null`), "svd" (`svd(shape, device, dtype)`, an `SVD` for image batches of that shape), and, for the
-    apps, "unknown_pixels" (`mark_unknown(unknown)`: it can leave any pixel out, e.g. a transparent one).
-    `input_shape(y)` is the image batch shape behind a measurement, `preview(y)` the [0, 1] picture
-    a person sees of it. Optional: `with_measured(x, y)`, x with the entries y measures directly put
-    back (None, or no such method, when it measures none); `restore(..., keep_measured=True)` asks it.
+    `null`) and "svd" (`svd(shape, device, dtype)`, an `SVD` for image batches of that shape).
+    `input_shape(y)` is the image batch shape behind a measurement. `noise` is the noise model `measure`
+    applies; `noise_sigma` its level.
     """
 
     name: str
     linear: bool
+    noise: NoiseModel
     noise_sigma: float
 
     def A(self, x: Tensor) -> Tensor: ...  # noqa: N802 - the field's notation
@@ -89,6 +102,71 @@ class Operator(Protocol):
 
     def input_shape(self, y: Tensor) -> tuple[int, ...]: ...
 
+    def measure(self, x: Tensor, generator: Sequence[torch.Generator] | torch.Generator | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class Acquisition(Protocol):
+    """The questions the apps (command line, page, bench) ask of an operator about files and people.
+
+    `image_measurement`: a measurement is an image a person can bring as a file (`as_measurement` makes
+    it y). `measurement_shape(image_shape)` is the inverse of `input_shape`. `file_parameters`: the
+    parameters a person can give as files ("mask", "kernel"). `unset_parameters()`: those a real
+    measurement must come with (drawn at random when simulating). `takes_unknown_pixels` /
+    `mark_unknown(unknown)`: it can leave any pixel out (a transparent one). `with_measured(x, y)`: x with
+    the entries y measures directly put back, or None. `preview(y)`: the [0, 1] picture of a measurement.
+    """
+
+    image_measurement: bool
+    file_parameters: tuple[str, ...]
+    takes_unknown_pixels: bool
+
+    def measurement_shape(self, image_shape: Sequence[int]) -> tuple[int, ...]: ...
+
+    def as_measurement(self, image: Tensor) -> Tensor: ...
+
+    def unset_parameters(self) -> list[str]: ...
+
+    def mark_unknown(self, unknown: Tensor) -> None: ...
+
+    def with_measured(self, x: Tensor, y: Tensor) -> Tensor | None: ...
+
     def preview(self, y: Tensor) -> Tensor: ...
 
-    def measure(self, x: Tensor, generator: Sequence[torch.Generator] | torch.Generator | None = None) -> Tensor: ...
+    def draw(self, x: Tensor, generators: Sequence[torch.Generator | None]) -> None: ...
+
+    def params(self) -> dict[str, Any]: ...
+
+
+class Stopped(Exception):
+    """A restore ended by its stop callback at `step`: nothing of it is a result."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"stopped at step {step}")
+        self.step = step
+
+
+@runtime_checkable
+class Restorer(Protocol):
+    """Measurements in, images out: what the apps run, whatever is inside.
+
+    `image_channels`: the channels of the images it restores; `image_size`: the one clean side it is made
+    for (what `--resize` brings images to), None for any size. `check(operator)` raises a ValueError naming
+    both when it cannot restore that operator's measurements. `describe()`: its resolved settings as plain
+    values (config.yaml). `restore(operator, y, seeds)` returns images in [-1, 1], image i seeded by seeds[i];
+    with on_nan="mark" a failed image comes back NaN and `trace.failed`/`trace.reasons` say why; `stop()`
+    is asked at every step and, once true, ends the run by raising `Stopped`.
+    """
+
+    name: str
+    description: str
+    image_channels: int
+    image_size: int | None
+
+    def check(self, operator: Operator) -> None: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def restore(self, operator: Operator, y: Tensor, seeds: Sequence[int], *, x_start: Tensor | None = None,
+                trace: Any = None, progress: bool = True, on_nan: str | None = None,
+                stop: Callable[[], bool] | None = None) -> Tensor: ...

@@ -5,9 +5,9 @@ restored, and scored against the original. Otherwise each input is a measurement
 image for super-resolution, an image plus a mask for inpainting, a blurry image plus a kernel).
 Each result is written like its input (one channel for gray, 16 bits for 16-bit gray, the alpha
 channel put back; `spgd.io` states the rules), and scored as written.
-Each image is restored at its own size (a measurement at the size of the image behind it) unless
-`resize` brings every image to the prior's (`spgd.run.restored_size`); images of one size share
-batches, and image i of the inputs has seed + i whatever batch it lands in.
+Each image is restored at its own size (a measurement at the size of the image behind it) with the model
+the plan gives its size (`spgd.plan`), unless `resize` brings every image to the model's; images of one
+size share batches, and image i of the inputs has seed + i whatever batch it lands in.
 Results never overwrite anything silently: two inputs with one name, or an output folder holding an
 earlier run, are refused up front (`overwrite` allows the latter); a failed image gets no PNG, and a
 run that fails before its first result leaves no files behind.
@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 from . import io, threads
 from .grids import grid_row, labelled_grid
 from .metrics import image_scores
-from .run import RunSpec, load_measured, read_clean, restore_batch, restored_size
+from .plan import Plan
+from .run import load_measured, read_clean, restore_batch
 from .samplers import Trace
 
 RUN_FILES = ("config.yaml", "metrics.json", "grid.png")
@@ -33,17 +34,26 @@ RUN_FILES = ("config.yaml", "metrics.json", "grid.png")
 
 @dataclass
 class RestoreJob:
-    """Everything one `spgd restore` run needs, resolved from the command line."""
+    """One `spgd restore` run: the plan of the request, and where and how its results are written."""
 
-    inputs: list[Path]
+    plan: Plan
     output: Path
-    spec: RunSpec
     seed: int = 0
     batch_size: int = 1
-    simulate: bool = False
-    resize: bool = False
     overwrite: bool = False
     keep_measured: bool = True  # the pixels the measurement holds as they are come back unchanged
+
+    @property
+    def inputs(self) -> list[Path]:
+        return self.plan.inputs
+
+    @property
+    def simulate(self) -> bool:
+        return self.plan.request.simulate
+
+    @property
+    def resize(self) -> bool:
+        return self.plan.request.resize
 
 
 def check_outputs(job: RestoreJob) -> None:
@@ -62,39 +72,40 @@ def check_outputs(job: RestoreJob) -> None:
                          "choose another folder or pass --overwrite")
 
 
-def run_restore(job: RestoreJob, trace_factory: Callable[[], Trace] | None = None) -> dict[str, Any]:
+def run_restore(job: RestoreJob, trace_factory: Callable[[], Trace] | None = None,
+                stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Restore every input; write PNGs, grid.png, metrics.json and config.yaml into job.output.
 
-    `trace_factory`, if given, makes the trace of each batch (e.g. one that reports progress per step).
+    `trace_factory`, if given, makes the trace of each batch (e.g. one that reports progress per step);
+    `stop`, the Restorers' stop callback (`spgd.restorers.Stopped` ends the run).
     Returns {"images": per-image entries, "mean": mean scores, "failed": names of failed images}.
     """
     if job.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {job.batch_size}")
     check_outputs(job)
-    probe = job.spec.make_operator() if job.spec.own_size and not job.resize else None  # else: the prior's size
-    sizes = [restored_size(job.spec, probe, path, not job.simulate, job.resize) for path in job.inputs]
     entries: dict[int, dict[str, Any]] = {}
     rows = {}
-    batches = size_batches(sizes, job.batch_size)
-    for b, batch in enumerate(tqdm(batches, desc="images", unit="batch", disable=len(batches) < 2)):
-        paths, size = [job.inputs[i] for i in batch], sizes[batch[0]]
+    batches = [(group, batch) for group in job.plan.groups for batch in _cut(group.indices, job.batch_size)]
+    for b, (group, batch) in enumerate(tqdm(batches, desc="images", unit="batch", disable=len(batches) < 2)):
+        paths, size, spec = [job.inputs[i] for i in batch], group.size, group.spec
         seeds = [job.seed + i for i in batch]
-        operator = job.spec.make_operator()
+        operator = spec.make_operator()
         trace = trace_factory() if trace_factory is not None else None
         if job.simulate:
-            clean, images = read_clean(job.spec, operator, paths, job.resize, size)
-            result = restore_batch(job.spec, seeds, clean=clean, operator=operator, trace=trace,
-                                   keep_measured=job.keep_measured)
+            clean, images = read_clean(spec, operator, paths, job.resize, size)
+            result = restore_batch(spec, seeds, clean=clean, operator=operator, trace=trace,
+                                   keep_measured=job.keep_measured, stop=stop)
         else:
             clean = None
-            y, images = load_measured(job.spec, operator, paths, job.resize, size)
-            result = restore_batch(job.spec, seeds, measured=y, operator=operator, trace=trace,
-                                   keep_measured=job.keep_measured)
+            y, images = load_measured(spec, operator, paths, job.resize, size)
+            result = restore_batch(spec, seeds, measured=y, operator=operator, trace=trace,
+                                   keep_measured=job.keep_measured, stop=stop)
         if b == 0:
-            _write_config(job, sizes)
+            _write_config(job)
         for k, (index, path) in enumerate(zip(batch, paths)):
             step = result.failed_steps[k]
-            entry: dict[str, Any] = {"failed": step is not None, "width": size[1], "height": size[0]}
+            entry: dict[str, Any] = {"failed": step is not None, "width": size[1], "height": size[0],
+                                     "model": spec.model_name}
             restored = images[k].as_written(result.restored[k])  # scored as the file holds it
             io.save_image(result.preview[k], job.output / f"{path.stem}_measurement.png", like=images[k])
             if step is not None:
@@ -113,13 +124,8 @@ def run_restore(job: RestoreJob, trace_factory: Callable[[], Trace] | None = Non
     return {"images": results, "mean": summary, "failed": failed}
 
 
-def size_batches(sizes: list[tuple[int, int]], batch_size: int) -> list[list[int]]:
-    """Input indices in batches of at most `batch_size` images of one size: grouped by size (in the order each
-    size first appears), each group cut in input order; images of one size: the inputs in order."""
-    groups: dict[tuple[int, int], list[int]] = {}
-    for index, size in enumerate(sizes):
-        groups.setdefault(size, []).append(index)
-    return [group[i: i + batch_size] for group in groups.values() for i in range(0, len(group), batch_size)]
+def _cut(indices: list[int], batch_size: int) -> list[list[int]]:
+    return [indices[i: i + batch_size] for i in range(0, len(indices), batch_size)]
 
 
 def _summarise(results: dict[str, dict[str, Any]]) -> dict[str, float]:
@@ -127,9 +133,14 @@ def _summarise(results: dict[str, dict[str, Any]]) -> dict[str, float]:
     return {key: float(np.mean([r[key] for r in ok])) for key in ("psnr", "ssim") if ok and key in ok[0]}
 
 
-def _write_config(job: RestoreJob, sizes: list[tuple[int, int]]) -> None:
-    config = {**job.spec.describe(), "seed": job.seed, "simulate": job.simulate, "batch_size": job.batch_size,
+def _sizes(plan: Plan) -> dict[int, tuple[int, int]]:
+    return {i: group.size for group in plan.groups for i in group.indices}
+
+
+def _write_config(job: RestoreJob) -> None:
+    plan = job.plan
+    config = {**plan.describe(), "seed": job.seed, "simulate": job.simulate, "batch_size": job.batch_size,
               "resize": job.resize, "keep_measured": job.keep_measured, "inputs": [str(p) for p in job.inputs],
-              "restored_sizes": {p.name: f"{w}x{h}" for p, (h, w) in zip(job.inputs, sizes)},
+              "restored_sizes": {plan.inputs[i].name: f"{w}x{h}" for i, (h, w) in sorted(_sizes(plan).items())},
               "cpu_threads": threads.describe()}
     io.atomic_write_bytes(job.output / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())

@@ -1,30 +1,31 @@
-"""The one run layer of `spgd restore`, `spgd bench` and the web page: a resolved run spec, and one batch
-taken from images to a restored result (make the operator, measure or read the measurement, restore,
-preview). The apps around it only read inputs and write files.
+"""The run layer under `spgd.plan`: one resolved run (`RunSpec`: a model, its method and settings, the
+operator), and one batch taken from images to a restored result (make the operator, measure or read the
+measurement, restore with the spec's Restorer, preview). The apps around it only read inputs and write files.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from . import io
-from .api import restore, simulate, to_model_range
+from . import io, methods
+from .api import check_measurement, keep_measured_pixels, simulate, to_image_range, to_model_range
 from .operators import Operator, load_mask, make_operator
 from .priors.tiled import check_tiling
-from .protocols import Denoiser
-from .samplers import Trace, takes_reference
+from .protocols import Restorer
+from .samplers import Trace
 from .tasks import load_task, setting_layers
 
 
 @dataclass
 class RunSpec:
-    """What determines a run's results: prior, operator parameters, sampler and its resolved settings."""
+    """What determines a run's results: the model, the operator parameters, the method (`sampler`) and its
+    resolved settings; `restorer` is what runs them."""
 
-    prior: Denoiser
+    model: Any  # a diffusion prior, or a trained restorer
     operator: dict[str, Any]
     sampler: str
     settings: dict[str, Any]
@@ -37,16 +38,21 @@ class RunSpec:
     own_size: bool = False  # images are restored at their own size unless resized (`restored_size`), else at the prior's
     tiling: str = "blend"  # how a fixed-size prior covers another size (`spgd.restore`'s `tiling`)
 
+    @property
+    def restorer(self) -> Restorer:
+        """The Restorer of this run (`spgd.methods.build_restorer`)."""
+        return methods.build_restorer(self.sampler, self.model, self.settings, self.tiling)
+
     def make_operator(self) -> Operator:
         """A fresh operator (random parameters not drawn yet) on the run's device."""
         return make_operator(**self.operator).to(self.device)
 
     def image_shape(self) -> tuple[int, int, int]:
-        """(channels, height, width) of the prior's images: what `--resize` brings images to."""
-        size = self.prior.image_size
+        """(channels, height, width) of the model's images: what `--resize` brings images to."""
+        size = self.model.image_size
         if size is None:
-            raise ValueError("this prior has no native image size; give the size of the images to restore")
-        return (self.prior.image_channels, size, size)
+            raise ValueError("this model has no native image size; give the size of the images to restore")
+        return (self.model.image_channels, size, size)
 
     def describe(self) -> dict[str, Any]:
         """The resolved settings as plain values (tensors by their shape), for config.yaml."""
@@ -70,7 +76,7 @@ class RunSpec:
         return rows
 
 
-def make_spec(prior: Denoiser | None, task: str | Path, sampler: str = "spgd", operator: dict[str, Any] | None = None,
+def make_spec(model: Any, task: str | Path, sampler: str = "spgd", operator: dict[str, Any] | None = None,
               settings: dict[str, Any] | None = None, *, mask: Path | None = None, kernel: Path | None = None,
               reference: Path | None = None, device: str = "cpu", model_name: str = "",
               own_size: bool = False, tiling: str = "blend") -> RunSpec:
@@ -78,27 +84,26 @@ def make_spec(prior: Denoiser | None, task: str | Path, sampler: str = "spgd", o
     a mask or kernel file) and sampler settings (defaults < preset < the prior's recommended <
     `settings`), each checked against what the operator or sampler accepts; `layers` keeps each layer.
     `reference`: an image file for a sampler that takes one (a `reference` setting), centre-cropped and
-    resized to the prior's size. `prior` None: the settings without a model's recommendation (the page's form
-    before its model is known). `own_size`: images are restored at their own size (`restored_size`, which
+    resized to the model's size. `model` None: the settings without a model's recommendation. `own_size`: images are restored at their own size (`restored_size`, which
     then checks the mask's size against each image's); else the mask must be of the prior's size. `tiling`:
     how a fixed-size prior covers other sizes ("blend" or "shift", `spgd.restore`)."""
     check_tiling(tiling)
     preset = load_task(task)
     params = {**preset["operator"], **(operator or {})}
     if mask is not None:
-        params["mask"] = load_mask(mask, None if own_size else prior.image_size)
+        params["mask"] = load_mask(mask, None if own_size else model.image_size)
     if kernel is not None:
         params["kernel"] = io.load_kernel(kernel)
-    recommended = getattr(prior, "recommended", lambda *_: {})(Path(str(task)).stem, sampler)
+    recommended = methods.recommended(model, task, sampler) if model is not None else {}
     layers = setting_layers(sampler, preset, settings, recommended)
     resolved = {key: value for layer in layers.values() for key, value in layer.items()}
-    spec = RunSpec(prior=prior, operator=params, sampler=sampler, settings=resolved, device=device,
+    spec = RunSpec(model=model, operator=params, sampler=sampler, settings=resolved, device=device,
                    model_name=model_name, recommended=recommended, layers=layers,
                    mask_file=str(mask) if mask is not None else "", own_size=own_size, tiling=tiling)
     if reference is not None:
-        if not takes_reference(sampler):
+        if not methods.takes_reference(sampler):
             raise ValueError(f"--reference {reference}: {sampler} takes no reference image (samplers that do: "
-                             f"{', '.join(takes_reference())})")
+                             f"{', '.join(methods.takes_reference())})")
         _, height, width = spec.image_shape()
         image = io.load_image(reference, (height, width), resize=True, role="reference")
         spec.settings["reference"] = to_model_range(image[None]).to(device)
@@ -124,53 +129,6 @@ class BatchResult:
     failed_reasons: list[str | None] = field(default_factory=list)
 
 
-def load_clean(spec: RunSpec, paths: Sequence[Path], resize: bool) -> Tensor:
-    """Clean images at the prior's size, as an NCHW [0, 1] RGB batch on the run's device (any alpha dropped)."""
-    _, height, width = spec.image_shape()
-    return torch.stack([io.load_image(p, (height, width), resize) for p in paths]).to(spec.device)
-
-
-def restored_size(spec: RunSpec, operator: Operator | None, path: Path, measured: bool,
-                  resize: bool) -> tuple[int, int]:
-    """(H, W) at which the image of `path` is restored: the prior's size with `resize` or a spec that restores
-    at it; else the file's own size, or for a measurement the size of the image behind it (the operator's
-    `input_shape`: 4x its sides for 4x SR). Read from the header; a size the operator cannot take, or a mask
-    or reference image of another size, is refused with one line naming the file and what to do."""
-    if resize or not spec.own_size:
-        return spec.image_shape()[1:]
-    operator = operator or spec.make_operator()
-    height, width = io.image_size(path)
-    channels, side = spec.prior.image_channels, spec.prior.image_size
-    if measured:
-        check_image_measurement(operator)
-        height, width = operator.input_shape(torch.empty(1, channels, height, width, device="meta"))[-2:]
-    else:
-        try:
-            operator.measurement_shape((channels, height, width))
-        except ValueError as exc:
-            hint = (f"pass --resize to restore it at the prior's {side}x{side}, or crop it first"
-                    if side and _takes(operator, (channels, side, side)) else "crop it first")
-            raise ValueError(f"{path}: {exc}; {hint}") from None
-    mask = spec.operator.get("mask")
-    if isinstance(mask, Tensor) and tuple(mask.shape[-2:]) != (height, width):
-        raise ValueError(f"mask file {spec.mask_file} is {mask.shape[-1]}x{mask.shape[-2]} pixels (WxH), expected "
-                         f"{width}x{height}, the size {path} is restored at (a mask is of the image's size)")
-    reference = spec.settings.get("reference")
-    if isinstance(reference, Tensor) and tuple(reference.shape[-2:]) != (height, width):
-        raise ValueError(f"{path} is restored at {width}x{height} and --reference {spec.reference_file} at the "
-                         f"prior's {side}x{side}; pass --resize to restore the images at the prior's size")
-    return int(height), int(width)
-
-
-def _takes(operator: Operator, shape: tuple[int, int, int]) -> bool:
-    """Whether the operator measures images of `shape` (C, H, W)."""
-    try:
-        operator.measurement_shape(shape)
-    except ValueError:
-        return False
-    return True
-
-
 def read_clean(spec: RunSpec, operator: Operator, paths: Sequence[Path], resize: bool,
                size: tuple[int, int] | None = None) -> tuple[Tensor, list[io.InputImage]]:
     """Clean images at `size` (H, W; default: the prior's) as an NCHW [0, 1] batch on the run's device, and
@@ -187,10 +145,10 @@ def load_measured(spec: RunSpec, operator: Operator, paths: Sequence[Path], resi
     checked against what the operator produces, and each file's `InputImage`. Transparent pixels are unknown
     (`mark_transparent`): with an operator that takes unknown pixels, they stand in for a mask not given."""
     check_image_measurement(operator)
-    _, height, width = operator.measurement_shape((spec.prior.image_channels, *size) if size else spec.image_shape())
+    _, height, width = operator.measurement_shape((spec.model.image_channels, *size) if size else spec.image_shape())
     images = [io.read_image(p, (height, width), resize, role="measurement") for p in paths]
     missing = operator.unset_parameters()
-    if missing and not (operator.supports("unknown_pixels") and all(i.transparent() is not None for i in images)):
+    if missing and not (operator.takes_unknown_pixels and all(i.transparent() is not None for i in images)):
         raise ValueError(f"{operator.name}: a measured image needs its {' and '.join(missing)} "
                          f"(--{' and --'.join(missing)}), or use --simulate with clean images")
     mark_transparent(operator, images, paths)
@@ -210,7 +168,7 @@ def mark_transparent(operator: Operator, images: Sequence[io.InputImage], paths:
     transparent = [image.transparent() for image in images]
     if all(t is None for t in transparent):
         return
-    if not operator.supports("unknown_pixels"):
+    if not operator.takes_unknown_pixels:
         k = next(k for k, t in enumerate(transparent) if t is not None)
         raise io.ImageError(f"{paths[k]}: {int(transparent[k].sum())} transparent pixel(s) (alpha below "
                             f"{io.TRANSPARENT_BELOW} of 255), which the {operator.name} operator cannot leave out "
@@ -220,20 +178,24 @@ def mark_transparent(operator: Operator, images: Sequence[io.InputImage], paths:
 
 
 def restore_batch(spec: RunSpec, seeds: list[int], clean: Tensor | None = None, measured: Tensor | None = None,
-                  operator: Operator | None = None, trace: Trace | None = None,
-                  progress: bool = True, keep_measured: bool = False) -> BatchResult:
-    """Restore one batch: simulate the measurement of `clean` ([0, 1]) with `seeds`, or take `measured` y;
-    `keep_measured` puts the pixels y measures directly back into the result (`spgd.restore`).
+                  operator: Operator | None = None, trace: Trace | None = None, progress: bool = True,
+                  keep_measured: bool = False, stop: Callable[[], bool] | None = None) -> BatchResult:
+    """Restore one batch with the spec's Restorer: simulate the measurement of `clean` ([0, 1]) with `seeds`,
+    or take `measured` y; `keep_measured` puts the pixels y measures directly back into the result
+    (`spgd.api.keep_measured_pixels`). `stop`: the Restorer's stop callback.
 
     A diverging image does not stop the others: it is reported in `failed_steps` (and comes back NaN).
     """
     if (clean is None) == (measured is None):
         raise ValueError("restore_batch takes clean images or measurements, not both or neither")
     operator = operator or spec.make_operator()
+    restorer = spec.restorer
+    restorer.check(operator)
     y = simulate(clean, operator, seeds) if clean is not None else measured
+    check_measurement(y, operator, restorer)
     trace = trace or Trace(keep_images=False, curves=False)
-    restored = restore(y, operator, spec.prior, sampler=spec.sampler, seed=seeds, keep_measured=keep_measured,
-                       tiling=spec.tiling, **{**spec.settings, "on_nan": "mark", "trace": trace, "progress": progress}).cpu()
+    x = restorer.restore(operator, y, seeds, trace=trace, progress=progress, on_nan="mark", stop=stop)
+    restored = to_image_range(keep_measured_pixels(x, y, operator) if keep_measured else x).cpu()
     failed = [trace.failed.get(k, -1 if bool(torch.isnan(restored[k]).any()) else None)
               for k in range(len(seeds))]
     reasons = [trace.reasons.get(k, "NaN result") if step is not None else None for k, step in enumerate(failed)]

@@ -27,12 +27,6 @@ def linear_alpha_bars(steps: int = NUM_TIMESTEPS, beta_start: float = 1e-4, beta
     return torch.cumprod(1 - betas, dim=0)
 
 
-def scaled_linear_alpha_bars(steps: int = NUM_TIMESTEPS, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
-    """alpha_bar_k of diffusers' "scaled_linear" schedule: betas linear in sqrt(beta)."""
-    betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, steps, dtype=torch.float64) ** 2
-    return torch.cumprod(1 - betas, dim=0)
-
-
 def cosine_alpha_bars(steps: int = NUM_TIMESTEPS, offset: float = 0.008, max_beta: float = 0.999) -> Tensor:
     """alpha_bar_k of the cosine schedule (improved DDPM; diffusers "squaredcos_cap_v2"), float64.
 
@@ -51,11 +45,6 @@ def sigmas_from_alpha_bars(alpha_bars: Tensor) -> Tensor:
     return ((1 - alpha_bars) / alpha_bars).sqrt()
 
 
-def alpha_bar_of(sigma: float) -> float:
-    """alpha_bar = 1 / (1 + sigma^2): the VP scaling of noise level sigma (sqrt of it scales x)."""
-    return 1 / (1 + sigma ** 2)
-
-
 def linear_ladder(steps: int = NUM_TIMESTEPS) -> Tensor:
     """The noise levels (ascending, float64) of the linear 1e-4 .. 0.02 ladder: ~0.01 .. ~157 for 1000 steps."""
     return ((1 - linear_alpha_bars(steps)) / linear_alpha_bars(steps)).sqrt()
@@ -64,11 +53,6 @@ def linear_ladder(steps: int = NUM_TIMESTEPS) -> Tensor:
 def vp_sigma_to_t(sigma: Tensor) -> Tensor:
     """Continuous linear-VP time in [0, 1] at which the noise level (in x / alpha units) is sigma."""
     return ((BETA_MIN ** 2 + 2 * BETA_D * torch.log1p(sigma ** 2)).sqrt() - BETA_MIN) / BETA_D
-
-
-def vp_t_to_sigma(t: Tensor) -> Tensor:
-    """Inverse of `vp_sigma_to_t`."""
-    return (torch.exp(0.5 * BETA_D * t ** 2 + BETA_MIN * t) - 1).sqrt()
 
 
 def ladder_position(sigma: Tensor, ladder: Tensor) -> Tensor:

@@ -1,9 +1,9 @@
 """Task presets (YAML in spgd/configs): the operator and only the sampler settings a task changes.
 
-A run's settings resolve in layers, each over the one before: the sampler's defaults (its
-signature), the task preset's section for that sampler, the prior's recommended settings (a small
-prior may need others), then the user's overrides. `resolve_settings` returns the whole resolved
-set, which every run writes to its config.yaml.
+A run's settings resolve in layers, each over the one before: the method's defaults (a sampler's
+signature), the task preset's section for that method, the prior's recommended settings (a small
+prior may need others), then the user's overrides (`setting_layers`; `spgd.run.make_spec` merges them
+into the resolved set every run writes to its config.yaml).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from .samplers import check_settings, sampler_settings
+from .methods import check_settings, method_settings
 
 
 def task_names() -> list[str]:
@@ -61,7 +61,7 @@ def setting_layers(sampler: str, task: Mapping[str, Any], overrides: Mapping[str
     `LAYERS`): the settings it sets}. The first holds every setting of `sampler`; the others only what
     they change (integers cast as the defaults are). Keys a sampler does not have are a ValueError that
     lists the ones it has."""
-    defaults = sampler_settings(sampler)
+    defaults = method_settings(sampler)
     layers = {LAYERS[0]: dict(defaults)}
     for name, source, layer in ((LAYERS[1], "the task preset", preset_settings(task, sampler)),
                                 (LAYERS[2], "the prior's recommended settings", dict(recommended or {})),
@@ -69,16 +69,6 @@ def setting_layers(sampler: str, task: Mapping[str, Any], overrides: Mapping[str
         check_settings(sampler, layer, source)
         layers[name] = {k: int(v) if type(defaults[k]) is int else v for k, v in layer.items()}
     return layers
-
-
-def resolve_settings(sampler: str, task: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
-                     recommended: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Every setting of `sampler` for this run: defaults < task preset < prior's recommended < overrides
-    (`setting_layers` merged)."""
-    settings: dict[str, Any] = {}
-    for layer in setting_layers(sampler, task, overrides, recommended).values():
-        settings.update(layer)
-    return settings
 
 
 def parse_key_values(items: Sequence[str], flag: str = "--set") -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""A trained DiffIR restorer: what `--sampler diffir` runs in place of a prior + sampler.
+"""A trained DiffIR restorer: a `spgd.protocols.Restorer` of its own, what `--sampler diffir` runs.
 
 A weight file holds one stage's EMA weights (fp16 safetensors) and, as JSON metadata, the network
 configuration, the task and operator parameters it was trained on, its training steps and data. The model
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import Tensor
 
-from ..seeding import make_generators, randn_per_image
+from ..samplers import mean_of_runs
+from ..protocols import Stopped
+from ..samplers.common import DivergenceError, Trace
+from ..seeding import start_draws
 from .network import DiffIRConfig, DiffIRS1, DiffIRS2, config_from_dict
 
 FORMAT = "spgd-diffir"
@@ -92,14 +96,26 @@ def pad_to_stride(x: Tensor, stride: int) -> tuple[Tensor, int, int]:
     return x, ph, pw
 
 
+SETTINGS: dict[str, Any] = {"on_nan": "raise", "mean_of": 1, "antithetic": False}  # a DiffIR run's settings
+
+
 class DiffIRModel:
     """A stage-2 DiffIR network (or a stage-1 one, which needs the ground truth: the upper bound of the
-    ablation) with what it was trained on. `restore_measurement` is the seam the `diffir` sampler calls."""
+    ablation) with what it was trained on, as a `Restorer`: one restore costs CPEN_S2 once, the IPR MLP 4
+    times and one DIRformer pass; the seed draws the IPR chain's start z_T ~ N(0, I) per image (the reverse
+    steps add no noise, as released). `settings` (`SETTINGS`): `mean_of` runs from other seeds, as pairs
+    with `antithetic`, and what a non-finite result does (`on_nan`).
+
+    What spgd does differently from the released code (Zj-BinXia/DiffIR): networks sized for a CPU
+    (`spgd.diffir.network.DiffIRConfig`), trained here on pairs this project's operators synthesise, with
+    L1 losses only (no GAN/perceptual/LaMa terms), a cosine learning rate, and for inpainting L1 on every
+    pixel.
+    """
 
     image_channels = 3
-    model_kind = "diffir"  # what a loaded model is, as `spgd.samplers.model_kind` names the samplers' models
 
-    def __init__(self, network: DiffIRS2 | DiffIRS1, metadata: dict[str, Any], name: str = "") -> None:
+    def __init__(self, network: DiffIRS2 | DiffIRS1, metadata: dict[str, Any], name: str = "",
+                 settings: dict[str, Any] | None = None) -> None:
         self.network = network.eval()
         self.cfg: DiffIRConfig = network.cfg
         self.metadata = metadata
@@ -109,21 +125,29 @@ class DiffIRModel:
         self.operator_params: dict[str, Any] = dict(metadata.get("operator", {}))
         # the clean-image size it was trained at ("--resize" brings images to it); any size restores
         self.image_size: int | None = metadata.get("image_size")
-        self.chosen = ""  # why the run layer chose these built-in weights, if it did
+        self.chosen = ""  # why the planner chose these built-in weights, if it did
+        self.settings = {**SETTINGS, **(settings or {})}
+
+    def configured(self, settings: dict[str, Any]) -> "DiffIRModel":
+        """The same network with these run settings (a shallow copy: the weights are shared)."""
+        copy = DiffIRModel.__new__(DiffIRModel)
+        copy.__dict__.update(self.__dict__)
+        copy.settings = {**SETTINGS, **settings}
+        return copy
 
     @property
     def description(self) -> str:
-        """One line for the command line's `spgd: prior:` notice."""
+        """One line for the command line's `spgd: model:` notice."""
         parameters = sum(p.numel() for p in self.network.parameters())
         steps = self.metadata.get("steps")
         chosen = f" ({self.chosen})" if self.chosen else ""
         return (f"DiffIR {self.name}{chosen}: stage {self.metadata.get('stage', 2)}, {parameters / 1e6:.2f}M parameters, "
                 f"trained for {' and '.join(self.tasks)}{f' ({steps} steps)' if steps else ''} on {self.metadata.get('data', '?')}")
 
-    def recommended(self, task: str, sampler: str) -> dict[str, Any]:
-        return {}
+    def describe(self) -> dict[str, Any]:
+        return {"sampler": "diffir", "sampler_settings": dict(self.settings), "tiling": "none (any size)"}
 
-    def check_operator(self, operator: Any) -> None:
+    def check(self, operator: Any) -> None:
         """A ValueError naming both when `operator` is not the one these weights were trained for."""
         trained = self.operator_params.get("name")
         if trained and operator.name != trained:
@@ -134,6 +158,30 @@ class DiffIRModel:
             raise ValueError(f"{self.name}: DiffIR weights trained for {scale}x {trained} cannot restore a "
                              f"{operator.scale}x {operator.name} measurement")
 
+    def restore(self, operator: Any, y: Tensor, seeds: Sequence[int], *, x_start: Tensor | None = None,
+                trace: Trace | None = None, progress: bool = True, on_nan: str | None = None,
+                stop: Callable[[], bool] | None = None) -> Tensor:
+        """Images in [-1, 1] from measurements y (`x_start`: the IPR chain's start z_T, N x IPR length); a
+        non-finite result raises `DivergenceError` (on_nan "raise") or is reported in `trace.failed` ("mark").
+        `stop` is asked before every block of the network."""
+        settings = dict(self.settings)
+        on_nan = on_nan or settings.pop("on_nan")
+        settings.pop("on_nan", None)
+
+        def once(model: "DiffIRModel", operator: Any, y: Tensor, *, seed: Sequence[int], x_start: Tensor | None = None,
+                 trace: Trace | None = None) -> Tensor:
+            return model.restore_measurement(operator, y, seed=seed, ipr_start=x_start)
+
+        with _stopping(self.network, stop):
+            x = mean_of_runs(once, self, operator, y, runs=int(settings["mean_of"]),
+                             antithetic=bool(settings["antithetic"]), seed=list(seeds), x_start=x_start, trace=trace)
+        bad = [k for k in range(x.shape[0]) if not bool(torch.isfinite(x[k]).all())]
+        if bad and on_nan == "raise":
+            raise DivergenceError("diffir", 0, bad, "the network's output is not finite", "check the measurement")
+        for k in bad if trace is not None else ():
+            trace.failed[k], trace.reasons[k] = 0, "the DiffIR network's output is not finite"
+        return x
+
     def to(self, device: str | torch.device) -> "DiffIRModel":
         self.network.to(device)
         return self
@@ -143,7 +191,7 @@ class DiffIRModel:
         """The restored images in [-1, 1] from measurements y: CPEN_S2 once, the 4-step IPR diffusion from
         N(0, I) drawn per image (`ipr_start` overrides it), one DIRformer pass. A stage-1 network takes the
         ground truth `gt` ([0, 1]) instead of the diffusion (one trained with a constant IPR, none)."""
-        self.check_operator(operator)
+        self.check(operator)
         device = next(self.network.parameters()).device
         with torch.no_grad():
             lq = degraded_input(self.cfg, operator, y.to(device))
@@ -156,11 +204,29 @@ class DiffIRModel:
                 out = self.network(padded, gt_padded)
             else:
                 if ipr_start is None:
-                    generators = make_generators(seed, y.shape[0], "diffir")
-                    ipr_start = randn_per_image((self.cfg.ipr,), generators, device)
+                    ipr_start = start_draws((self.cfg.ipr,), seed, y.shape[0], "diffir", device)
                 out, _ = self.network(padded, ipr_start.to(device))
             out = out[..., :out.shape[-2] - ph * scale, :out.shape[-1] - pw * scale]
             return composite(self.cfg, lq, out).clamp(0, 1) * 2 - 1
+
+
+@contextmanager
+def _stopping(network: torch.nn.Module, stop: Callable[[], bool] | None) -> Iterator[None]:
+    """Within: every block of `network` first asks `stop()` and, once true, ends the run (`Stopped`)."""
+    if stop is None:
+        yield
+        return
+
+    def ask(*_: Any) -> None:
+        if stop():
+            raise Stopped(0)
+
+    hooks = [module.register_forward_pre_hook(ask) for module in network.modules()]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"  # shipped weight files: <name>.safetensors
@@ -175,7 +241,8 @@ def choose_builtin(task: str | Any, image_size: tuple[int, int] | None, resize: 
     """The shipped DiffIR weights for `task` (a preset name, or an operator: weights trained for an operator
     of its name and scale) and clean images of `image_size` (H, W): those trained at that size (the 64x64
     faces) when one matches or the images are to be resized, else those trained on natural images (no fixed
-    size); and why."""
+    size); and why. Weights are used only inside their domain: none that fits is a ValueError naming those
+    that exist."""
     candidates = [(name, read_metadata(path)) for name, path in builtin_diffir().items()]
     if isinstance(task, str):
         for_task = [(name, meta) for name, meta in candidates if meta and task in meta.get("tasks", [meta.get("task")])]
@@ -195,8 +262,10 @@ def choose_builtin(task: str | Any, image_size: tuple[int, int] | None, resize: 
     anysize = [(n, m) for n, m in for_task if not m.get("image_size")]
     if anysize:
         return anysize[0][0], "chosen for images of any size"
-    name, meta = for_task[0]
-    return name, f"the only built-in DiffIR weights for {task} (trained at {meta['image_size']}x{meta['image_size']})"
+    trained = ", ".join(f"{name} ({meta['image_size']}x{meta['image_size']})" for name, meta in for_task)
+    shown = "an image of unknown size" if image_size is None else f"a {image_size[1]}x{image_size[0]} image"
+    raise ValueError(f"the built-in DiffIR weights for {task} are made for other images than {shown}: {trained}; "
+                     "pass --resize to bring the images to that size, or --model FILE to use weights of your own")
 
 
 def resolve_source(source: str | Path) -> Path:

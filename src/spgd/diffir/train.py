@@ -89,7 +89,7 @@ def task_head(task: str) -> dict[str, Any]:
     measured = operator.measurement_shape((3, side, side))[-1]
     if measured != side:
         return {"head": "sr", "scale": side // measured}
-    return {"head": "inpaint" if operator.supports("unknown_pixels") else "residual"}
+    return {"head": "inpaint" if operator.takes_unknown_pixels else "residual"}
 
 
 def network_config(cfg: DiffIRTrainConfig) -> DiffIRConfig:

@@ -8,6 +8,7 @@ import inspect
 from typing import Any, Callable
 
 from .base import Operator, as_generators, randn_like_per_image
+from .denoising import Denoising
 from .blur import Blur, GaussianBlur, MotionBlur, gaussian_kernel
 from .hdr import HighDynamicRange
 from .inpainting import Inpainting, load_mask
@@ -31,6 +32,7 @@ _FACTORIES: dict[str, Callable[[], type[Operator]]] = {
     "motion_blur": lambda: MotionBlur,
     "phase_retrieval": lambda: PhaseRetrieval,
     "hdr": lambda: HighDynamicRange,
+    "denoising": lambda: Denoising,
     "nonlinear_blur": _nonlinear_blur,
 }
 _ALIASES = {"down_sampling": "super_resolution", "high_dynamic_range": "hdr"}
@@ -67,6 +69,7 @@ def make_operator(name: str, **params: Any) -> Operator:
 
 __all__ = [
     "Blur",
+    "Denoising",
     "GaussianBlur",
     "HighDynamicRange",
     "Inpainting",

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from ..seeding import randn_per_image
+from .noise import GaussianNoise
 
 
 def as_generators(generator: Any, batch: int) -> list[torch.Generator | None]:
@@ -34,29 +35,38 @@ def randn_like_per_image(x: Tensor, generators: Sequence[torch.Generator | None]
     return randn_per_image(x.shape[1:], generators, x.device, x.dtype)
 
 
-CAPABILITIES = ("adjoint", "pinv", "svd", "unknown_pixels")
+CAPABILITIES = ("adjoint", "pinv", "svd")
 
 
 class Operator(torch.nn.Module):
     """Base class of all forward models: each answers the questions samplers and apps ask of it.
 
     Subclasses implement `A`; linear ones also `A_adjoint` (exact adjoint, so <Ax, y> = <x, A^T y>)
-    and may implement `A_pinv` (then `null` follows) and an SVD, and operators that can leave any pixel
-    out `mark_unknown` (e.g. an input's transparent pixels); `supports` tells which. Random
-    parameters are drawn in `draw(x, generators)`; `measure` calls it first, then adds Gaussian
-    noise of `noise_sigma` from the same per-image generators. `image_measurement` says whether a
+    and may implement `A_pinv` (then `null` follows) and an SVD (`supports` tells which), and operators that
+    can leave any pixel out `mark_unknown` (`takes_unknown_pixels`). It is both the physics
+    (`spgd.protocols.Operator`) and what the apps ask about files (`spgd.protocols.Acquisition`). Random
+    parameters are drawn in `draw(x, generators)`; `measure` calls it first, then the noise model `noise`
+    (Gaussian of `noise_sigma` unless the operator holds another) with the same per-image generators. `image_measurement` says whether a
     measurement is an image a person can bring as a file (`as_measurement` makes it one y).
     """
 
     name: str = "operator"
     linear: bool = False
     image_measurement: bool = False
+    file_parameters: tuple[str, ...] = ()  # parameters a person gives as files ("mask", "kernel")
 
     def __init__(self, noise_sigma: float = 0.0) -> None:
         super().__init__()
-        if noise_sigma < 0:
-            raise ValueError(f"noise_sigma must be >= 0, got {noise_sigma}")
-        self.noise_sigma = float(noise_sigma)
+        self.noise = GaussianNoise(noise_sigma)  # the noise model `measure` applies after A
+
+    @property
+    def noise_sigma(self) -> float:
+        """The measurement noise level samplers weigh the data by ([-1, 1] units): the noise model's."""
+        return self.noise.sigma
+
+    @noise_sigma.setter
+    def noise_sigma(self, value: float) -> None:
+        self.noise = GaussianNoise(value)
 
     def A(self, x: Tensor) -> Tensor:  # noqa: N802 - the field's notation
         raise NotImplementedError
@@ -86,14 +96,18 @@ class Operator(torch.nn.Module):
         return type(self).svd is not Operator.svd
 
     def supports(self, capability: str) -> bool:
-        """Whether this operator answers "adjoint", "pinv" (A_pinv and null), "svd" or "unknown_pixels"
-        (`mark_unknown`)."""
+        """Whether this operator answers "adjoint", "pinv" (A_pinv and null) or "svd"."""
         if capability not in CAPABILITIES:
             raise ValueError(f"unknown operator capability {capability!r}; known: {CAPABILITIES}")
         if capability == "svd":
             return self.has_svd()
-        method = {"adjoint": "A_adjoint", "pinv": "A_pinv", "unknown_pixels": "mark_unknown"}[capability]
+        method = {"adjoint": "A_adjoint", "pinv": "A_pinv"}[capability]
         return getattr(type(self), method) is not getattr(Operator, method)
+
+    @property
+    def takes_unknown_pixels(self) -> bool:
+        """Whether it can leave any pixel out (`mark_unknown`), e.g. an input's transparent pixels."""
+        return type(self).mark_unknown is not Operator.mark_unknown
 
     def input_shape(self, y: Tensor) -> tuple[int, ...]:
         """Shape of the image batch x that produced measurement y (samplers start from it)."""
@@ -118,7 +132,7 @@ class Operator(torch.nn.Module):
 
     def mark_unknown(self, unknown: Tensor) -> None:
         """Also leave out the pixels where `unknown` (Nx1xHxW or 1x1xHxW, true = unknown) is true, on top of
-        this operator's own parameters, given or still to be drawn (see `supports("unknown_pixels")`)."""
+        this operator's own parameters, given or still to be drawn (see `takes_unknown_pixels`)."""
         raise NotImplementedError(f"{self.name} cannot leave pixels out")
 
     def unset_parameters(self) -> list[str]:
@@ -135,10 +149,7 @@ class Operator(torch.nn.Module):
         """y = A(x) + noise_sigma * n, with n (and any random parameters) drawn per image."""
         generators = as_generators(generator, x.shape[0])
         self.draw(x, generators)
-        y = self.A(x)
-        if self.noise_sigma > 0:
-            y = y + self.noise_sigma * randn_like_per_image(y, generators)
-        return y
+        return self.noise(self.A(x), generators)
 
     def update(self, **params: Any) -> "Operator":
         """Change parameters in place (DeepInverse-style), e.g. `op.update(mask=m)`; returns self."""

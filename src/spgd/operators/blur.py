@@ -117,6 +117,7 @@ class Blur(Operator):
     "reflect" (published) or "circular"."""
 
     name = "blur"
+    file_parameters = ("kernel",)
     linear = True
     image_measurement = True
 

@@ -63,6 +63,7 @@ class Inpainting(Operator):
     """
 
     name = "inpainting"
+    file_parameters = ("mask",)
     linear = True
     image_measurement = True
 

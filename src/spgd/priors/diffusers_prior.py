@@ -5,7 +5,7 @@ Two folder layouts are read: a model folder (`config.json` of a UNet2DModel, its
 as `save_pretrained` writes them. The network is built by the diffusers library itself (the optional
 extra `pip install 'spgd[diffusers]'`), and so are the scheduler's alphas_cumprod (beta schedules
 "linear", "scaled_linear", "squaredcos_cap_v2"). The prior is the VP denoiser of that ladder with the
-scheduler's `prediction_type` ("epsilon", "v_prediction", "sample"); learned-variance outputs are cut
+scheduler's `prediction_type` ("epsilon", "v_prediction", "sample": spgd's "epsilon", "v", "x0"); learned-variance outputs are cut
 to the image channels. Noise levels between the ladder's steps reach the network as the fractional
 step index, linear in log sigma between the two neighbouring steps (`timestep="interpolate"`, the
 continuous inverse of alpha_bar), or as the nearest step (`timestep="nearest"`); outside the ladder the
@@ -24,6 +24,7 @@ from .errors import CheckpointError
 from .vp import VPDenoiser
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+PREDICTIONS = {"epsilon": "epsilon", "v_prediction": "v", "sample": "x0"}  # diffusers' names -> spgd's
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
 
@@ -85,7 +86,10 @@ def load_diffusers_prior(path: Path, dtype: torch.dtype = torch.float32, timeste
         raise CheckpointError(f"{path}: diffusers could not load it ({type(error).__name__}: "
                               f"{str(error).splitlines()[0] if str(error) else ''})") from None
     network = DiffusersUNet(unet)
-    prediction = scheduler.config.prediction_type
+    if scheduler.config.prediction_type not in PREDICTIONS:
+        raise CheckpointError(f"{path}: prediction_type {scheduler.config.prediction_type!r} is not one of "
+                              f"{', '.join(PREDICTIONS)}")
+    prediction = PREDICTIONS[scheduler.config.prediction_type]
     prior = VPDenoiser(network, alpha_bars=scheduler.alphas_cumprod.double(), prediction=prediction, timestep=timestep)
     parameters = sum(p.numel() for p in unet.parameters())
     prior.description = (f"diffusers UNet2DModel from {path}: {parameters / 1e6:.1f}M parameters, "

@@ -169,7 +169,7 @@ def denoiser_for(network: nn.Module, objective: str, arguments: Mapping[str, Any
     arguments = arguments or {}
     schedule = arguments.get("noise_schedule", "linear")
     steps = int(arguments.get("diffusion_steps", NUM_TIMESTEPS))
-    prediction = "sample" if arguments.get("predict_xstart") else "epsilon"
+    prediction = "x0" if arguments.get("predict_xstart") else "epsilon"
     if schedule == "linear" and steps == NUM_TIMESTEPS and prediction == "epsilon":
         return VPDenoiser(network)  # the published samplers' continuous-time map of the 1000-step ladder
     if schedule == "linear":  # guided-diffusion scales the linear betas to keep their product at any length

@@ -42,27 +42,10 @@ from torch.autograd.function import once_differentiable
 from tqdm.auto import tqdm
 
 from ..seeding import stream_seed
+from ..tiles import core_window, tile_starts
 
 PROGRESS_BATCHES = 8  # a call of this many tile batches or more shows a bar of its tiles
 GRAPH_BUDGET_MIB = 2048  # network activations a gradient call keeps rather than computing their tiles again
-
-
-def tile_starts(length: int, tile: int, stride: int) -> list[int]:
-    """Tile offsets along one axis: every `stride` pixels, the last flush with the end."""
-    if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile, stride))
-    return starts + [length - tile]
-
-
-def core_window(start: int, length: int, tile: int, halo: int) -> Tensor:
-    """One tile's 1D weights: a half-pixel-shifted Hann over its core, zero in the halo away from the image edge."""
-    lo = 0 if start == 0 else halo
-    hi = tile if start + tile >= length else tile - halo
-    w = torch.zeros(tile, dtype=torch.float64)
-    u = torch.arange(hi - lo, dtype=torch.float64)
-    w[lo:hi] = torch.sin(math.pi * (u + 0.5) / (hi - lo)) ** 2
-    return w
 
 
 class TiledDenoiser(nn.Module):

@@ -4,8 +4,8 @@ A VP state x_vp = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps is x_vp = c_in x 
 (x = x0 + sigma eps, c_in = 1 / sqrt(sigma^2 + 1), alpha_bar = c_in^2). The network gets c_in x and a
 timestep for sigma, and predicts
 - "epsilon":      D = x - sigma F,
-- "v_prediction": D = x / (1 + sigma^2) - sigma c_in F  (v = sqrt(abar) eps - sqrt(1 - abar) x0),
-- "sample":       D = F.
+- "v":            D = x / (1 + sigma^2) - sigma c_in F  (v = sqrt(abar) eps - sqrt(1 - abar) x0),
+- "x0":           D = F.
 Timesteps between the ladder's steps (every sigma a continuous sampler asks for):
 - "vp-linear": (M - 1) t(sigma) of the continuous linear VP schedule, t(sigma) =
   (sqrt(beta_min^2 + 2 beta_d ln(1 + sigma^2)) - beta_min) / beta_d (beta_min 0.1, beta_d 19.9):
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ..schedule import NUM_TIMESTEPS, ladder_position, linear_alpha_bars, sigmas_from_alpha_bars, vp_sigma_to_t
 from .base import NetworkDenoiser
 
-PREDICTIONS = ("epsilon", "v_prediction", "sample")
+PREDICTIONS = ("epsilon", "v", "x0")  # `spgd.priors.wrap`'s names of the same three
 TIMESTEPS = ("vp-linear", "interpolate", "nearest")
 
 
@@ -57,6 +57,6 @@ class VPDenoiser(NetworkDenoiser):
         out = out[:, : self.image_channels].to(x.dtype)
         if self.prediction == "epsilon":
             return x - s * out
-        if self.prediction == "v_prediction":
+        if self.prediction == "v":
             return x / (1 + s ** 2) - s * c_in * out
         return out

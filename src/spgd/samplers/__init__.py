@@ -1,4 +1,4 @@
-"""Samplers: one module per algorithm, SPGD and the methods it is compared with.
+"""Posterior samplers: one module per algorithm, SPGD and the methods it is compared with.
 
 Every sampler has the signature `sampler(prior, operator, y, x_start=None, seed=0, **settings) -> x`;
 its keyword-only parameters with their defaults are its settings (`sampler_settings`), the one
@@ -18,7 +18,6 @@ from .daps import daps
 from .ddnm import ddnm, ddnm_plus
 from .ddrm import ddrm
 from .deqir import deqir
-from .diffir import diffir
 from .diffpir import diffpir
 from .dps import dps
 from .pigdm import pigdm
@@ -26,11 +25,9 @@ from .pnpdm import pnpdm
 from .reddiff import reddiff
 from .spgd import spgd
 
-POSTERIOR_SAMPLERS: dict[str, Callable] = {"spgd": spgd, "dps": dps, "daps": daps, "reddiff": reddiff, "deqir": deqir,
-                                 "diffpir": diffpir, "ddnm": ddnm, "ddnm_plus": ddnm_plus, "ddrm": ddrm,
-                                 "pigdm": pigdm, "pnpdm": pnpdm}
-# every method `--sampler` names: the posterior samplers of a diffusion prior, and trained restorers
-SAMPLERS: dict[str, Callable] = {**POSTERIOR_SAMPLERS, "diffir": diffir}
+SAMPLERS: dict[str, Callable] = {"spgd": spgd, "dps": dps, "daps": daps, "reddiff": reddiff, "deqir": deqir,
+                                  "diffpir": diffpir, "ddnm": ddnm, "ddnm_plus": ddnm_plus, "ddrm": ddrm,
+                                  "pigdm": pigdm, "pnpdm": pnpdm}
 RUN_CONTROLS = ("shape", "trace", "progress")  # keyword arguments that steer a call, not the algorithm
 # settings of every sampler, applied around it by `mean_of_runs`
 COMMON_SETTINGS: dict[str, Any] = {"mean_of": 1, "antithetic": False}
@@ -51,24 +48,15 @@ def sampler_settings(name: str) -> dict[str, Any]:
     return {**own, **COMMON_SETTINGS}
 
 
-def model_kind(name: str) -> str:
-    """What sampler `name` restores with: "prior" (a diffusion prior, every posterior sampler) or the kind of
-    trained restorer it runs (e.g. "diffir")."""
-    return getattr(get_sampler(name), "model_kind", "prior")
-
-
-def takes_reference(name: str | None = None) -> Any:
-    """Whether sampler `name` takes a reference image (a `reference` setting); without a name, the samplers
-    that do."""
-    if name is None:
-        return [n for n in sorted(SAMPLERS) if "reference" in sampler_settings(n)]
-    return "reference" in sampler_settings(name)
-
-
 def check_settings(name: str, settings: dict[str, Any], source: str = "settings") -> None:
-    """A ValueError for a key that is not a setting of sampler `name` (listing the ones it has), and for a
-    value of the wrong kind: text where the default is a number, NaN or infinity, a fraction for a count."""
-    accepted = sampler_settings(name)
+    """`check_values` against the settings of sampler `name`."""
+    check_values(name, sampler_settings(name), settings, source)
+
+
+def check_values(name: str, accepted: dict[str, Any], settings: dict[str, Any], source: str = "settings") -> None:
+    """A ValueError for a key of `settings` that `accepted` (a method's settings and defaults) lacks, listing
+    the ones it has, and for a value of the wrong kind: text where the default is a number, NaN or infinity,
+    a fraction for a count."""
     unknown = [key for key in settings if key not in accepted]
     if unknown:
         raise ValueError(f"{source}: {name} has no setting {', '.join(map(repr, unknown))}; "
@@ -91,6 +79,6 @@ def check_settings(name: str, settings: dict[str, Any], source: str = "settings"
             raise ValueError(f"{source}: {key} must be >= 1, got {value:g}")
 
 
-__all__ = ["DivergenceError", "POSTERIOR_SAMPLERS", "SAMPLERS", "Trace", "check_settings", "daps", "ddnm", "ddnm_plus", "ddrm", "deqir", "diffir",
-           "diffpir", "dps", "get_sampler", "mean_of_runs", "model_kind", "pigdm", "pnpdm", "reddiff", "sampler_settings", "spgd",
-           "takes_reference"]
+__all__ = ["DivergenceError", "SAMPLERS", "Trace", "check_settings", "check_values", "daps", "ddnm", "ddnm_plus",
+           "ddrm", "deqir", "diffpir", "dps", "get_sampler", "mean_of_runs", "pigdm", "pnpdm", "reddiff",
+           "sampler_settings", "spgd"]

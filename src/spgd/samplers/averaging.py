@@ -6,8 +6,8 @@ from independent seeds keeps 1/K of that variance, so it scores higher PSNR than
 times the cost, and looks smoother (LPIPS rises). Run 0 of an image starts from the image's own seed,
 so one run is exactly the sampler itself.
 
-`antithetic`: the runs come in pairs, the second of each pair from its partner's seed with every
-normal draw negated (-z where the partner drew z): antithetic variates. Jia et al. (Antithetic Noise in
+`antithetic`: the runs come in pairs, the second of each pair from its partner's seeds with every
+normal draw negated (-z where the partner drew z; `spgd.seeding.Seeds` with sign -1): antithetic variates. Jia et al. (Antithetic Noise in
 Diffusion Models, arXiv 2506.06185) pair the initial noise this way; here the fresh noise of stochastic
 samplers is negated too. Where a sampler's result is close to odd in its noise about the mean (the
 detail a measurement leaves free), the two errors cancel and a pair keeps far less than half the
@@ -16,12 +16,11 @@ for every seed. With an odd K the last run has no twin.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any, Callable, Sequence
 
 from torch import Tensor
 
-from ..seeding import image_seeds, negated_draws, stream_seed
+from ..seeding import Seeds, image_seeds, stream_seed
 from .common import Trace
 
 
@@ -49,8 +48,8 @@ def mean_of_runs(sampler: Callable[..., Tensor], prior: Any, operator: Any, y: T
     total = None
     for k in range(runs):
         twin = antithetic and k % 2 == 1
-        with negated_draws() if twin else nullcontext():
-            x = sampler(prior, operator, y, seed=run_seeds(seeds, k - 1 if twin else k), trace=trace, **settings)
+        run = Seeds(tuple(run_seeds(seeds, k - 1 if twin else k)), -1 if twin else 1)
+        x = sampler(prior, operator, y, seed=run, trace=trace, **settings)
         total = x if total is None else total + x
     return total / runs
 

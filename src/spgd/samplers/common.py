@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from ..protocols import Operator
-from ..seeding import make_generators, randn_per_image
+from ..protocols import Operator, Stopped
+from ..seeding import SeedLike, start_draws
 
 
 class DivergenceError(FloatingPointError):
@@ -36,14 +37,14 @@ def check_start(x_start: Tensor, shape: Sequence[int]) -> None:
         raise ValueError(f"x_start has shape {tuple(x_start.shape)}, expected {tuple(shape)}")
 
 
-def start_noise(shape: Sequence[int], sigma: float, seed: int | Sequence[int], device: torch.device | str,
+def start_noise(shape: Sequence[int], sigma: float, seed: SeedLike, device: torch.device | str,
                 x_start: Tensor | None = None) -> Tensor:
-    """x_start if given, else sigma times standard normal noise drawn per image from the seed."""
+    """x_start if given, else sigma times standard normal noise drawn per image from the seed (with its sign:
+    `spgd.seeding.Seeds`)."""
     if x_start is not None:
         check_start(x_start, shape)
         return x_start.to(device=device, dtype=torch.float32).clone()
-    generators = make_generators(seed, shape[0], "sampler")
-    return sigma * randn_per_image(shape[1:], generators, device)
+    return sigma * start_draws(shape[1:], seed, shape[0], "sampler", device)
 
 
 def flat_cosine(a: Tensor, b: Tensor) -> Tensor:
@@ -60,7 +61,8 @@ class Trace:
     the step (if `keep_states`), the angle in
     degrees between the likelihood gradient and the prior score, and between consecutive
     likelihood gradients. `failed` maps image index -> step at which it diverged, `reasons` image
-    index -> what happened and what to change.
+    index -> what happened and what to change. `stop`, if given, is asked at every step (by the samplers'
+    `DivergenceGuard`) and ends the run with `Stopped` once true.
     """
 
     keep_images: bool = True
@@ -74,6 +76,7 @@ class Trace:
     angle_grad_grad: list[Tensor] = field(default_factory=list)
     failed: dict[int, int] = field(default_factory=dict)
     reasons: dict[int, str] = field(default_factory=dict)
+    stop: Callable[[], bool] | None = None
 
     def record(self, sigma: float, loss: Tensor, x0hat: Tensor | None = None, x: Tensor | None = None,
                angle_grad_score: Tensor | None = None, angle_grad_grad: Tensor | None = None) -> None:
@@ -139,7 +142,10 @@ class DivergenceGuard:
     def check(self, step: int, x: Tensor, loss: Tensor | None = None, scale: float = 1.0,
               force: bool = False) -> Tensor:
         """x, with images that diverged by now set to NaN (or a DivergenceError). `loss`: this step's
-        ||A(x0hat) - y||^2 per image; `scale`: the state's expected RMS; `force`: check now (the last step)."""
+        ||A(x0hat) - y||^2 per image; `scale`: the state's expected RMS; `force`: check now (the last step).
+        A trace's stop callback that says stop ends the run here (`Stopped`)."""
+        if self.trace is not None and self.trace.stop is not None and self.trace.stop():
+            raise Stopped(step)
         if loss is not None:
             loss = loss.detach().float()
             self.best = torch.minimum(self.best, torch.nan_to_num(loss, nan=math.inf))
@@ -197,3 +203,51 @@ class DivergenceGuard:
         if not bar.disable and (step + 1) % self.every == 0:
             alive = self.alive.to(loss.device)
             bar.set_postfix(loss=f"{loss.detach()[alive].mean().item():.4g}")
+
+
+class Loop:
+    """The bookkeeping around a sampler's steps, so that its body reads like the algorithm: the progress bar
+    (with the data-fit loss), the divergence guard (which also asks the trace's stop callback) and the trace.
+
+        loop = Loop("DPS", steps, y, operator.noise_sigma, on_nan, check_every, hint, trace, progress)
+        for i in loop:          # ends early once every image has failed
+            ...
+            x = loop.end_step(i, x, loss, sigma, x0hat)
+
+    `end_step` is `check` (the guard; the last step is always checked) then `record` (the trace's curves and
+    the bar's loss); a sampler that must do something between the two calls them apart.
+    """
+
+    def __init__(self, name: str, steps: int, y: Tensor, noise_sigma: float, on_nan: str, check_every: int,
+                 hint: str, trace: Trace | None, progress: bool) -> None:
+        self.guard = DivergenceGuard(name, y, noise_sigma, on_nan, check_every, hint, trace)
+        self.steps, self.trace = steps, trace
+        self.bar = tqdm(range(steps), desc=name, disable=not progress, leave=False)
+
+    def __iter__(self) -> Iterator[int]:
+        for i in self.bar:
+            yield i
+            if self.guard.all_failed:
+                break
+
+    @property
+    def all_failed(self) -> bool:
+        return self.guard.all_failed
+
+    def check(self, i: int, x: Tensor, loss: Tensor, scale: float = 1.0) -> Tensor:
+        """x with the images that diverged by step i set to NaN (`DivergenceGuard.check`)."""
+        return self.guard.check(i, x, loss, scale=scale, force=i == self.steps - 1)
+
+    def record(self, i: int, sigma: float, loss: Tensor, x0hat: Tensor | None, x: Tensor | None,
+               *angles: Tensor | None) -> None:
+        """Step i into the trace (when it keeps curves) and its loss onto the bar."""
+        if self.trace is not None and self.trace.curves:
+            self.trace.record(sigma, loss, x0hat, x, *angles)
+        self.guard.show_loss(self.bar, i, loss)
+
+    def end_step(self, i: int, x: Tensor, loss: Tensor, sigma: float, x0hat: Tensor | None = None, *,
+                 scale: float = 1.0, shown: Tensor | None = None, angles: Sequence[Tensor | None] = ()) -> Tensor:
+        """`check` then `record` (`shown`: the loss the trace and bar show, when it is not the guard's)."""
+        x = self.check(i, x, loss, scale)
+        self.record(i, sigma, loss if shown is None else shown, x0hat, x, *angles)
+        return x

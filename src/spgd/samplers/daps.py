@@ -22,12 +22,11 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..protocols import Denoiser, Operator
 from ..schedule import clamp_range, lr_schedule, sigma_schedule
 from ..seeding import StepNoise
-from .common import DivergenceGuard, Trace, start_noise
+from .common import Loop, Trace, start_noise
 
 PUBLISHED_TAU = 0.01 / math.sqrt(2)
 DAPS_1K = {"steps": 200, "ode_steps": 5}
@@ -55,20 +54,14 @@ def daps(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None 
     x = start_noise(shape, sigma_max, seed, y.device, x_start)
     langevin_noise = StepNoise(seed, shape[0], "daps-langevin", y.device)
     renoise = StepNoise(seed, shape[0], "daps-renoise", y.device)
-    guard = DivergenceGuard("DAPS", y, operator.noise_sigma, on_nan, check_every, f"try a smaller lr (now {lr})",
-                            trace)
-    bar = tqdm(range(steps), desc="DAPS", disable=not progress, leave=False)
-    for i in bar:
+    loop = Loop("DAPS", steps, y, operator.noise_sigma, on_nan, check_every, f"try a smaller lr (now {lr})", trace,
+                progress)
+    for i in loop:
         with torch.no_grad():
             x0hat = probability_flow(prior, x, levels[i], ode_sigma_min, ode_steps, schedule)
         x0, loss = _langevin(operator, y, x0hat, levels[i], lrs[i], tau, langevin_steps, langevin_noise)
         x = x0 + levels[i + 1] * renoise(shape[1:]) if levels[i + 1] > 0 else x0
-        x = guard.check(i, x, loss, scale=1 + levels[i + 1], force=i == steps - 1)
-        if trace is not None and trace.curves:
-            trace.record(levels[i], loss, x0hat, x)
-        guard.show_loss(bar, i, loss)
-        if guard.all_failed:
-            break
+        x = loop.end_step(i, x, loss, levels[i], x0hat, scale=1 + levels[i + 1])
     return x.detach()
 
 

@@ -67,8 +67,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..protocols import Denoiser, Operator
-from ..seeding import StepNoise
-from .common import DivergenceGuard, Trace, require, start_noise
+from ..seeding import SeedLike, StepNoise
+from ..tiles import tile_starts
+from .common import DivergenceGuard, Loop, Trace, require, start_noise
 from .ddpm import chain_alpha_bars
 from .ddrm import Spectral, ddrm_step
 
@@ -125,11 +126,12 @@ def ddnm(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None 
     """Restore x from y = A(x) + noise with DDNM; `x_start` is x_T in VP units (standard normal).
     `mask_shift`: tile by tile, as the release's hq_demo (module docstring)."""
     require(operator, "pinv", "ddnm")
+    run = dict(x_start=x_start, seed=seed, steps=steps, eta=eta, travel_length=travel_length,
+               travel_repeat=travel_repeat, shape=shape, on_nan=on_nan, check_every=check_every, trace=trace,
+               progress=progress)
     if mask_shift:
-        return _mask_shift(prior, operator, y, x_start, seed, steps, eta, travel_length, travel_repeat, shape,
-                           on_nan, check_every, trace, progress)
-    return _run("DDNM", prior, operator, y, x_start, seed, steps, eta, travel_length, travel_repeat, None, shape,
-                on_nan, check_every, trace, progress)
+        return _mask_shift(prior, operator, y, **run)
+    return _run("DDNM", prior, operator, y, svd_cutoff=None, **run)
 
 
 def ddnm_plus(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None = None,
@@ -139,12 +141,13 @@ def ddnm_plus(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | 
     """Restore x from y = A(x) + noise with DDNM+ (SVD version); `x_start` is x_T in VP units."""
     require(operator, "svd", "ddnm_plus")
     require(operator, "pinv", "ddnm_plus")
-    return _run("DDNM+", prior, operator, y, x_start, seed, steps, eta, travel_length, travel_repeat, svd_cutoff,
-                shape, on_nan, check_every, trace, progress)
+    return _run("DDNM+", prior, operator, y, x_start=x_start, seed=seed, steps=steps, eta=eta,
+                travel_length=travel_length, travel_repeat=travel_repeat, svd_cutoff=svd_cutoff, shape=shape,
+                on_nan=on_nan, check_every=check_every, trace=trace, progress=progress)
 
 
-def _run(name: str, prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None,
-         seed: int | Sequence[int], steps: int, eta: float, travel_length: int, travel_repeat: int,
+def _run(name: str, prior: Denoiser, operator: Operator, y: Tensor, *, x_start: Tensor | None,
+         seed: SeedLike, steps: int, eta: float, travel_length: int, travel_repeat: int,
          svd_cutoff: float | None, shape: Sequence[int] | None, on_nan: str, check_every: int,
          trace: Trace | None, progress: bool) -> Tensor:
     if not 0 <= eta <= 1:
@@ -158,11 +161,10 @@ def _run(name: str, prior: Denoiser, operator: Operator, y: Tensor, x_start: Ten
     if svd_cutoff is not None and operator.noise_sigma > 0:
         with torch.no_grad():
             spectral = Spectral(operator.svd(shape, y.device), y, operator.noise_sigma, svd_cutoff)
-    guard = DivergenceGuard(name, y, operator.noise_sigma, on_nan, check_every,
-                            "check the measurement, its noise_sigma and the operator", trace)
+    loop = Loop(name, len(path) - 1, y, operator.noise_sigma, on_nan, check_every,
+                "check the measurement, its noise_sigma and the operator", trace, progress)
     x0 = None
-    bar = tqdm(range(len(path) - 1), desc=name, disable=not progress, leave=False)
-    for i in bar:
+    for i in loop:
         level, target = path[i], path[i + 1]
         last = i == len(path) - 2
         with torch.no_grad():
@@ -180,22 +182,11 @@ def _run(name: str, prior: Denoiser, operator: Operator, y: Tensor, x_start: Ten
                 x = svd.V(out) * chain.scale_out[level]
             fit = operator.A(x if last else x0) - y
             loss = fit.flatten(1).pow(2).sum(dim=1)
-        x = guard.check(i, x, loss, force=last)
-        if trace is not None and trace.curves:
-            trace.record(chain.sigma_in[level], loss, x0, x)
-        guard.show_loss(bar, i, loss)
-        if guard.all_failed:
-            break
+        x = loop.end_step(i, x, loss, chain.sigma_in[level], x0)
     return x.detach()
 
 
-def _half_tile_starts(length: int, tile: int) -> list[int]:
-    """Tile offsets along an axis of `length` >= `tile`: every half tile, the last flush with the end (the grid of
-    the tiled denoiser at its default overlap; samplers do not import the priors' room)."""
-    return sorted({*range(0, length - tile, tile // 2), length - tile})
-
-
-def _mask_shift(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None, seed: int | Sequence[int],
+def _mask_shift(prior: Denoiser, operator: Operator, y: Tensor, *, x_start: Tensor | None, seed: SeedLike,
                 steps: int, eta: float, travel_length: int, travel_repeat: int, shape: Sequence[int] | None,
                 on_nan: str, check_every: int, trace: Trace | None, progress: bool) -> Tensor:
     """DDNM's Mask-Shift Restoration (module docstring): the chain run tile after tile over a canvas."""
@@ -215,7 +206,7 @@ def _mask_shift(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor 
     noise = StepNoise(seed, shape[0], "ddnm", y.device)
     canvas = chain.b.clone()  # finished tiles, A^+ y elsewhere
     known = torch.zeros(height, width, dtype=torch.bool, device=y.device)
-    spots = [(t, l) for t in _half_tile_starts(height, tile) for l in _half_tile_starts(width, tile)]
+    spots = [(t, l) for t in tile_starts(height, tile, tile // 2) for l in tile_starts(width, tile, tile // 2)]
     per_tile = len(path) - 1
     guard = DivergenceGuard("DDNM mask-shift", y, operator.noise_sigma, on_nan, check_every,
                             "check the measurement, its noise_sigma and the operator", trace)

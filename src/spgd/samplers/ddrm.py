@@ -39,11 +39,10 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..protocols import SVD, Denoiser, Operator
 from ..seeding import StepNoise
-from .common import DivergenceGuard, Trace, check_start, require, start_noise
+from .common import Loop, Trace, check_start, require, start_noise
 from .ddpm import chain_sigmas
 
 
@@ -105,20 +104,14 @@ def ddrm(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None 
             informed = m.seen & (m.s * sigmas[0] > m.sigma_y)
             spread = (sigmas[0] ** 2 - m.sigma_y ** 2 / torch.where(informed, m.s, torch.ones_like(m.s)) ** 2)
             x = m.svd.V(torch.where(informed, m.ybar + spread.clamp_min(0).sqrt() * zbar, sigmas[0] * zbar))
-    guard = DivergenceGuard("DDRM", y, operator.noise_sigma, on_nan, check_every,
-                            "check the measurement, its noise_sigma and the operator", trace)
-    bar = tqdm(range(steps), desc="DDRM", disable=not progress, leave=False)
-    for i in bar:
+    loop = Loop("DDRM", steps, y, operator.noise_sigma, on_nan, check_every,
+                "check the measurement, its noise_sigma and the operator", trace, progress)
+    for i in loop:
         with torch.no_grad():
             x0 = prior.denoise(x, sigmas[i])
             eps = (x - x0) / sigmas[i]
             loss = (operator.A(x0) - y).flatten(1).pow(2).sum(dim=1)
             zbar = m.svd.V_adjoint(noise(shape[1:]))
             x = m.svd.V(ddrm_step(m, m.svd.V_adjoint(x0), m.svd.V_adjoint(eps), zbar, sigmas[i + 1], eta, eta_b))
-        x = guard.check(i, x, loss, scale=1 + sigmas[i + 1], force=i == steps - 1)
-        if trace is not None and trace.curves:
-            trace.record(sigmas[i], loss, x0, x)
-        guard.show_loss(bar, i, loss)
-        if guard.all_failed:
-            break
+        x = loop.end_step(i, x, loss, sigmas[i], x0, scale=1 + sigmas[i + 1])
     return x.detach()

@@ -39,11 +39,10 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..protocols import Denoiser, Operator
 from ..seeding import StepNoise
-from .common import DivergenceGuard, Trace, check_start, require, start_noise
+from .common import Loop, Trace, check_start, require, start_noise
 from .ddpm import chain_sigmas
 
 
@@ -75,10 +74,9 @@ def diffpir(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | No
             pinv = operator.A_pinv(y) if operator.supports("pinv") else torch.zeros(shape, device=y.device)
             x = pinv + start_noise(shape, sigmas[0], seed, y.device)
     noise = StepNoise(seed, shape[0], "diffpir", y.device)
-    guard = DivergenceGuard("DiffPIR", y, operator.noise_sigma, on_nan, check_every,
-                            f"try a larger lam (now {lam})", trace)
-    bar = tqdm(range(steps - 1), desc="DiffPIR", disable=not progress, leave=False)
-    for i in bar:
+    loop = Loop("DiffPIR", steps - 1, y, operator.noise_sigma, on_nan, check_every, f"try a larger lam (now {lam})",
+                trace, progress)
+    for i in loop:
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         with torch.no_grad():
             x0 = prior.denoise(x, sigma)
@@ -88,10 +86,5 @@ def diffpir(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | No
             eps = (x - x0) / sigma
             fresh = noise(shape[1:]) if zeta > 0 else torch.zeros_like(x)
             x = x0 + sigma_next * (math.sqrt(1 - zeta) * eps + math.sqrt(zeta) * fresh)
-        x = guard.check(i, x, loss, scale=1 + sigma_next, force=i == steps - 2)
-        if trace is not None and trace.curves:
-            trace.record(sigma, loss, x0, x)
-        guard.show_loss(bar, i, loss)
-        if guard.all_failed:
-            break
+        x = loop.end_step(i, x, loss, sigma, x0, scale=1 + sigma_next)
     return x.detach()

@@ -19,11 +19,10 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..protocols import Denoiser, Operator
 from ..seeding import StepNoise
-from .common import DivergenceGuard, Trace, start_noise
+from .common import Loop, Trace, start_noise
 from .ddpm import chain_alpha_bars
 
 
@@ -35,10 +34,9 @@ def dps(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None =
     x = start_noise(shape, 1.0, seed, y.device, x_start)
     noise = StepNoise(seed, shape[0], "dps", y.device)
     abar = chain_alpha_bars(prior, steps, "respaced")
-    guard = DivergenceGuard("DPS", y, operator.noise_sigma, on_nan, check_every, f"try a smaller zeta (now {zeta})",
-                            trace)
-    bar = tqdm(range(len(abar)), desc="DPS", disable=not progress, leave=False)
-    for i in bar:
+    loop = Loop("DPS", len(abar), y, operator.noise_sigma, on_nan, check_every, f"try a smaller zeta (now {zeta})",
+                trace, progress)
+    for i in loop:
         ab_t = abar[i]
         ab_s = abar[i + 1] if i + 1 < len(abar) else 1.0
         sigma_t = math.sqrt((1 - ab_t) / ab_t)
@@ -54,10 +52,5 @@ def dps(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None =
         mean = (math.sqrt(ab_s) * beta * x0hat + math.sqrt(1 - beta) * (1 - ab_s) * x) / (1 - ab_t)
         if i + 1 < len(abar):
             mean = mean + math.sqrt(beta * (1 - ab_s) / (1 - ab_t)) * noise(shape[1:])
-        x = guard.check(i, mean - zeta * grad, norm.detach() ** 2, force=i == len(abar) - 1)
-        if trace is not None and trace.curves:
-            trace.record(sigma_t, norm, x0hat, x)
-        guard.show_loss(bar, i, norm)
-        if guard.all_failed:
-            break
+        x = loop.end_step(i, mean - zeta * grad, norm.detach() ** 2, sigma_t, x0hat, shown=norm)
     return x.detach()

@@ -34,11 +34,10 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..protocols import Denoiser, Operator
 from ..seeding import StepNoise
-from .common import DivergenceGuard, Trace, check_start, require, start_noise
+from .common import Loop, Trace, check_start, require, start_noise
 from .ddpm import chain_sigmas
 
 
@@ -62,9 +61,8 @@ def pigdm(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None
             x = operator.A_pinv(y) + start_noise(shape, sigmas[0], seed, y.device)
         pinv_y = operator.A_pinv(y) if svd is None else None
     noise = StepNoise(seed, shape[0], "pigdm", y.device)
-    guard = DivergenceGuard("PiGDM", y, sigma_y, on_nan, check_every, f"try a smaller weight (now {weight})", trace)
-    bar = tqdm(range(steps), desc="PiGDM", disable=not progress, leave=False)
-    for i in bar:
+    loop = Loop("PiGDM", steps, y, sigma_y, on_nan, check_every, f"try a smaller weight (now {weight})", trace, progress)
+    for i in loop:
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         r2 = sigma ** 2 / (1 + sigma ** 2)
         with torch.enable_grad():
@@ -86,10 +84,5 @@ def pigdm(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None
             if c > 0:
                 x = x + c * noise(shape[1:])
             loss = residual.flatten(1).pow(2).sum(dim=1)
-        x = guard.check(i, x, loss, scale=1 + sigma_next, force=i == steps - 1)
-        if trace is not None and trace.curves:
-            trace.record(sigma, loss, x0, x)
-        guard.show_loss(bar, i, loss)
-        if guard.all_failed:
-            break
+        x = loop.end_step(i, x, loss, sigma, x0, scale=1 + sigma_next)
     return x.detach()

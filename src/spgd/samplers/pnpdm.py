@@ -39,12 +39,11 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..protocols import SVD, Denoiser, Operator
 from ..schedule import clamp_range, sigma_schedule
 from ..seeding import StepNoise
-from .common import DivergenceGuard, Trace, check_start, start_noise
+from .common import Loop, Trace, check_start, start_noise
 
 
 def pnpdm(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None = None,
@@ -81,12 +80,11 @@ def pnpdm(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None
         uty = svd.U_adjoint(y) if svd is not None else None
     likelihood_noise = StepNoise(seed, shape[0], "pnpdm-likelihood", y.device)
     prior_noise = StepNoise(seed, shape[0], "pnpdm-prior", y.device)
-    guard = DivergenceGuard("PnP-DM", y, sigma_y, on_nan, check_every,
-                            f"try a smaller langevin_lr (now {langevin_lr})" if svd is None else
-                            "check the measurement, its noise_sigma and the operator", trace)
+    loop = Loop("PnP-DM", steps, y, sigma_y, on_nan, check_every,
+                f"try a smaller langevin_lr (now {langevin_lr})" if svd is None else
+                "check the measurement, its noise_sigma and the operator", trace, progress)
     total = torch.zeros_like(x)
-    bar = tqdm(range(steps), desc="PnP-DM", disable=not progress, leave=False)
-    for k in bar:
+    for k in loop:
         rho_k = min(max(rho * rho_decay ** k, rho_min), top)
         if svd is not None:
             with torch.no_grad():
@@ -97,15 +95,10 @@ def pnpdm(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None
         with torch.no_grad():
             x = denoising_posterior_sample(prior, z, rho_k, grid, prior_noise)
             loss = (operator.A(x) - y).flatten(1).pow(2).sum(dim=1)
-        x = guard.check(k, x, loss, force=k == steps - 1)
+        x = loop.end_step(k, x, loss, rho_k, z)
         if k in kept:
             total = total + x
-        if trace is not None and trace.curves:
-            trace.record(rho_k, loss, z, x)
-        guard.show_loss(bar, k, loss)
-        if guard.all_failed:
-            break
-    return (total / samples).detach() if not guard.all_failed else x.detach()
+    return (total / samples).detach() if not loop.all_failed else x.detach()
 
 
 def _gaussian_likelihood_step(svd: SVD, uty: Tensor, x: Tensor, sigma_y: float, rho: float,

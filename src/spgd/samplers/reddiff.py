@@ -19,11 +19,10 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..protocols import Denoiser, Operator
 from ..seeding import StepNoise
-from .common import DivergenceGuard, Trace, check_start
+from .common import Loop, Trace, check_start
 from .ddpm import chain_alpha_bars
 
 
@@ -40,10 +39,9 @@ def reddiff(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | No
     optimizer = torch.optim.Adam([mu], lr=lr, betas=tuple(betas))
     noise = StepNoise(seed, shape[0], "reddiff", y.device)
     abar = chain_alpha_bars(prior, steps, "strided")
-    guard = DivergenceGuard("RED-diff", y, operator.noise_sigma, on_nan, check_every, f"try a smaller lr (now {lr})",
-                            trace)
-    bar = tqdm(range(len(abar)), desc="RED-diff", disable=not progress, leave=False)
-    for i in bar:
+    loop = Loop("RED-diff", len(abar), y, operator.noise_sigma, on_nan, check_every, f"try a smaller lr (now {lr})",
+                trace, progress)
+    for i in loop:
         ab = abar[i]
         sigma = math.sqrt((1 - ab) / ab)
         eps = noise(shape[1:])
@@ -57,12 +55,8 @@ def reddiff(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | No
             (fit + lam * sigma * regulariser).sum().backward()
         optimizer.step()
         with torch.no_grad():
-            mu.copy_(guard.check(i, mu, 2 * fit.detach() * y[0].numel(), force=i == len(abar) - 1))
-        if trace is not None and trace.curves:
-            trace.record(sigma, fit, None, mu.detach().clone())
-        guard.show_loss(bar, i, fit)
-        if guard.all_failed:
-            break
+            mu.copy_(loop.check(i, mu, 2 * fit.detach() * y[0].numel()))
+        loop.record(i, sigma, fit, None, mu.detach().clone())
     return mu.detach()
 
 

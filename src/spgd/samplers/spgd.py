@@ -11,11 +11,10 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..protocols import Denoiser, Operator
 from ..schedule import clamp_range, lr_schedule, sigma_schedule, step_sizes
-from .common import DivergenceGuard, Trace, degrees, flat_cosine, start_noise
+from .common import Loop, Trace, degrees, flat_cosine, start_noise
 
 MODES = ("paper", "reference")
 
@@ -47,11 +46,10 @@ def spgd(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None 
     sigmas = sigma_schedule(steps, sigma_max, sigma_min, schedule)
     f = step_sizes(sigmas)
     lrs = lr_schedule(lr, steps, lr_min_ratio)
-    guard = DivergenceGuard("SPGD", y, operator.noise_sigma, on_nan, check_every,
-                            f"try a smaller lr (now {lr}) or more steps", trace)
+    loop = Loop("SPGD", steps, y, operator.noise_sigma, on_nan, check_every, f"try a smaller lr (now {lr}) or more steps",
+                trace, progress)
     prev_g = None
-    bar = tqdm(range(steps), desc="SPGD", disable=not progress, leave=False)
-    for i in bar:
+    for i in loop:
         sigma = float(sigmas[i])
         m = None
         for _ in range(inner_steps):
@@ -71,14 +69,12 @@ def spgd(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | None 
         # the probability-flow step uses the score of the last inner step, taken before its update
         score = (x0hat.detach() - x_before) / sigma ** 2
         x = x + 0.5 * float(f[i]) * score
-        x = guard.check(i, x, loss, scale=1 + float(sigmas[i + 1]), force=i == steps - 1)
-        if trace is not None and trace.curves:
-            trace.record(sigma, loss, x0hat, x,
-                         degrees(flat_cosine(-g, score)),
-                         degrees(flat_cosine(g, last_g)) if last_g is not None else None)
-        guard.show_loss(bar, i, loss)
-        if guard.all_failed:
-            break
+        x = loop.check(i, x, loss, scale=1 + float(sigmas[i + 1]))
+        if loop.trace is not None and loop.trace.curves:  # the angles of the paper's Figure 1, when kept
+            angles = (degrees(flat_cosine(-g, score)), degrees(flat_cosine(g, last_g)) if last_g is not None else None)
+        else:
+            angles = ()
+        loop.record(i, sigma, loss, x0hat, x, *angles)
     return x.detach()
 
 
