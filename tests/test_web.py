@@ -94,17 +94,29 @@ def test_progress_reports_every_step_and_the_live_estimate(app, face, monkeypatc
     assert "<progress value='4' max='4'>" in result["progress"]
 
 
-def test_cancel_stops_the_sampler_itself_and_keeps_nothing(app, face):
-    steps_seen = []
+class CancellingPrior:
+    """The tiny prior, whose `at`-th denoiser call presses the visitor's Cancel (from the restore's own thread,
+    so the step the run stops at does not depend on timing)."""
 
-    def progress(value, desc):
-        steps_seen.append(value[0])
-        if value[0] >= 2:
-            app.cancel("visitor")
+    def __init__(self, prior, at: int) -> None:
+        self.prior, self.at, self.calls, self.app = prior, at, 0, None
 
-    result, _ = finish(app, request(face, steps=200), session="visitor", progress=progress)
-    assert result["status"].startswith("Cancelled at step")
-    assert max(steps_seen) <= 4  # the sampler stopped within a step or two, not after 200
+    def __getattr__(self, name):
+        return getattr(self.prior, name)
+
+    def denoise(self, x, sigma):
+        self.calls += 1
+        if self.calls == self.at:
+            self.app.cancel("visitor")
+        return self.prior.denoise(x, sigma)
+
+
+def test_cancel_stops_the_sampler_itself_and_keeps_nothing(tiny_prior, face, tmp_path, one_thread):
+    prior = CancellingPrior(tiny_prior, at=3)  # SPGD with one inner step: one call per step
+    app = prior.app = WebApp({MODEL: prior}, runs_dir=tmp_path / "served")
+    result, _ = finish(app, request(face, steps=200), session="visitor")
+    assert result["status"] == "Cancelled at step 2 of 200; nothing was kept."  # stopped at the next step
+    assert prior.calls == 3  # not one network call after the cancel
     assert not any(t.name.startswith("spgd-restore-") and t.is_alive() for t in threading.enumerate())
     assert run_folders(app) == [] and app.running() == 0
     assert app.cancel("visitor") == "Cancelled."  # nothing running any more
