@@ -16,7 +16,7 @@ from spgd.metrics import psnr
 from spgd.methods import builtin_model
 from spgd.priors import builtin_priors
 
-RECOMMENDED_YAML = Path(__file__).parents[1] / "bench" / "natural_recommended.yaml"
+RECOMMENDED_YAML = Path(__file__).parents[1] / "src" / "spgd" / "priors" / "builtin" / "natural.recommended.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from spgd.demo import astronaut_face
 from spgd.metrics import psnr
 from spgd.priors import builtin_priors
 
-RECOMMENDED_YAML = Path(__file__).parents[1] / "bench" / "faces64_recommended.yaml"
+RECOMMENDED_YAML = Path(__file__).parents[1] / "src" / "spgd" / "priors" / "builtin" / "faces64.recommended.yaml"
 
 
 @pytest.fixture(scope="module")
