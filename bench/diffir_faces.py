@@ -10,7 +10,7 @@ does) the task's measurement is simulated once with seed k; every method restore
 Scores: PSNR/SSIM of the 8-bit images and LPIPS (AlexNet), as `spgd bench`; seconds per image (one
 thread, each method timed on the same images in this run) and network multiply-accumulates per image
 (torch's FlopCounterMode on image 0, FLOPs / 2: convolutions, linears and matmuls). Every (method, image)
-score is written when done to OUT/records/ and reused on a rerun, so a stopped run resumes.
+score is written when done to OUT/records/ and reused on a rerun, so a stopped run resumes (`spgd.harness`).
 
     python bench/diffir_faces.py --data VAL20/ --task super_resolution --diffir faces64_sr4.safetensors \\
         --upper runs/faces_sr-s1.safetensors --no-ipr runs/faces_sr-noipr.safetensors --out bench/results/diffir_faces
@@ -19,19 +19,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 import spgd
-from spgd import io
+from spgd import harness, io
 from spgd.api import to_image_range
 from spgd.baselines import baseline_methods, classical_restore
 from spgd.diffir import load_diffir
+from spgd.harness import Method
 from spgd.io import atomic_write_bytes
 from spgd.metrics import image_scores
 from spgd.operators import make_operator
@@ -39,68 +37,41 @@ from spgd.run import make_spec
 from spgd.tasks import load_task
 
 
-def methods(args: argparse.Namespace, operator: Any) -> dict[str, Callable]:
-    """name -> restore(y, operator, clean, seed) -> [0, 1] images."""
-    table: dict[str, Callable] = {}
+def methods(args: argparse.Namespace, operator: Any) -> dict[str, Method]:
+    """Every row measured here."""
+    table: dict[str, Method] = {}
     if args.diffir:
         model = load_diffir(args.diffir)
-        table["diffir"] = lambda y, op, clean, k: spgd.restore(y, op, model, sampler="diffir", seed=[k])
+        table["diffir"] = Method(lambda y, op, clean, k: spgd.restore(y, op, model, sampler="diffir", seed=[k]))
     if args.upper:
         upper = load_diffir(args.upper)
-        table["diffir stage 1 (ground-truth IPR)"] = \
-            lambda y, op, clean, k: to_image_range(upper.restore_measurement(op, y, gt=clean))
+        table["diffir stage 1 (ground-truth IPR)"] = Method(
+            lambda y, op, clean, k: to_image_range(upper.restore_measurement(op, y, gt=clean)))
     if args.no_ipr:
         plain = load_diffir(args.no_ipr)
-        table["diffir without IPR"] = lambda y, op, clean, k: to_image_range(plain.restore_measurement(op, y))
+        table["diffir without IPR"] = Method(lambda y, op, clean, k: to_image_range(plain.restore_measurement(op, y)))
     if args.prior:
         prior = spgd.load_prior(args.prior)
         settings = make_spec(prior, args.task, "spgd").settings
-        table["spgd"] = lambda y, op, clean, k: spgd.restore(y, op, prior, sampler="spgd", seed=[k],
-                                                             **{**settings, "progress": False})
+        table["spgd"] = Method(lambda y, op, clean, k: spgd.restore(y, op, prior, sampler="spgd", seed=[k],
+                                                                    **{**settings, "progress": False}))
     for name in baseline_methods(operator):
-        table[name] = lambda y, op, clean, k, name=name: to_image_range(classical_restore(y, op, name))
+        table[name] = Method(lambda y, op, clean, k, name=name: to_image_range(classical_restore(y, op, name)))
     return table
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
     preset = load_task(args.task)["operator"]
-    files = io.list_images([args.data])[:args.limit]
     table = methods(args, make_operator(**preset))
-    out = Path(args.out)
-    results: dict[str, dict[str, Any]] = {}
-    for name, restore in table.items():
-        rows, macs = [], None
-        for k, path in enumerate(files):
-            record = out / "records" / args.task / name.replace(" ", "_").replace("(", "").replace(")", "") / \
-                f"{path.stem}.json"
-            if record.is_file():
-                rows.append(json.loads(record.read_text()))
-                continue
-            clean = io.load_image(path, (64, 64), resize=True)[None]
-            operator = make_operator(**preset)
-            y = spgd.simulate(clean, operator, seed=[k])
-            start = time.perf_counter()
-            restored = restore(y, operator, clean, k)
-            seconds = time.perf_counter() - start
-            row = {**image_scores(restored[0], clean[0], with_lpips=True), "seconds": seconds, "image": path.name}
-            if k == 0:
-                counter = FlopCounterMode(display=False)
-                with counter:
-                    restore(y, operator, clean, k)
-                row["macs"] = counter.get_total_flops() / 2
-            atomic_write_bytes(record, json.dumps(row).encode())
-            rows.append(row)
-            print(f"{args.task} {name} {path.name}: PSNR {row['psnr']:.2f} ({seconds:.2f} s)", flush=True)
-        macs = next((r["macs"] for r in rows if "macs" in r), None)
-        results[name] = {"images": len(rows), "psnr": float(np.mean([r["psnr"] for r in rows])),
-                         "psnr_std": float(np.std([r["psnr"] for r in rows])),
-                         "ssim": float(np.mean([r["ssim"] for r in rows])),
-                         "lpips": float(np.mean([r["lpips"] for r in rows])),
-                         "seconds": float(np.median([r["seconds"] for r in rows])), "gmacs": macs and macs / 1e9}
+    records = harness.run(Path(args.out), {args.task: io.list_images([args.data])[:args.limit]}, table, preset,
+                          lambda restored, clean: image_scores(restored, clean, with_lpips=True),
+                          load=lambda path: io.load_image(path, (64, 64), resize=True), macs=True,
+                          log=lambda line: print(line, flush=True))[args.task]
+    results = {name: harness.summarise(rows) for name, rows in records.items()}
     report = {"task": args.task, "data": str(args.data), "limit": args.limit, "methods": results}
-    atomic_write_bytes(out / f"{args.task}.json", json.dumps(report, indent=1).encode())
-    atomic_write_bytes(out / f"{args.task}.md", markdown(report).encode())
+    atomic_write_bytes(Path(args.out) / f"{args.task}.json", json.dumps(report, indent=1).encode())
+    atomic_write_bytes(Path(args.out) / f"{args.task}.md", markdown(report).encode())
     print(markdown(report))
     return report
 

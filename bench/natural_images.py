@@ -15,8 +15,9 @@ bicubic Set5 row: 28.43 dB against 28.42). Samplers run on spgd's LR only.
 
 A sampler row is `NAME` or `NAME:KEY=VALUE,...` (its settings over the task preset's and the prior's
 recommendation, as `spgd bench --set`); it runs on a fixed-size prior through overlapping tiles. Each
-(method, image) score is written when done to OUT/records/ and reused on a rerun; `--shard I/N` splits a set
-between N processes on one OUT (the table of a shard shows its images only: rerun without it for the whole).
+(method, image) score is written when done to OUT/records/ and reused on a rerun (`spgd.harness`); `--shard I/N`
+splits a set between N processes on one OUT (the table of a shard shows its images only: rerun without it for
+the whole).
 
     python bench/natural_images.py --sets Set5 Set14 BSD100 --diffir natural_sr4.safetensors --out runs/sr
     python bench/natural_images.py --sets Set5 --prior builtin:natural --samplers spgd:steps=10 ddnm --out runs/sr
@@ -26,18 +27,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 import spgd
-from spgd import io
+from spgd import harness, io
 from spgd.api import to_image_range
 from spgd.baselines import baseline_methods, classical_restore
 from spgd.diffir import load_diffir
+from spgd.harness import Method
 from spgd.io import atomic_write_bytes
 from spgd.metrics import image_scores
 from spgd.priors import load_prior
@@ -54,8 +55,7 @@ PUBLISHED = {"bicubic (published)": ({"Set5": (28.42, 0.8104), "Set14": (26.00, 
              "FSRCNN": ({"Set5": (30.72, 0.8660), "Set14": (27.61, 0.7550), "BSD100": (26.98, 0.7150)}, 12e3),
              "VDSR": ({"Set5": (31.35, 0.8838), "Set14": (28.01, 0.7674), "BSD100": (27.29, 0.7251)}, 665e3),
              "EDSR": ({"Set5": (32.46, 0.8968), "Set14": (28.80, 0.7876), "BSD100": (27.71, 0.7420)}, 43e6)}
-# restore(y, operator, k) -> [0, 1] images; network parameters; whether y is MATLAB's LR
-Method = tuple[Callable[[torch.Tensor, Any, int], torch.Tensor], float, bool]
+MATLAB = "matlab"  # the measurement MATLAB's imresize makes (noise-free, 8-bit)
 
 
 def matlab_lr(clean: torch.Tensor) -> torch.Tensor:
@@ -80,13 +80,13 @@ def sampler_method(prior: Any, task: str, text: str) -> tuple[str, Method]:
     spec = make_spec(prior, task, sampler=name, settings=settings, own_size=True, tiling=tiling)
     count = sum(p.numel() for p in prior.parameters())
 
-    def restore(y: torch.Tensor, operator: Any, k: int) -> torch.Tensor:
+    def restore(y: torch.Tensor, operator: Any, clean: torch.Tensor, k: int) -> torch.Tensor:
         result = restore_batch(spec, [k], measured=y, operator=operator)
         if result.failed_steps[0] is not None:
             raise RuntimeError(f"{text} failed on image {k}: {result.failed_reasons[0]}")
         return result.restored
 
-    return f"{name} ({rest.replace(',', ', ')})" if rest else name, (restore, count, False)
+    return f"{name} ({rest.replace(',', ', ')})" if rest else name, Method(restore, count)
 
 
 def methods(args: argparse.Namespace, operator: Any) -> dict[str, Method]:
@@ -95,15 +95,17 @@ def methods(args: argparse.Namespace, operator: Any) -> dict[str, Method]:
     table: dict[str, Method] = {}
     for method in baseline_methods(operator):
         label = f"{method} (spgd's LR)" if sr4 else method
-        table[label] = (lambda y, op, k, method=method: to_image_range(classical_restore(y, op, method)), 0, False)
+        table[label] = Method(lambda y, op, clean, k, method=method: to_image_range(classical_restore(y, op, method)))
     if sr4:
-        table["bicubic (MATLAB imresize, measured here)"] = (lambda y, op, k: matlab_bicubic(y), 0, True)
+        table["bicubic (MATLAB imresize, measured here)"] = Method(lambda y, op, clean, k: matlab_bicubic(y),
+                                                                   measurement=MATLAB)
     for path in args.diffir:
         model = load_diffir(path)
         count = sum(p.numel() for p in model.network.parameters())
         for matlab in ((False, True) if sr4 else (False,)):
-            table[f"DiffIR {Path(path).stem}" + (f" ({'MATLAB' if matlab else 'spgd'}'s LR)" if sr4 else "")] = (
-                lambda y, op, k, model=model: spgd.restore(y, op, model, sampler="diffir", seed=[k]), count, matlab)
+            table[f"DiffIR {Path(path).stem}" + (f" ({'MATLAB' if matlab else 'spgd'}'s LR)" if sr4 else "")] = Method(
+                lambda y, op, clean, k, model=model: spgd.restore(y, op, model, sampler="diffir", seed=[k]), count,
+                MATLAB if matlab else harness.SIMULATED)
     if args.samplers:
         prior = load_prior(args.prior)
         for text in args.samplers:
@@ -112,47 +114,19 @@ def methods(args: argparse.Namespace, operator: Any) -> dict[str, Method]:
     return table
 
 
-def record_path(out: Path, name_set: str, method: str, stem: str) -> Path:
-    folder = method.replace(" ", "_").replace("(", "").replace(")", "").replace("'", "").replace(",", "")
-    return out / "records" / name_set / folder.replace("=", "-").replace(":", "-") / f"{stem}.json"
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
     preset = {**load_task(args.task)["operator"], **parse_key_values(args.op, "--op")}
     operator = spgd.make_operator(**preset)
     crop = int(getattr(operator, "scale", 0) or 0) if args.task == "super_resolution" else 0
     table = methods(args, operator)
-    report: dict[str, Any] = {"task": args.task, "operator": preset, "crop_border": crop, "sets": {}}
-    for name_set in args.sets:
-        files = io.list_images([args.root / name_set])[:args.limit]
-        rows: dict[str, list[dict[str, Any]]] = {name: [] for name in table}
-        for k, path in enumerate(files):
-            if k % args.shard[1] != args.shard[0]:
-                continue
-            clean, y, operator = None, {}, spgd.make_operator(**preset)
-            for name, (restore, _, matlab) in table.items():
-                record = record_path(args.out, name_set, name, path.stem)
-                if record.is_file():
-                    rows[name].append(json.loads(record.read_text()))
-                    continue
-                if clean is None:
-                    clean = io.load_image(path)[None]
-                if matlab not in y:
-                    y[matlab] = matlab_lr(clean) if matlab else spgd.simulate(clean, operator, seed=[k])
-                start = time.perf_counter()
-                restored = restore(y[matlab], operator, k)
-                row = {**image_scores(restored[0], clean[0], args.lpips, "y", crop), "seconds": time.perf_counter() - start,
-                       "image": path.name, "size": list(clean.shape[-2:])}
-                atomic_write_bytes(record, json.dumps(row).encode())
-                rows[name].append(row)
-                print(name_set, name, path.name, f"PSNR_Y {row['psnr_y']:.2f} ({row['seconds']:.1f} s)", flush=True)
-        report["sets"][name_set] = {
-            name: {"images": len(got), "params": table[name][1],
-                   "seconds": float(np.median([r["seconds"] for r in got])),
-                   **{key: float(np.mean([r[key] for r in got])) for key in sorted(set.intersection(*map(set, got)))
-                      if key not in ("image", "seconds", "size")}}  # records of an older run may lack a score
-            for name, got in rows.items() if got}  # a shard may hold none of a set's images
+    sets = {name_set: io.list_images([args.root / name_set])[:args.limit] for name_set in args.sets}
+    records = harness.run(args.out, sets, table, preset, lambda restored, clean: image_scores(
+        restored, clean, args.lpips, "y", crop), measurements={MATLAB: lambda clean, k: matlab_lr(clean)},
+        shard=args.shard, log=lambda line: print(line, flush=True))
+    report: dict[str, Any] = {"task": args.task, "operator": preset, "crop_border": crop, "sets": {
+        name_set: {name: harness.summarise(got, table[name].parameters) for name, got in rows.items() if got}
+        for name_set, rows in records.items()}}  # a shard may hold none of a set's images
     atomic_write_bytes(args.out / "results.json", json.dumps(report, indent=1).encode())
     atomic_write_bytes(args.out / "results.md", markdown(report).encode())
     print(markdown(report))

@@ -1,0 +1,105 @@
+"""Methods x images -> records -> table: the loop every quality benchmark shares.
+
+Image k of a set is measured once per kind of measurement (the task's operator, seeded with k, by default;
+another where a method restores another measurement, e.g. MATLAB's LR) and every method restores that same y.
+Each (method, image) score is written at once, atomically, to OUT/records/<set>/<method>/<stem>.json and read
+back on a rerun, so a stopped run loses nothing and a finished one restores nothing again. `shard=(i, n)`
+gives one process the images k with k mod n = i (k keeps its seed), so n processes share one OUT.
+`summarise` turns the records into one row per method. The bench scripts (bench/README.md) are this loop with
+their methods and their tables.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import io
+from .api import simulate
+from .operators import make_operator
+
+SIMULATED = ""  # the measurement the task's operator simulates from image k with seed k
+
+
+@dataclass
+class Method:
+    """One row of a table: `restore(y, operator, clean, k)` -> [0, 1] images (`clean` only for an oracle such as
+    DiffIR's stage 1), its network's parameter count, and the measurement it restores (a key of `run`'s
+    `measurements`; `SIMULATED` by default)."""
+
+    restore: Callable[[Tensor, Any, Tensor, int], Tensor]
+    parameters: float = 0.0
+    measurement: str = SIMULATED
+
+
+def record_path(out: Path, name_set: str, method: str, stem: str) -> Path:
+    """Where the score of `method` on image `stem` of `name_set` is kept (a file-system-safe folder per method)."""
+    folder = method.replace(" ", "_")
+    for gone in "()',":
+        folder = folder.replace(gone, "")
+    return out / "records" / name_set / folder.replace("=", "-").replace(":", "-") / f"{stem}.json"
+
+
+def run(out: Path, sets: dict[str, list[Path]], methods: dict[str, Method], operator: dict[str, Any],
+        score: Callable[[Tensor, Tensor], dict[str, Any]], load: Callable[[Path], Tensor] = io.load_image,
+        measurements: dict[str, Callable[[Tensor, int], Tensor]] | None = None, shard: tuple[int, int] = (0, 1),
+        macs: bool = False, log: Callable[[str], None] = print) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """{set: {method: the records of its images}}: each (method, image) restored, scored (`score(restored,
+    clean)`, 3xHxW each) and written unless its record is there. `load(path)` gives the clean CxHxW image in
+    [0, 1]; `operator`: the parameters of the task's operator; `macs`: also count the network's multiply-adds
+    on image 0 (torch's FlopCounterMode, FLOPs / 2)."""
+    table: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for name_set, files in sets.items():
+        rows: dict[str, list[dict[str, Any]]] = {name: [] for name in methods}
+        for k, path in enumerate(files):
+            if k % shard[1] != shard[0]:
+                continue
+            clean, y, op = None, {}, make_operator(**operator)
+            for name, method in methods.items():
+                record = record_path(out, name_set, name, path.stem)
+                if record.is_file():
+                    rows[name].append(json.loads(record.read_text()))
+                    continue
+                if clean is None:  # the task's measurement first: it draws the operator's random parameters
+                    clean = load(path)[None]
+                    y[SIMULATED] = simulate(clean, op, seed=[k])
+                if method.measurement not in y:
+                    y[method.measurement] = (measurements or {})[method.measurement](clean, k)
+                start = time.perf_counter()
+                restored = method.restore(y[method.measurement], op, clean, k)
+                row = {**score(restored[0], clean[0]), "seconds": time.perf_counter() - start, "image": path.name,
+                       "size": list(clean.shape[-2:])}
+                if macs and k == 0:
+                    counter = FlopCounterMode(display=False)
+                    with counter:
+                        method.restore(y[method.measurement], op, clean, k)
+                    row["macs"] = counter.get_total_flops() / 2
+                io.atomic_write_bytes(record, json.dumps(row).encode())
+                rows[name].append(row)
+                shown = next((f"{key} {row[key]:.2f}" for key in ("psnr_y", "psnr") if key in row), "")
+                log(f"{name_set} {name} {path.name}: {shown} ({row['seconds']:.2f} s)")
+        table[name_set] = rows
+    return table
+
+
+NOT_SCORES = ("image", "seconds", "size", "macs")
+
+
+def summarise(rows: Iterable[dict[str, Any]], parameters: float = 0.0) -> dict[str, Any]:
+    """One method's records as one row: the mean of every score all records hold (an older record may lack
+    one), its population std for PSNR, the median seconds, the multiply-adds counted, the image count."""
+    rows = list(rows)
+    keys = sorted(set.intersection(*map(set, rows)) - set(NOT_SCORES))
+    summary = {"images": len(rows), "params": parameters, "seconds": float(np.median([r["seconds"] for r in rows])),
+               **{key: float(np.mean([r[key] for r in rows])) for key in keys}}
+    if "psnr" in keys:
+        summary["psnr_std"] = float(np.std([r["psnr"] for r in rows]))
+    counted = next((r["macs"] for r in rows if "macs" in r), None)
+    summary["gmacs"] = counted / 1e9 if counted is not None else None
+    return summary
