@@ -124,7 +124,7 @@ def make_plan(request: Request, inputs: Sequence[Path], cache: dict[str, Any] | 
             specs[name] = make_spec(model, request.task, request.sampler, request.operator, request.settings,
                                     mask=request.mask, kernel=request.kernel, reference=request.reference,
                                     device=request.device, model_name=shown, own_size=not request.resize,
-                                    tiling=request.tiling)
+                                    tiling=request.tiling, measured=not request.simulate)
         _check_group(specs[name], size, inputs[indices[0]])
         groups.append(Group(indices, size, specs[name]))
     return Plan(request, inputs, groups, {} if request.resize else skipped)

@@ -14,6 +14,7 @@ run that fails before its first result leaves no files behind.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -84,7 +85,7 @@ def run_restore(job: RestoreJob, trace_factory: Callable[[], Trace] | None = Non
         raise ValueError(f"--batch-size must be >= 1, got {job.batch_size}")
     check_outputs(job)
     entries: dict[int, dict[str, Any]] = {}
-    rows = {}
+    rows, estimated = {}, {}
     batches = [(group, batch) for group in job.plan.groups for batch in _cut(group.indices, job.batch_size)]
     for b, (group, batch) in enumerate(tqdm(batches, desc="images", unit="batch", disable=len(batches) < 2)):
         paths, size, spec = [job.inputs[i] for i in batch], group.size, group.spec
@@ -100,12 +101,19 @@ def run_restore(job: RestoreJob, trace_factory: Callable[[], Trace] | None = Non
             y, images = load_measured(spec, operator, paths, job.resize, size)
             result = restore_batch(spec, seeds, measured=y, operator=operator, trace=trace,
                                    keep_measured=job.keep_measured, stop=stop)
+        if result.estimated:  # what the noise model (or another measured parameter) ran with
+            for path in paths:
+                estimated[path.name] = result.estimated
+                tqdm.write(f"spgd: {path.name}: estimated from the image: "
+                           f"{', '.join(f'{k} {v}' for k, v in result.estimated.items())}", file=sys.stderr)
         if b == 0:
-            _write_config(job)
+            _write_config(job, estimated)
         for k, (index, path) in enumerate(zip(batch, paths)):
             step = result.failed_steps[k]
             entry: dict[str, Any] = {"failed": step is not None, "width": size[1], "height": size[0],
                                      "model": spec.model_name}
+            if result.estimated:
+                entry["estimated"] = result.estimated
             restored = images[k].as_written(result.restored[k])  # scored as the file holds it
             io.save_image(result.preview[k], job.output / f"{path.stem}_measurement.png", like=images[k])
             if step is not None:
@@ -120,6 +128,8 @@ def run_restore(job: RestoreJob, trace_factory: Callable[[], Trace] | None = Non
     summary = _summarise(results)
     failed = [name for name, entry in results.items() if entry["failed"]]
     io.save_json({"images": results, "mean": summary, "failed": failed}, job.output / "metrics.json")
+    if estimated:
+        _write_config(job, estimated)  # with every image's estimates
     io.save_image(labelled_grid([rows[i] for i in sorted(rows)]).image, job.output / "grid.png")
     return {"images": results, "mean": summary, "failed": failed}
 
@@ -137,9 +147,10 @@ def _sizes(plan: Plan) -> dict[int, tuple[int, int]]:
     return {i: group.size for group in plan.groups for i in group.indices}
 
 
-def _write_config(job: RestoreJob) -> None:
+def _write_config(job: RestoreJob, estimated: dict[str, dict[str, Any]]) -> None:
     plan = job.plan
-    config = {**plan.describe(), "seed": job.seed, "simulate": job.simulate, "batch_size": job.batch_size,
+    config = {**plan.describe(), **({"estimated_from_the_measurement": estimated} if estimated else {}),
+              "seed": job.seed, "simulate": job.simulate, "batch_size": job.batch_size,
               "resize": job.resize, "keep_measured": job.keep_measured, "inputs": [str(p) for p in job.inputs],
               "restored_sizes": {plan.inputs[i].name: f"{w}x{h}" for i, (h, w) in sorted(_sizes(plan).items())},
               "cpu_threads": threads.describe()}

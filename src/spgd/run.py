@@ -13,7 +13,7 @@ from torch import Tensor
 
 from . import io, methods
 from .api import check_measurement, keep_measured_pixels, simulate, to_image_range, to_model_range
-from .operators import Operator, load_mask, make_operator
+from .operators import Operator, load_mask, make_operator, operator_class
 from .priors.tiled import check_tiling
 from .protocols import Restorer
 from .samplers import Trace
@@ -79,17 +79,22 @@ class RunSpec:
 def make_spec(model: Any, task: str | Path, sampler: str = "spgd", operator: dict[str, Any] | None = None,
               settings: dict[str, Any] | None = None, *, mask: Path | None = None, kernel: Path | None = None,
               reference: Path | None = None, device: str = "cpu", model_name: str = "",
-              own_size: bool = False, tiling: str = "blend") -> RunSpec:
+              own_size: bool = False, tiling: str = "blend", measured: bool = False) -> RunSpec:
     """The resolved run of a task preset (name or YAML file): operator parameters (preset < `operator` <
     a mask or kernel file) and sampler settings (defaults < preset < the prior's recommended <
     `settings`), each checked against what the operator or sampler accepts; `layers` keeps each layer.
     `reference`: an image file for a sampler that takes one (a `reference` setting), centre-cropped and
     resized to the model's size. `model` None: the settings without a model's recommendation. `own_size`: images are restored at their own size (`restored_size`, which
     then checks the mask's size against each image's); else the mask must be of the prior's size. `tiling`:
-    how a fixed-size prior covers other sizes ("blend" or "shift", `spgd.restore`)."""
+    how a fixed-size prior covers other sizes ("blend" or "shift", `spgd.restore`). `measured`: the inputs are
+    measurements, so the preset's values of what a measurement tells (the operator's `measured_parameters`,
+    e.g. denoising's level) give way to estimates from it, unless `operator` sets them."""
     check_tiling(tiling)
-    preset = load_task(task)
-    params = {**preset["operator"], **(operator or {})}
+    preset = dict(load_task(task)["operator"])
+    if measured:
+        for key in operator_class(preset["name"]).measured_parameters:
+            preset.pop(key, None)
+    params = {**preset, **(operator or {})}
     if mask is not None:
         params["mask"] = load_mask(mask, None if own_size else model.image_size)
     if kernel is not None:
@@ -127,6 +132,7 @@ class BatchResult:
     preview: Tensor
     failed_steps: list[int | None] = field(default_factory=list)
     failed_reasons: list[str | None] = field(default_factory=list)
+    estimated: dict[str, Any] = field(default_factory=dict)  # operator parameters estimated from the measurement
 
 
 def read_clean(spec: RunSpec, operator: Operator, paths: Sequence[Path], resize: bool,
@@ -192,6 +198,7 @@ def restore_batch(spec: RunSpec, seeds: list[int], clean: Tensor | None = None, 
     restorer = spec.restorer
     restorer.check(operator)
     y = simulate(clean, operator, seeds) if clean is not None else measured
+    estimated = operator.fit_to_measurement(y) if clean is None else {}
     check_measurement(y, operator, restorer)
     trace = trace or Trace(keep_images=False, curves=False)
     x = restorer.restore(operator, y, seeds, trace=trace, progress=progress, on_nan="mark", stop=stop)
@@ -199,4 +206,4 @@ def restore_batch(spec: RunSpec, seeds: list[int], clean: Tensor | None = None, 
     failed = [trace.failed.get(k, -1 if bool(torch.isnan(restored[k]).any()) else None)
               for k in range(len(seeds))]
     reasons = [trace.reasons.get(k, "NaN result") if step is not None else None for k, step in enumerate(failed)]
-    return BatchResult(y, restored, operator.preview(y).cpu(), failed, reasons)
+    return BatchResult(y, restored, operator.preview(y).cpu(), failed, reasons, estimated)

@@ -38,6 +38,14 @@ _FACTORIES: dict[str, Callable[[], type[Operator]]] = {
 _ALIASES = {"down_sampling": "super_resolution", "high_dynamic_range": "hdr"}
 
 
+def operator_class(name: str) -> type[Operator]:
+    """The class registered as `name` (or an alias)."""
+    key = _ALIASES.get(name, name)
+    if key not in _FACTORIES:
+        raise ValueError(f"unknown operator {name!r}; known operators: {', '.join(operator_names())}")
+    return _FACTORIES[key]()
+
+
 def operator_names() -> list[str]:
     """Every name `make_operator` accepts, aliases included."""
     return sorted([*_FACTORIES, *_ALIASES])
@@ -46,9 +54,7 @@ def operator_names() -> list[str]:
 def make_operator(name: str, **params: Any) -> Operator:
     """Build the operator registered as `name` (or an alias) with the given parameters."""
     key = _ALIASES.get(name, name)
-    if key not in _FACTORIES:
-        raise ValueError(f"unknown operator {name!r}; known operators: {', '.join(operator_names())}")
-    cls = _FACTORIES[key]()
+    cls = operator_class(name)
     signature = inspect.signature(cls.__init__)
     accepted = [p for p in signature.parameters if p != "self"]
     missing = [p.name for p in signature.parameters.values()
@@ -81,6 +87,7 @@ __all__ = [
     "gaussian_kernel",
     "load_mask",
     "make_operator",
+    "operator_class",
     "operator_names",
     "randn_like_per_image",
 ]

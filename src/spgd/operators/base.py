@@ -54,6 +54,7 @@ class Operator(torch.nn.Module):
     linear: bool = False
     image_measurement: bool = False
     file_parameters: tuple[str, ...] = ()  # parameters a person gives as files ("mask", "kernel")
+    measured_parameters: tuple[str, ...] = ()  # parameters a measurement tells: estimated from it unless given
 
     def __init__(self, noise_sigma: float = 0.0) -> None:
         super().__init__()
@@ -134,6 +135,11 @@ class Operator(torch.nn.Module):
         """Also leave out the pixels where `unknown` (Nx1xHxW or 1x1xHxW, true = unknown) is true, on top of
         this operator's own parameters, given or still to be drawn (see `takes_unknown_pixels`)."""
         raise NotImplementedError(f"{self.name} cannot leave pixels out")
+
+    def fit_to_measurement(self, y: Tensor) -> dict[str, Any]:
+        """Estimate the `measured_parameters` left unset from the measurement y itself and keep them; returns
+        what was estimated (empty when nothing was)."""
+        return {}
 
     def unset_parameters(self) -> list[str]:
         """Parameters drawn at random when simulating that a real measurement must come with (unset now)."""
