@@ -90,11 +90,12 @@ def make_spec(model: Any, task: str | Path, sampler: str = "spgd", operator: dic
     measurements, so the preset's values of what a measurement tells (the operator's `measured_parameters`,
     e.g. denoising's level) give way to estimates from it, unless `operator` sets them."""
     check_tiling(tiling)
-    preset = dict(load_task(task)["operator"])
+    preset = load_task(task)
+    physics = dict(preset["operator"])
     if measured:
-        for key in operator_class(preset["name"]).measured_parameters:
-            preset.pop(key, None)
-    params = {**preset, **(operator or {})}
+        for key in operator_class(physics["name"]).measured_parameters:
+            physics.pop(key, None)
+    params = {**physics, **(operator or {})}
     if mask is not None:
         params["mask"] = load_mask(mask, None if own_size else model.image_size)
     if kernel is not None:
