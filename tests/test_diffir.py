@@ -11,7 +11,7 @@ import torch
 import spgd
 from spgd import make_operator
 from spgd.cli import main
-from spgd.diffir.model import DiffIRModel, choose_builtin, degraded_input, load_diffir, pad_to_stride
+from spgd.diffir.model import DiffIRModel, choose_builtin, degraded_input, load_diffir, pad_to_stride, read_metadata
 from spgd.diffir.network import DiffIRConfig, DiffIRS1, DiffIRS2, IPRSchedule
 from spgd.diffir.train import DiffIRTrainConfig, build, export, latest_checkpoint, train
 from spgd.io import save_image
@@ -110,6 +110,26 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     b = torch.load(latest_checkpoint(limited.out), weights_only=False)
     assert a["step"] == b["step"] == 4
     assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
+
+
+def test_a_lost_machine_resumes_from_the_small_exported_weights(tmp_path):
+    """`--init`: a run whose checkpoints are gone starts from its exported EMA weights (fp32 here, so exactly)
+    with their step count and a fresh optimizer; stage 2 takes an exported stage 1 as its teacher."""
+    first = _cfg(tmp_path, out="lost")
+    first.steps = 2
+    train(first, progress=False)
+    exported = export(tmp_path / "lost", tmp_path / "lost.safetensors", dtype=torch.float32)
+    again = _cfg(tmp_path, out="again", init=str(exported))
+    train(again, progress=False)
+    state = torch.load(latest_checkpoint(again.out), weights_only=False)
+    assert state["step"] == 4  # steps 3 and 4 were trained; 1 and 2 came with the weights
+    lost = torch.load(latest_checkpoint(first.out), weights_only=False)
+    assert state["cpu_seconds"] > read_metadata(exported)["cpu_hours"] * 3600  # the CPU time spent carried on
+    with pytest.raises(ValueError, match="another stage or network"):
+        train(_cfg(tmp_path, out="wrong", stage=2, teacher=str(exported), init=str(exported)), progress=False)
+    student, teacher = build(_cfg(tmp_path, stage=2, out="s2", teacher=str(exported)))
+    assert all(torch.equal(teacher.state_dict()[k], lost["ema"][k]) for k in lost["ema"])
+    assert all(torch.equal(student.G.state_dict()[k], lost["ema"]["G." + k]) for k in student.G.state_dict())
 
 
 def _weights(tmp_path, task="super_resolution", image_size=None):

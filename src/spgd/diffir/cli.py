@@ -16,7 +16,7 @@ def add_parsers(sub: argparse._SubParsersAction, add_threads) -> None:  # noqa: 
     p.add_argument("--out", "-o", required=True, help="run folder (an existing one is resumed)")
     p.add_argument("--task", "-t", default=C.task, help="task preset whose operator degrades (default: spgd's default task)")
     p.add_argument("--stage", type=int, choices=[1, 2], default=C.stage)
-    p.add_argument("--teacher", default="", help="stage 2: the stage-1 run folder or checkpoint")
+    p.add_argument("--teacher", default="", help="stage 2: the stage-1 run folder, checkpoint or exported weights")
     p.add_argument("--config", default="{}", help="inline JSON of network sizes (DiffIRConfig: dim, blocks, "
                                                   "refinement, heads, ffn, cpen_feats, cpen_res, ...)")
     for name in ("batch_size", "steps", "encoder_steps", "seed", "val_count", "val_every", "ckpt_every"):
@@ -26,6 +26,8 @@ def add_parsers(sub: argparse._SubParsersAction, add_threads) -> None:  # noqa: 
     p.add_argument("--augment", choices=["hflip", "dihedral"], default=C.augment)
     p.add_argument("--val", default="", help="folder of clean validation images (never a test set)")
     p.add_argument("--time-limit", type=float, default=0.0, help="stop after this many seconds, with a checkpoint")
+    p.add_argument("--init", default="", help="exported weights (export-diffir) to start from when OUT has no "
+                                              "checkpoint: fresh optimizer, the step count kept (a machine was lost)")
     add_threads(p)
     p.set_defaults(func=_train)
     e = sub.add_parser("export-diffir", help="write a DiffIR checkpoint's EMA weights as a small safetensors file")
@@ -43,7 +45,8 @@ def _train(args: argparse.Namespace) -> int:
     cfg = C(data=args.data, out=args.out, task=args.task, stage=args.stage, teacher=args.teacher,
             model=json.loads(args.config), batch_size=args.batch_size, lr=args.lr, lr_min=args.lr_min,
             steps=args.steps, ema=args.ema, encoder_steps=args.encoder_steps, augment=args.augment, seed=args.seed,
-            val=args.val, val_count=args.val_count, val_every=args.val_every, ckpt_every=args.ckpt_every)
+            val=args.val, val_count=args.val_count, val_every=args.val_every, ckpt_every=args.ckpt_every,
+            init=args.init)
     last = train(cfg, time_limit=args.time_limit)
     print(f"DiffIR stage {cfg.stage}: last checkpoint {last}")
     return 0

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -62,6 +62,7 @@ class DiffIRTrainConfig:
     val_count: int = 8
     val_every: int = 250
     ckpt_every: int = 250
+    init: str = ""  # exported weights (`export`) to start from when OUT has no checkpoint (a machine was lost)
 
     def __post_init__(self) -> None:
         self.task = self.task or default_task()
@@ -127,8 +128,22 @@ def training_pair(cfg: DiffIRTrainConfig, data: np.ndarray, step: int,
     return lq, gt, gen
 
 
+def exported_state(path: str | Path) -> dict[str, Any]:
+    """An exported weight file as a checkpoint's parts: stage, network, EMA weights (float32), steps, CPU-seconds."""
+    from .model import read_metadata
+
+    meta = read_metadata(path)
+    if meta is None:
+        raise ValueError(f"{path}: not a DiffIR weight file")
+    weights = {k: v.float() for k, v in load_file(str(path)).items()}
+    return {"config": {"stage": meta["stage"]}, "network": meta["config"], "ema": weights,
+            "step": int(meta.get("steps", 0)), "cpu_seconds": float(meta.get("cpu_hours", 0)) * 3600}
+
+
 def _teacher_state(path: str) -> dict[str, Any]:
     path = Path(path)
+    if path.suffix == ".safetensors":
+        return exported_state(path)
     checkpoint = latest_checkpoint(path) if path.is_dir() else path
     if checkpoint is None:
         raise FileNotFoundError(f"{path}: no stage-1 checkpoint")
@@ -249,14 +264,23 @@ def train(cfg: DiffIRTrainConfig, resume: bool = True, time_limit: float = 0.0, 
     previous = latest_checkpoint(out) if resume else None
     if previous is not None:
         state = torch.load(previous, map_location="cpu", weights_only=False)
-        if state["config"] != asdict(cfg) | {"out": state["config"]["out"]}:
-            changed = sorted(k for k in asdict(cfg) if k != "out" and state["config"].get(k) != asdict(cfg)[k])
+        defaults = asdict(DiffIRTrainConfig(data="", out=""))  # a field newer than the checkpoint: its default
+        saved = {**{k: v for k, v in defaults.items() if k not in ("data", "out")}, **state["config"]}
+        changed = sorted(k for k in asdict(cfg) if k not in ("out", "init") and saved.get(k) != asdict(cfg)[k])
+        if changed:
             raise ValueError(f"{previous}: trained with other settings ({', '.join(changed)}); use a new --out")
         net.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
         if opt_e is not None:
             opt_e.load_state_dict(state["opt_e"])
+        step, cpu_seconds = state["step"], state["cpu_seconds"]
+    elif cfg.init:  # a fresh optimizer; the network and its EMA from the exported weights, the step count kept
+        state = exported_state(cfg.init)
+        if state["config"]["stage"] != cfg.stage or config_from_dict(state["network"]) != net_cfg:
+            raise ValueError(f"--init {cfg.init}: exported from another stage or network than this run's")
+        net.load_state_dict(state["ema"])
+        ema.load_state_dict(state["ema"])
         step, cpu_seconds = state["step"], state["cpu_seconds"]
     (out / "config.json").write_text(json.dumps({**asdict(cfg), "network": net_cfg.to_dict()}, indent=1))
     val_images = validation_images(cfg.val, cfg.val_count, net_cfg.stride * (4 if net_cfg.head == "sr" else 1)) \
