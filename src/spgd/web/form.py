@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from .. import methods
+from .. import io, methods
+from ..api import to_model_range
 from ..plan import Request, make_plan
 from ..run import RunSpec, make_spec, shown_value
 from ..tasks import LAYERS, load_task
@@ -60,7 +61,8 @@ def task_form(models: Mapping[str, Any], cache: dict[str, Any], task: str, sampl
     """What the form shows: whether the operator takes a mask and/or a kernel (`file_parameters`), whether its
     measurements are images, the steps and learning rate a restore runs with and the layer each comes from (as
     `spgd tasks TASK` shows them), whether the method takes a reference image, and a note naming every
-    setting not at the method's default and the model that runs (or why none can)."""
+    setting not at the method's default, the model that runs (or why none can) and, for a measured upload,
+    what the restore will estimate from it (a denoising photo's noise level)."""
     check_task(task)
     form: dict[str, Any] = {"mask": False, "kernel": False, "measured": True, "required": False, "steps": None,
                             "lr": None, "steps_from": None, "lr_from": None, "has_lr": False,
@@ -78,6 +80,10 @@ def task_form(models: Mapping[str, Any], cache: dict[str, Any], task: str, sampl
     note = f"{description}. {_runs_with(spec, sampler)}. Model: {spec.model.description}"
     if label == BUILTIN and image is None:
         note += ". The built-in model is chosen by the image: upload one to see which, and its settings"
+    if image is not None and measured and operator.measured_parameters:  # what the restore will estimate
+        found = operator.fit_to_measurement(to_model_range(io.load_image(image)[None]))
+        if found:
+            note += ". Estimated from the image: " + ", ".join(f"{k} {v}" for k, v in found.items())
     missing = operator.unset_parameters()
     if missing:
         note += (f". A measurement needs its {' and '.join(missing)} (give it below); when simulating, an unset "
