@@ -100,7 +100,7 @@ def run_restore(job: RestoreJob, trace_factory: Callable[[], Trace] | None = Non
             clean = None
             y, images = load_measured(spec, operator, paths, job.resize, size)
             result = restore_batch(spec, seeds, measured=y, operator=operator, trace=trace,
-                                   keep_measured=job.keep_measured, stop=stop)
+                                   keep_measured=job.keep_measured, stop=stop, files=paths)
         if result.estimated:  # what the noise model (or another measured parameter) ran with
             for path in paths:
                 estimated[path.name] = result.estimated

@@ -186,10 +186,13 @@ def mark_transparent(operator: Operator, images: Sequence[io.InputImage], paths:
 
 def restore_batch(spec: RunSpec, seeds: list[int], clean: Tensor | None = None, measured: Tensor | None = None,
                   operator: Operator | None = None, trace: Trace | None = None, progress: bool = True,
-                  keep_measured: bool = False, stop: Callable[[], bool] | None = None) -> BatchResult:
+                  keep_measured: bool = False, stop: Callable[[], bool] | None = None,
+                  files: Sequence[Path] | None = None) -> BatchResult:
     """Restore one batch with the spec's Restorer: simulate the measurement of `clean` ([0, 1]) with `seeds`,
-    or take `measured` y; `keep_measured` puts the pixels y measures directly back into the result
-    (`spgd.api.keep_measured_pixels`). `stop`: the Restorer's stop callback.
+    or take `measured` y (read from `files`, whose coding a JPEG operator reads); `keep_measured` puts the pixels y
+    measures directly back into the result (`spgd.api.keep_measured_pixels`). `stop`: the Restorer's stop
+    callback. Parameters a measurement tells and the run was not given are estimated or read first
+    (`fit_to_measurement`, returned in `estimated`).
 
     A diverging image does not stop the others: it is reported in `failed_steps` (and comes back NaN).
     """
@@ -199,7 +202,7 @@ def restore_batch(spec: RunSpec, seeds: list[int], clean: Tensor | None = None, 
     restorer = spec.restorer
     restorer.check(operator)
     y = simulate(clean, operator, seeds) if clean is not None else measured
-    estimated = operator.fit_to_measurement(y) if clean is None else {}
+    estimated = operator.fit_to_measurement(y, files) if clean is None else {}
     check_measurement(y, operator, restorer)
     trace = trace or Trace(keep_images=False, curves=False)
     x = restorer.restore(operator, y, seeds, trace=trace, progress=progress, on_nan="mark", stop=stop)

@@ -12,6 +12,7 @@ from .denoising import Denoising
 from .blur import Blur, GaussianBlur, MotionBlur, gaussian_kernel
 from .hdr import HighDynamicRange
 from .inpainting import Inpainting, load_mask
+from .jpeg import Jpeg
 from .phase_retrieval import PhaseRetrieval
 from .super_resolution import SuperResolution
 
@@ -33,6 +34,7 @@ _FACTORIES: dict[str, Callable[[], type[Operator]]] = {
     "phase_retrieval": lambda: PhaseRetrieval,
     "hdr": lambda: HighDynamicRange,
     "denoising": lambda: Denoising,
+    "jpeg": lambda: Jpeg,
     "nonlinear_blur": _nonlinear_blur,
 }
 _ALIASES = {"down_sampling": "super_resolution", "high_dynamic_range": "hdr"}
@@ -79,6 +81,7 @@ __all__ = [
     "GaussianBlur",
     "HighDynamicRange",
     "Inpainting",
+    "Jpeg",
     "MotionBlur",
     "Operator",
     "PhaseRetrieval",

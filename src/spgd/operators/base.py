@@ -136,9 +136,9 @@ class Operator(torch.nn.Module):
         this operator's own parameters, given or still to be drawn (see `takes_unknown_pixels`)."""
         raise NotImplementedError(f"{self.name} cannot leave pixels out")
 
-    def fit_to_measurement(self, y: Tensor) -> dict[str, Any]:
-        """Estimate the `measured_parameters` left unset from the measurement y itself and keep them; returns
-        what was estimated (empty when nothing was)."""
+    def fit_to_measurement(self, y: Tensor, files: Sequence[Any] | None = None) -> dict[str, Any]:
+        """Estimate the `measured_parameters` left unset from the measurement y itself, or read them from the
+        files it came from (`files`, when it did), and keep them; returns what was found (empty when nothing)."""
         return {}
 
     def unset_parameters(self) -> list[str]:

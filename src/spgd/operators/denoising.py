@@ -41,7 +41,7 @@ class Denoising(Operator):
         if self.sigma is None and self.sigma_range is None:
             raise ValueError("denoising: give the noise level to simulate, in 8-bit grey levels (--op sigma=25)")
 
-    def fit_to_measurement(self, y: Tensor) -> dict[str, Any]:
+    def fit_to_measurement(self, y: Tensor, files: Sequence[Any] | None = None) -> dict[str, Any]:
         """With no level given, the mean of the images' estimated levels (a gray image's from one channel)."""
         if self.sigma is not None:
             return {}

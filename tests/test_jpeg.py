@@ -1,0 +1,106 @@
+"""JPEG as a forward model: the encoder is libjpeg's bit for bit (the coefficients Pillow writes, read back with
+`jpeglib`), simulated files decode as Pillow decodes them, a measured .jpg brings its own tables, and the
+float twin the samplers differentiate stays within the quantisation cells it is projected into."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+import spgd
+from spgd.cli import main
+from spgd.operators.jpeg import read_jpeg_coding
+from spgd.operators.jpeg_codec import encode, ijg_tables
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+PIL_SUBSAMPLING = {"4:2:0": 2, "4:4:4": 0}
+
+
+def crop(height: int, width: int) -> np.ndarray:
+    return data.astronaut()[40:40 + height, 120:120 + width].copy()
+
+
+def as_x(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+
+@pytest.mark.parametrize("quality", [10, 30, 75, 95])
+@pytest.mark.parametrize("subsampling", ["4:2:0", "4:4:4"])
+@pytest.mark.parametrize("size", [(64, 64), (37, 53)])  # whole blocks, and partial ones on both edges
+def test_the_encoder_writes_the_coefficients_pillow_writes(quality, subsampling, size, tmp_path):
+    jpeglib = pytest.importorskip("jpeglib", reason="reads a JPEG file's coefficients: pip install jpeglib")
+    rgb = crop(*size)
+    Image.fromarray(rgb).save(tmp_path / "a.jpg", quality=quality, subsampling=PIL_SUBSAMPLING[subsampling])
+    stored = jpeglib.read_dct(str(tmp_path / "a.jpg"))
+    luma, chroma = ijg_tables(quality)
+    assert np.array_equal(luma, stored.qt[0]) and np.array_equal(chroma, stored.qt[1])
+    ours = encode(rgb, luma, chroma, subsampling)
+    assert all(np.array_equal(a, b) for a, b in zip(ours, [stored.Y, stored.Cb, stored.Cr]))
+
+
+def test_tables_and_sampling_are_read_from_the_file(tmp_path):
+    rgb = crop(48, 40)
+    for quality, subsampling in ((15, "4:2:0"), (60, "4:4:4")):
+        Image.fromarray(rgb).save(tmp_path / "a.jpg", quality=quality, subsampling=PIL_SUBSAMPLING[subsampling])
+        coding = read_jpeg_coding(tmp_path / "a.jpg")
+        assert coding == {"tables": [t.reshape(-1).tolist() for t in ijg_tables(quality)], "subsampling": subsampling}
+        op = spgd.make_operator("jpeg")
+        assert op.fit_to_measurement(torch.zeros(1, 3, 48, 40), [tmp_path / "a.jpg"]) == {
+            "quality": quality, "subsampling": subsampling, "tables": "read from the file"}
+    Image.fromarray(rgb.mean(2).astype(np.uint8)).save(tmp_path / "g.jpg", quality=20)
+    assert read_jpeg_coding(tmp_path / "g.jpg")["subsampling"] == "gray"
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    with pytest.raises(ValueError, match=r"a.png: not a JPEG file \(PNG\).*--op quality=Q"):
+        spgd.make_operator("jpeg").fit_to_measurement(torch.zeros(1, 3, 48, 40), [tmp_path / "a.png"])
+    with pytest.raises(ValueError, match="give the quality to simulate"):
+        spgd.make_operator("jpeg").measure(as_x(rgb))
+
+
+@pytest.mark.parametrize("subsampling", ["4:2:0", "4:4:4"])
+def test_a_simulated_file_decodes_as_pillow_decodes_it(subsampling, tmp_path):
+    """Same coefficients; the decodes differ only by the float against the integer inverse DCT and rounding
+    (measured on four crops at quality 10, 30, 75: at most 3 of 255, mean 0.002-0.48)."""
+    rgb = crop(100, 90)
+    for quality in (10, 30, 75):
+        Image.fromarray(rgb).save(tmp_path / "a.jpg", quality=quality, subsampling=PIL_SUBSAMPLING[subsampling])
+        pillow = torch.from_numpy(np.array(Image.open(tmp_path / "a.jpg").convert("RGB"))).permute(2, 0, 1).float()
+        ours = (spgd.make_operator("jpeg", quality=quality, subsampling=subsampling).measure(as_x(rgb))[0] + 1) * 127.5
+        difference = (ours - pillow).abs()
+        assert difference.max() <= 3 + 1e-3 and difference.mean() < 0.5
+
+
+def test_the_float_twin_is_differentiable_and_its_rounding_surrogates_stay_close():
+    x = as_x(crop(32, 48)).double()
+    exact = spgd.make_operator("jpeg", quality=30).double()
+    cubic = spgd.make_operator("jpeg", quality=30, rounding="cubic").double()
+    x_in = x.clone().requires_grad_(True)
+    grad, = torch.autograd.grad(exact.A(x_in).pow(2).sum(), x_in)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0  # straight-through: the codec's own gradient
+    rounded = exact.decode([torch.round(c) for c in exact.coefficients(x)], x.shape)
+    assert torch.equal(exact.A(x), rounded)  # its value is the exact rounding
+    steps = [(torch.round(c) + (c - torch.round(c)) ** 3) - torch.round(c) for c in cubic.coefficients(x)]
+    assert max(float(s.abs().max()) for s in steps) <= 0.125  # cubic: within 1/8 of a step of the rounding
+
+
+@pytest.mark.parametrize("subsampling, cells", [("4:4:4", 0.5 + 1e-6), ("4:2:0", 0.52)])
+def test_a_result_is_put_back_into_the_files_quantisation_cells(subsampling, cells):
+    op = spgd.make_operator("jpeg", quality=30, subsampling=subsampling).double()
+    y = op.measure(as_x(crop(96, 96))).double()
+    guess = torch.rand(1, 3, 96, 96, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    kept = op.with_measured(guess, y)
+    distance = max(float((c - torch.round(t)).abs().max()) for c, t in zip(op.coefficients(kept), op.coefficients(y)))
+    assert distance <= cells  # measured: 0.5 (4:4:4, one projection) and 0.502 (4:2:0, ten)
+
+
+def test_a_jpeg_file_restores_with_nothing_but_the_file(tmp_path, tiny_prior_path):
+    Image.fromarray(crop(64, 64)).save(tmp_path / "photo.jpg", quality=15)
+    assert main(["restore", "-t", "jpeg", "-i", str(tmp_path / "photo.jpg"), "-o", str(tmp_path / "out"), "-m",
+                 str(tiny_prior_path), "--sampler", "ddnm", "--steps", "4", "--threads", "1"]) == 0
+    entry = json.loads((tmp_path / "out" / "metrics.json").read_text())["images"]["photo.jpg"]
+    assert entry["estimated"] == {"quality": 15, "subsampling": "4:2:0", "tables": "read from the file"}
+    restored = np.asarray(Image.open(tmp_path / "out" / "photo.png"))
+    assert restored.shape == (64, 64, 3)  # the file's size comes back
