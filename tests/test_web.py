@@ -268,15 +268,18 @@ def test_task_form_follows_the_operator(app):
     assert "cannot run here" in app.task_form("nonlinear_blur", "spgd")["note"]
 
 
-def test_a_noisy_upload_shows_its_estimated_level_before_the_restore(app, tmp_path):
+def test_a_measured_upload_shows_what_the_restore_reads_from_it(app, tmp_path):
     noisy = write_face_like(tmp_path / "noisy.png", size=96)
     pixels = np.asarray(Image.open(noisy), dtype=float)
     rng = np.random.default_rng(0)
     Image.fromarray(np.clip(pixels + 20 * rng.standard_normal(pixels.shape), 0, 255).round().astype(np.uint8)).save(noisy)
     note = app.task_form("denoising", "ddnm_plus", MODEL, str(noisy), MEASURED)["note"]
-    level = float(re.search(r"Estimated from the image: sigma ([0-9.]+)", note).group(1))
+    level = float(re.search(r"From the image: sigma ([0-9.]+)", note).group(1))
     assert 17 < level < 22  # 20 of 255, clipped as the file holds it
-    assert "Estimated" not in app.task_form("denoising", "ddnm_plus", MODEL, str(noisy))["note"]  # simulating
+    assert "From the image" not in app.task_form("denoising", "ddnm_plus", MODEL, str(noisy))["note"]  # simulating
+    Image.open(noisy).save(tmp_path / "photo.jpg", quality=25)
+    assert "From the image: quality 25, subsampling 4:2:0" in app.task_form(
+        "jpeg", "ddnm", MODEL, str(tmp_path / "photo.jpg"), MEASURED)["note"]  # a file's own tables
     result, _ = finish(app, request(noisy, "denoising", sampler="ddnm_plus", mode=MEASURED, steps=10, extra=""))
     config = yaml.safe_load((Path(result["restored"]).parent / "config.yaml").read_text())
     assert config["estimated_from_the_measurement"]["noisy.png"]["sigma"] == level  # what the restore ran with

@@ -81,9 +81,9 @@ def task_form(models: Mapping[str, Any], cache: dict[str, Any], task: str, sampl
     if label == BUILTIN and image is None:
         note += ". The built-in model is chosen by the image: upload one to see which, and its settings"
     if image is not None and measured and operator.measured_parameters:  # what the restore will estimate
-        found = operator.fit_to_measurement(to_model_range(io.load_image(image)[None]))
+        found = operator.fit_to_measurement(to_model_range(io.load_image(image)[None]), [Path(image)])
         if found:
-            note += ". Estimated from the image: " + ", ".join(f"{k} {v}" for k, v in found.items())
+            note += ". From the image: " + ", ".join(f"{k} {v}" for k, v in found.items())
     missing = operator.unset_parameters()
     if missing:
         note += (f". A measurement needs its {' and '.join(missing)} (give it below); when simulating, an unset "
