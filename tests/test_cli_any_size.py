@@ -139,7 +139,7 @@ def test_sizes_the_run_cannot_take_are_refused_up_front_in_one_line(tmp_path, ti
     odd = photo(tmp_path / "odd.png", 201, 136)
     assert run_error(["-t", "super_resolution", "--simulate", "-i", str(odd), "-o", "o1"], tiny_prior_path, capsys) \
         == (f"spgd restore: error: {odd}: super_resolution: image size 201x136 (WxH) is not divisible by the scale 4; "
-            "pass --resize to restore it at the model's size, or crop it first")
+            "pass --resize to restore it at the model's 64x64, or crop it first")
     wide = photo(tmp_path / "wide.png", 200, 136)
     Image.fromarray(np.full((64, 64), 255, np.uint8)).save(tmp_path / "mask.png")
     assert run_error(["-t", "inpainting_box", "--simulate", "-i", str(wide), "--mask", str(tmp_path / "mask.png"),

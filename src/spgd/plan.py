@@ -18,6 +18,7 @@ import torch
 
 from . import io, methods
 from .operators import make_operator
+from .priors.loaders import FACE_SIZE
 from .priors.tiled import check_tiling
 from .run import RunSpec, make_spec
 from .tasks import load_task
@@ -105,9 +106,10 @@ def make_plan(request: Request, inputs: Sequence[Path], cache: dict[str, Any] | 
         sizes: dict[int, tuple[int, int]] = {index: (side, side) for index in range(len(inputs))}
     else:
         sizes, skipped = {}, {}
+        side = models[named][0].image_size if named else FACE_SIZE  # what --resize would bring images to
         for index, path in enumerate(inputs):
             try:
-                sizes[index] = _clean_size(request, probe, path)
+                sizes[index] = _clean_size(request, probe, path, side)
             except io.ImageError as exc:
                 if not skip_unreadable:
                     raise
@@ -156,9 +158,10 @@ def _fast(request: Request, model: Any, name: str) -> tuple[Any, str]:
     return methods.with_precision(request.sampler, model, name, request.precision, request.compile)
 
 
-def _clean_size(request: Request, probe: Any, path: Path) -> tuple[int, int]:
+def _clean_size(request: Request, probe: Any, path: Path, side: int | None) -> tuple[int, int]:
     """(H, W) of the clean image behind an input, from its header: a clean input's own size, a measurement's
-    through the operator (4x its sides for 4x SR); a size the operator cannot take is refused."""
+    through the operator (4x its sides for 4x SR); a size the operator cannot take is refused, suggesting
+    --resize where the model's size (`side`) is one it takes."""
     height, width = io.image_size(path)
     channels = 3
     if not request.simulate:
@@ -169,8 +172,19 @@ def _clean_size(request: Request, probe: Any, path: Path) -> tuple[int, int]:
     try:
         probe.measurement_shape((channels, height, width))
     except ValueError as exc:
-        raise ValueError(f"{path}: {exc}; pass --resize to restore it at the model's size, or crop it first") from None
+        hint = (f"pass --resize to restore it at the model's {side}x{side}, or crop it first"
+                if side and _takes(probe, (channels, side, side)) else "crop it first")
+        raise ValueError(f"{path}: {exc}; {hint}") from None
     return int(height), int(width)
+
+
+def _takes(operator: Any, shape: tuple[int, int, int]) -> bool:
+    """Whether the operator measures images of `shape` (C, H, W)."""
+    try:
+        operator.measurement_shape(shape)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_group(spec: RunSpec, size: tuple[int, int], path: Path) -> None:

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from . import io, methods
 from .api import check_measurement, keep_measured_pixels, simulate, to_image_range, to_model_range
-from .operators import Operator, load_mask, make_operator, operator_class
+from .operators import Operator, check_parameters, load_mask, make_operator, operator_class
 from .priors.tiled import check_tiling
 from .protocols import Restorer
 from .samplers import Trace
@@ -100,6 +100,7 @@ def make_spec(model: Any, task: str | Path, sampler: str = "spgd", operator: dic
         params["mask"] = load_mask(mask, None if own_size else model.image_size)
     if kernel is not None:
         params["kernel"] = io.load_kernel(kernel)
+    check_parameters(physics["name"], {k: v for k, v in params.items() if k != "name"}, complete=False)  # a mask for SR
     recommended = methods.recommended(model, task, sampler) if model is not None else {}
     layers = setting_layers(sampler, preset, settings, recommended)
     resolved = {key: value for layer in layers.values() for key, value in layer.items()}

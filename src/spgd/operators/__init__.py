@@ -55,13 +55,19 @@ def operator_names() -> list[str]:
 
 def make_operator(name: str, **params: Any) -> Operator:
     """Build the operator registered as `name` (or an alias) with the given parameters."""
+    return check_parameters(name, params)(**params)
+
+
+def check_parameters(name: str, params: dict[str, Any], complete: bool = True) -> type[Operator]:
+    """The class of operator `name`, once `params` are known to be ones it takes (a ValueError naming the
+    unknown ones, with what it accepts, and with `complete` the missing ones); nothing is built."""
     key = _ALIASES.get(name, name)
     cls = operator_class(name)
     signature = inspect.signature(cls.__init__)
     accepted = [p for p in signature.parameters if p != "self"]
     missing = [p.name for p in signature.parameters.values()
                if p.name != "self" and p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in params]
-    if missing:
+    if missing and complete:
         hints = getattr(cls, "required", {})
         raise ValueError(f"operator {key!r} needs " + "; ".join(f"{name}: {hints.get(name, 'no default')}"
                                                                 for name in missing))
@@ -72,7 +78,7 @@ def make_operator(name: str, **params: Any) -> Operator:
                 f"operator {key!r} got unknown parameter(s) {', '.join(map(repr, unknown))}; "
                 f"accepted: {', '.join(accepted)}"
             )
-    return cls(**params)
+    return cls
 
 
 __all__ = [
@@ -89,6 +95,7 @@ __all__ = [
     "as_generators",
     "gaussian_kernel",
     "load_mask",
+    "check_parameters",
     "make_operator",
     "operator_class",
     "operator_names",
