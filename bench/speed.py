@@ -5,7 +5,9 @@
 (b) fast path: frozen parameters, input gradient only, autocast (bf16 by default), channels_last,
     optionally torch.compile, NaN checks every `--check-every` steps.
 Times a few outer steps after warm-up and scales to the full schedule (steps x inner steps), per
-image. Writes a markdown table (stdout and --out) and JSON rows.
+image, and reports how far the two paths' states are apart after one outer step from the same start
+(`max_difference`: ~1e-5 at fp32, the precision's rounding otherwise). Writes a markdown table (stdout and
+--out) and JSON rows.
 
   python bench/speed.py --arch ffhq256 --device cuda --batch-sizes 1 8 32 --compile
   python bench/speed.py --model ../shared/reference/tiny_adm64.pt --device cpu --batch-sizes 1 4
@@ -121,6 +123,8 @@ def main() -> None:
                                                               args.inner_steps, 7.0), device)
                 row.update(ref_s_per_image=t_ref * scale / batch, ref_peak_gb=mem_ref,
                            speedup=t_ref / t_fast)
+                agreement = reference_path(reference, op, y, x_start, 1, args.inner_steps, 7.0) - run_fast(1)
+                row["max_difference"] = float(agreement.abs().max())  # one outer step: the two paths agree
         except torch.cuda.OutOfMemoryError:  # the rows measured so far still count
             torch.cuda.empty_cache()
             row["error"] = "out of memory"

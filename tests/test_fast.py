@@ -8,9 +8,7 @@ import torch
 import spgd
 from spgd.priors.fast import FastDenoiser
 from spgd.samplers.spgd import spgd as spgd_sampler
-from spgd.tasks import load_task
 
-from .conftest import bench_script
 from .test_spgd import golden_operator
 
 
@@ -38,29 +36,34 @@ def test_fp32_fast_path_equals_plain_denoiser(golden, tiny_prior_path):
         assert (fast.denoise(case["x"], case["sigma"]) - case["D"]).abs().max() < 1e-4
 
 
-def test_speed_bench_reference_path_is_the_published_computation(golden, tiny_prior):
-    """bench/speed.py's reference path (backward through trainable weights) gives spgd's reference mode."""
-    speed = bench_script("speed")
-    op = spgd.make_operator("super_resolution", scale=4, noise_sigma=0.0)
-    y = torch.rand(1, 3, 16, 16) * 2 - 1
-    x_start = 100 * torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    ref = speed.reference_path(tiny_prior, op, y, x_start, 2, 2, 7.0)
-    ours = spgd_sampler(tiny_prior, op, y, x_start=x_start, steps=2, inner_steps=2, lr=7.0, mode="reference",
-                        progress=False)
-    assert (ref - ours).abs().max() < 1e-4
-    assert not any(p.requires_grad for p in tiny_prior.parameters())
+def bench(script: str, *args: str) -> list[dict]:
+    """Run bench/<script> as a user does; the JSON rows it appends to its --out file."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "out.md"
+        done = subprocess.run([sys.executable, str(root / "bench" / script), *args, "--out", str(out)], cwd=root,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return [json.loads(line) for line in out.read_text().splitlines() if line.startswith("{")]
 
 
-def test_sampler_speed_bench_scales_a_few_timed_steps_to_the_preset(tiny_prior, monkeypatch):
+def test_speed_bench_reference_path_is_the_published_computation(tiny_prior_path):
+    """bench/speed.py's reference path (backward through trainable weights) and the fast path (input gradient
+    only, frozen weights) take the same SPGD step: at fp32 they agree to rounding."""
+    [row] = bench("speed.py", "--model", str(tiny_prior_path), "--device", "cpu", "--batch-sizes", "1", "--steps", "2",
+                  "--inner-steps", "2", "--measure-steps", "1", "--precision", "fp32")
+    assert row["max_difference"] < 1e-3 and row["ref_s_per_image"] > 0 and row["fast_s_per_image"] > 0
+
+
+def test_sampler_speed_bench_scales_a_few_timed_steps_to_the_preset(tiny_prior_path):
     """bench/sampler_speed.py times a few steps of a sampler with its preset settings and scales them."""
-    sampler_speed = bench_script("sampler_speed")
-    task = load_task("super_resolution")
-    row = sampler_speed.measure(tiny_prior, task, "dps", 2, torch.device("cpu"), steps_timed=2)
-    assert (row["steps"], row["steps_timed"], row["batch"]) == (1000, 2, 2)
-    assert row["s_per_image"] > 0 and math.isnan(row["peak_gb"])  # no peak memory on the CPU
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "NVIDIA H100 80GB HBM3")
-    args = sampler_speed.argparse.Namespace(model=None, arch="ffhq256", precision="bf16", task="super_resolution")
-    table = sampler_speed.markdown([row, {"sampler": "daps", "batch": 8, "error": "out of memory"}], args,
-                                   torch.device("cuda"))
-    assert table.startswith("Device: NVIDIA H100 80GB HBM3;") and "| daps | 8 | | | out of memory | |" in table
-    assert f"| dps | 2 | 1000 | 2 | {row['s_per_image']:.2f} | n/a |" in table
+    [row] = bench("sampler_speed.py", "--model", str(tiny_prior_path), "--device", "cpu", "--samplers", "dps",
+                  "--batch-sizes", "2", "--precision", "fp32")
+    assert (row["sampler"], row["steps"], row["steps_timed"], row["batch"]) == ("dps", 1000, 20, 2)
+    assert row["s_per_image"] > 0 and math.isnan(row["peak_gb"])  # no peak memory on a CPU
