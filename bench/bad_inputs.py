@@ -4,7 +4,7 @@ Every case must end with a clear outcome: a non-zero exit with one error line on
 single skipped images may precede it), naming the file or flag and what is wrong, and never a traceback. The script fails (exit 1) if any case does
 not. It runs the CLI in this process (fast), on the tiny reference model of ../shared when present,
 else on the built-in prior; each case that reaches a restore runs two steps. The oversized images are PNG
-headers that claim their size and hold no pixels (`raw_png`).
+headers that claim their size and hold no pixels (`spgd.io.raw_png`).
 
     python bench/bad_inputs.py [--out docs/errors.md]
 """
@@ -15,10 +15,8 @@ import contextlib
 import io
 import os
 import sys
-import struct
 import tempfile
 import traceback
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,24 +24,12 @@ import torch
 from PIL import Image
 
 from spgd.cli import main
+from spgd.io import raw_png
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT.parent / "shared" / "reference" / "tiny_adm64.pt"
 FAST = ["--steps", "2", "--inner-steps", "1"]
 NOTICES = ("spgd: model: ", "spgd: threads: ")  # the lines naming the models and threads: information, not the answer
-
-
-def raw_png(path: Path, width: int, height: int, scanlines: bytes = b"", bit_depth: int = 8,
-            colour_type: int = 2) -> Path:
-    """A PNG written by hand: its header (width x height; colour type 2 = RGB) and the filtered `scanlines`
-    as its pixel data. With none, it claims a size it does not hold: an oversized image, cheaply."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(scanlines)) +
-                     chunk(b"IEND", b""))
-    return path
 
 
 def prepare(folder: Path) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """What the user gave comes back: image modes (gray, 16-bit, palette, transparency, EXIF orientation) and the
 size cap, read by `spgd.io` and carried through `spgd restore` with the built-in prior (no ../shared needed).
 
-The oversized images are PNG headers claiming the size (bench/bad_inputs.py's `raw_png`): no test
+The oversized images are PNG headers claiming the size (`spgd.io.raw_png`): no test
 writes or decodes 15000x15000 pixels.
 """
 from __future__ import annotations
@@ -19,7 +19,6 @@ from spgd.metrics import psnr
 from spgd.operators import make_operator
 from spgd.run import make_spec, read_clean, load_measured
 
-from .conftest import bench_script
 
 FAST = ["--steps", "2", "--inner-steps", "1", "--mean-of", "1"]
 
@@ -87,7 +86,7 @@ def test_palette_exif_and_16_bit_colour_follow_their_rules(tmp_path):
     assert np.array_equal(io.to_uint8(upright.pixels), np.rot90(rgb, k=-1))
     rows = np.full((2, 2, 3), 0x12F0, dtype=">u2")  # 16-bit RGB: Pillow reads it at 8 bits (the high byte)
     scanlines = b"".join(b"\x00" + row.tobytes() for row in rows)
-    bench_script("bad_inputs").raw_png(tmp_path / "rgb16.png", 2, 2, scanlines, bit_depth=16)
+    io.raw_png(tmp_path / "rgb16.png", 2, 2, scanlines, bit_depth=16)
     image = io.read_image(tmp_path / "rgb16.png")
     assert not image.gray and image.bits == 8 and torch.allclose(image.pixels, torch.full((3, 2, 2), 0x12 / 255))
 
@@ -187,9 +186,8 @@ def test_restore_keeps_transparency_and_refuses_it_where_pixels_cannot_be_left_o
 # --- the size cap -----------------------------------------------------------------------------------
 
 def test_oversized_images_are_refused_from_their_header_in_one_line(tmp_path, capsys, monkeypatch):
-    table = bench_script("bad_inputs")
-    huge = table.raw_png(tmp_path / "huge.png", 15000, 15000)  # over Pillow's own bomb limit
-    large = table.raw_png(tmp_path / "large.png", 8000, 6000)  # over 40 MP, under Pillow's limit
+    huge = io.raw_png(tmp_path / "huge.png", 15000, 15000)  # over Pillow's own bomb limit
+    large = io.raw_png(tmp_path / "large.png", 8000, 6000)  # over 40 MP, under Pillow's limit
     with pytest.raises(io.ImageError, match=r"huge.png: image has 225 megapixels: spgd reads images of up to 40 "):
         io.read_image(huge)
     with pytest.raises(io.ImageError, match=r"large.png: image is 8000x6000 \(WxH\), 48 megapixels: spgd reads "):
@@ -206,6 +204,6 @@ def test_oversized_images_are_refused_from_their_header_in_one_line(tmp_path, ca
 def test_the_page_and_the_command_line_share_the_cap(tmp_path):
     from spgd import web
 
-    large = bench_script("bad_inputs").raw_png(tmp_path / "large.png", 8000, 6000)
+    large = io.raw_png(tmp_path / "large.png", 8000, 6000)
     with pytest.raises(web.PageError, match=r"^large.png: image is 8000x6000 \(WxH\), 48 megapixels"):
         web.check_upload(large)

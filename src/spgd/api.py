@@ -54,8 +54,8 @@ def restore(y: Tensor, operator: Operator, prior: Any = None, sampler: str = "sp
     known pixels, noise included, so a measured photo's own pixels come back unchanged); operators that
     measure no pixel directly leave the result as the sampler made it (`keep_measured_pixels`).
     `tiling`: how a fixed-size prior covers another size, "blend" (overlapping tiles, the default) or
-    "shift" (the grid moved at random at every call, a quarter-tile overlap: 1.9x fewer network passes at
-    1024x768; docs/any-size.md).
+    "shift" (the grid moved at random at every call, a quarter-tile overlap: fewer network passes;
+    docs/any-size.md, and BENCHMARKS.md for how many).
     """
     from . import methods
 

@@ -40,8 +40,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    "without it each image is restored at its own size, a measurement at the size behind it)")
     p.add_argument("--tiling", choices=TILINGS, default="blend",
                    help="how a fixed-size prior covers a larger image: blend (half-tile overlap, the default) or "
-                        "shift (the grid moved at random at every step, quarter-tile overlap: 1.9x fewer network "
-                        "passes at 1024x768; docs/any-size.md)")
+                        "shift (the grid moved at random at every step, quarter-tile overlap: fewer network passes; "
+                        "how many fewer: BENCHMARKS.md, 'Any size')")
     p.add_argument("--seed", type=int, default=0, help="seed; image i of the inputs uses seed + i")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")

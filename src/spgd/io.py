@@ -21,8 +21,10 @@ import io
 import json
 import os
 import re
+import struct
 import tempfile
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -281,3 +283,17 @@ def image_grid(rows: Sequence[Sequence[Tensor]], pad: int = 2) -> Tensor:
             left = pad + c * (cell_w + pad) + (cell_w - img.shape[2]) // 2
             grid[:, top: top + img.shape[1], left: left + img.shape[2]] = img.detach().float().cpu()
     return grid
+
+
+def raw_png(path: Path, width: int, height: int, scanlines: bytes = b"", bit_depth: int = 8,
+            colour_type: int = 2) -> Path:
+    """A PNG written by hand: its header (width x height; colour type 2 = RGB) and the filtered `scanlines`
+    as its pixel data. With none, it claims a size it does not hold: an oversized image, cheaply (the files no
+    encoder makes, which the tests and bench/bad_inputs.py check the size cap and 16-bit reading with)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(scanlines)) +
+                     chunk(b"IEND", b""))
+    return path
