@@ -15,7 +15,7 @@ from spgd.tasks import load_task, preset_settings, task_names
 
 from .conftest import write_face_like
 
-FAST = ["--steps", "2", "--inner-steps", "1", "--set", "sigma_max=5.0"]
+FAST = ["--sampler", "spgd", "--steps", "2", "--inner-steps", "1", "--set", "sigma_max=5.0"]
 
 
 

@@ -90,3 +90,7 @@ def test_a_noisy_photo_restores_with_nothing_but_the_file(tmp_path, tiny_prior_p
     assert main(["restore", "-t", "denoising", "--simulate", "-i", str(tmp_path / "noisy.png"), "-o",
                  str(tmp_path / "simulated"), *fast]) == 0
     assert yaml.safe_load((tmp_path / "simulated" / "config.yaml").read_text())["operator"]["sigma"] == 25
+    assert main(["restore", "-t", "denoising", "-i", str(tmp_path / "noisy.png"), "-o", str(tmp_path / "plain"),
+                 "-m", str(tiny_prior_path), "--threads", "1"]) == 0  # no sampler named: the task's own
+    plain = yaml.safe_load((tmp_path / "plain" / "config.yaml").read_text())
+    assert plain["sampler"] == "ddnm_plus" and plain["sampler_settings"]["steps"] == 20

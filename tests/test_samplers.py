@@ -352,7 +352,8 @@ def test_invalid_settings_are_clear_errors(name, bad, message):
 @pytest.mark.parametrize("task", task_names())
 def test_presets_hold_only_real_task_specific_settings(task):
     preset = load_task(task)
-    assert set(preset) <= {"default", "description", "operator", *SAMPLERS}, task
+    assert set(preset) <= {"default", "description", "operator", "sampler", *SAMPLERS}, task
+    assert preset.get("sampler", "spgd") in SAMPLERS, task  # the method the task runs when none is named
     for name in SAMPLERS:
         defaults = sampler_settings(name)
         for key, value in preset_settings(preset, name).items():

