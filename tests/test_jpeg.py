@@ -58,6 +58,9 @@ def test_tables_and_sampling_are_read_from_the_file(tmp_path):
         spgd.make_operator("jpeg").fit_to_measurement(torch.zeros(1, 3, 48, 40), [tmp_path / "a.png"])
     with pytest.raises(ValueError, match="give the quality to simulate"):
         spgd.make_operator("jpeg").measure(as_x(rgb))
+    clean_file = spgd.make_operator("jpeg", quality=30).measure(as_x(rgb))
+    noisy_file = spgd.make_operator("jpeg", quality=30, noise_sigma=0.1).measure(as_x(rgb), torch.Generator().manual_seed(0))
+    assert float((noisy_file - clean_file).std()) == pytest.approx(0.1, rel=0.1)  # noise on the file, coded once
 
 
 @pytest.mark.parametrize("subsampling", ["4:2:0", "4:4:4"])

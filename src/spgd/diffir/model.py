@@ -165,8 +165,8 @@ class DiffIRModel:
         non-finite result raises `DivergenceError` (on_nan "raise") or is reported in `trace.failed` ("mark").
         `stop` is asked before every block of the network."""
         settings = dict(self.settings)
-        on_nan = on_nan or settings.pop("on_nan")
-        settings.pop("on_nan", None)
+        default = settings.pop("on_nan")
+        on_nan = on_nan or default
 
         def once(model: "DiffIRModel", operator: Any, y: Tensor, *, seed: Sequence[int], x_start: Tensor | None = None,
                  trace: Trace | None = None) -> Tensor:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Operator
+from .base import Operator, as_generators
 from .jpeg_codec import encode, ijg_tables
 
 SUBSAMPLINGS = ("4:2:0", "4:4:4", "gray")
@@ -180,7 +180,7 @@ class Jpeg(Operator):
                         for k in range(len(coded[0]))]
         decoded = self.decode(coefficients, x.shape, as_a_file=True).clamp(-1, 1)
         y = (((decoded + 1) * 127.5).round() / 127.5 - 1).to(x.dtype)  # 8-bit pixels, as the file decodes
-        return super().measure(y, generator) if self.noise_sigma > 0 else y
+        return self.noise(y, as_generators(generator, y.shape[0]))  # noise on the decoded file, not a second coding
 
     def with_measured(self, x: Tensor, y: Tensor) -> Tensor:
         """x moved into the quantisation cells of y's coefficients (JPEG's measurement set): each coefficient
