@@ -121,6 +121,7 @@ def cases(f: dict[str, str], model: str, out: str) -> list[tuple[str, list[str]]
         ("blur kernel file that cannot be read", [*restore, "-t", "gaussian_blur", *face, "--kernel", f["kernel.npy"]]),
         ("measured inpainting without a mask", [*restore, "-t", "inpainting_random", *face]),
         ("measured motion blur without a kernel", [*restore, "-t", "motion_blur", *face]),
+        ("measured Gaussian blur without its width or a kernel", [*restore, "-t", "gaussian_blur", *face]),
         ("measured phase retrieval (not an image)", [*restore, "-t", "phase_retrieval", *face]),
         ("reference image (resized to the prior) for an image of another size, no --resize",
          [*restore, "-t", "hdr", "--simulate", "-i", f["big.png"], "--sampler", "deqir", "--set",
@@ -191,7 +192,32 @@ def markdown(rows: list[tuple[str, list[str], int, list[str], bool]], model: str
     for i, (what, args, code, lines, _) in enumerate(rows, 1):
         message = " / ".join(lines).replace("|", "\\|")
         out.append(f"| {i} | {what} (`spgd {args[0]}`) | {code} | {message} |")
-    return "\n".join(out) + "\n"
+    return "\n".join(out + ["", *measured_inputs()]) + "\n"
+
+
+def measured_inputs() -> list[str]:
+    """The section on what a measured image (no --simulate) must come with, per task, asked of its operator."""
+    from spgd.operators import make_operator, operator_class
+    from spgd.tasks import load_task, task_names
+
+    out = ["## What a measured image must come with", "",
+           "A measured image (no `--simulate`) is restored only with what it cannot tell given: a preset's value of "
+           "such a parameter is for simulating, and spgd never runs it silently on a real photo. What it tells is "
+           "estimated from it (or read from the file) unless given.", "",
+           "| task | must be given | one of these must be given | estimated from the image |", "|---|---|---|---|"]
+    for task in task_names():
+        params = dict(load_task(task)["operator"])
+        cls = operator_class(params["name"])
+        if not cls.image_measurement:
+            continue
+        try:
+            needed = ", ".join(f"`--{key}`" for key in make_operator(**params).unset_parameters())
+        except ValueError as exc:  # an operator that needs a file before anything (weights)
+            needed = str(exc).split(":")[0]
+        assumed = [f"`--op {key}`" for key in cls.assumed_parameters]
+        assumed += [f"`--{key}`" for key in cls.file_parameters] if assumed else []
+        out.append(f"| {task} | {needed or '-'} | {', '.join(assumed) or '-'} | {', '.join(cls.measured_parameters) or '-'} |")
+    return out
 
 
 def main_script() -> int:

@@ -1,11 +1,18 @@
 """Compare the samplers on the same images, task, prior and per-image seeds; write a markdown table.
 
-PSNR / SSIM / LPIPS against the clean images (LPIPS "n/a" when its weights are not cached: `spgd
-weights fetch`), network evaluations per image (counted at the prior) and wall time, plus the
-wall-clock of DeqIR's parallel (Anderson) solve against the same chain walked sequentially.
+PSNR / SSIM / LPIPS of the 8-bit results against the clean images (LPIPS "n/a" when its weights are not
+cached: `spgd weights fetch`), network evaluations per image (counted at the prior) and seconds per image,
+plus the seconds of DeqIR's parallel (Anderson) solve against the same chain walked sequentially.
 A trained restorer in `--samplers` (diffir) restores with its own weights (`--diffir FILE`, by default the
 built-in ones for the task and the size) on the same measurements; its network evaluations per image are 1:
 its one DIRformer pass (CPEN and the IPR's four MLP steps, small beside it, are not counted), timed the same way.
+
+Image k is measured once with seed k and every sampler restores that y with seed k (`spgd.harness`). Each
+(sampler, image) record is written when done to OUT/records/<task>/<sampler>/<image>.json, OUT being --out
+without its suffix, and reused on a rerun: a stopped run resumes, a finished one restores nothing again. A
+sampler's folder is named by its --set overrides, so other settings get their own records; OUT/settings.json
+holds what the records depend on besides (model, precision, data, size, DiffIR weights), and another value of
+those for the same --out is refused. Without --out the records live in a temporary folder.
 
     python bench/compare_samplers.py --model ../shared/reference/tiny_adm64.pt \\
         --data ../shared/datasets/ffhq-demo --size 64 --limit 2 --task super_resolution \\
@@ -14,21 +21,25 @@ its one DIRformer pass (CPEN and the IPR's four MLP steps, small beside it, are 
 from __future__ import annotations
 
 import argparse
-import time
+import copy
+import functools
+import sys
+import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
 import spgd
-from spgd import io
-from spgd.metrics import lpips, psnr, ssim
-from spgd.priors.fast import PRECISIONS, FastDenoiser
+from spgd import harness, io
+from spgd.harness import Method
+from spgd.methods import TRAINED, builtin_model, load_model, with_precision
+from spgd.metrics import image_scores
+from spgd.priors.fast import PRECISIONS
 from spgd.run import make_spec
-from spgd.methods import TRAINED, builtin_model, load_model
 from spgd.tasks import load_task, parse_key_values
-from spgd.weights import MissingWeightsError
+from spgd.weights import MissingWeightsError, weights_path
 
 # Minimal settings for one untimed warm-up run per sampler, so one-off start-up costs (lazy imports,
 # first allocations) do not count against whichever sampler happens to run first.
@@ -86,102 +97,105 @@ def parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def timed_restore(clean: Tensor, task: dict, prior: Any, name: str, seeds: list[int], params: dict,
-                  batch_size: int, warmup: dict | None = None) -> tuple[Tensor, float, float]:
-    """Degrade and restore `clean` `batch_size` images at a time (image i with seeds[i], so its result
-    does not depend on the chunking); returns the restored images in [0, 1], the wall seconds of the
-    restores and the network evaluations per image. `warmup`: settings of one untimed run first."""
-    counter = (CountingRestorer if name in TRAINED else CountingPrior)(prior)
-    parts, seconds = [], 0.0
-    for start in range(0, clean.shape[0], batch_size):
-        op = spgd.make_operator(**task["operator"]).to(clean.device)
-        y = spgd.simulate(clean[start: start + batch_size], op, seeds[start: start + batch_size])
-        if warmup is not None and start == 0:
-            spgd.restore(y, op, prior, sampler=name, seed=seeds[start: start + batch_size], progress=False,
-                         **{**params, **warmup})
-        if y.is_cuda:
-            torch.cuda.synchronize()
-        began = time.perf_counter()
-        parts.append(spgd.restore(y, op, counter, sampler=name, seed=seeds[start: start + batch_size],
-                                  progress=False, **params))
-        if y.is_cuda:
-            torch.cuda.synchronize()
-        seconds += time.perf_counter() - began
-    return torch.cat(parts), seconds, counter.images / clean.shape[0]
 
 
-def lpips_or_none(x: Tensor, clean: Tensor) -> float | None:
+
+
+def sampler_method(model: Any, name: str, params: dict[str, Any], device: torch.device, nfe: list[float]) -> Method:
+    """Sampler `name` with its resolved `params` on `device` (`spgd.restore`, seed k), its network evaluations
+    counted and appended to `nfe` for the record."""
+    def restore(y: Tensor, operator: Any, clean: Tensor, k: int) -> Tensor:
+        counter = (CountingRestorer if name in TRAINED else CountingPrior)(model)
+        x = spgd.restore(y.to(device), copy.deepcopy(operator).to(device), counter, sampler=name, seed=[k],
+                         progress=False, **params)
+        nfe.append(counter.images)
+        return x.cpu()
+
+    return Method(restore)
+
+
+def scorer(with_lpips: bool, nfe: list[float]) -> Callable[[Tensor, Tensor], dict[str, Any]]:
+    """A record: the 8-bit scores (`spgd.metrics.image_scores`), or failed for a NaN result, and the network
+    evaluations of the restore just run (the harness scores each result right after restoring it)."""
+    def score(restored: Tensor, clean: Tensor) -> dict[str, Any]:
+        scores = image_scores(restored, clean, with_lpips) if torch.isfinite(restored).all() else {"failed": True}
+        return {**scores, "nfe": nfe.pop()}
+    return score
+
+
+def lpips_available() -> bool:
     try:
-        return float(lpips(x, clean).mean())
+        weights_path("lpips_alex")
+        return True
     except MissingWeightsError:
-        return None
+        return False
 
 
-def compare_one(clean: Tensor, task: dict, prior: Any, name: str, seeds: list[int], params: dict,
-                batch_size: int) -> dict[str, Any]:
-    """One sampler's table row (and DeqIR's wall clock and NFE per solver, both solvers run)."""
-    x, seconds, nfe = timed_restore(clean, task, prior, name, seeds, params, batch_size, warmup=WARMUP.get(name, {}))
-    score = lpips_or_none(x, clean)
-    result: dict[str, Any] = {
-        "row": f"| {name} | {float(psnr(x, clean).mean()):.2f} | {float(ssim(x, clean).mean()):.3f} | "
-               f"{'n/a' if score is None else f'{score:.3f}'} | {nfe:.0f} | {seconds:.1f} |"}
-    if name == "deqir":
-        solver = params.get("solver", "anderson")
-        other = "sequential" if solver == "anderson" else "anderson"
-        _, other_seconds, other_nfe = timed_restore(clean, task, prior, name, seeds, {**params, "solver": other},
-                                                    batch_size)
-        result["deqir"] = {solver: [seconds, nfe], other: [other_seconds, other_nfe]}
-    return result
+def row(name: str, rows: list[dict[str, Any]]) -> str:
+    """One sampler's table row: means over its images restored without failure (failures counted)."""
+    ok = [r for r in rows if not r.get("failed")]
+    failed = f" ({len(rows) - len(ok)} of {len(rows)} failed)" if len(ok) < len(rows) else ""
+    if not ok:
+        return f"| {name}{failed} | n/a | n/a | n/a | - | - |"
+    s = harness.summarise(ok)
+    lpips = f"{s['lpips']:.3f}" if "lpips" in s else "n/a"
+    return f"| {name}{failed} | {s['psnr']:.2f} | {s['ssim']:.3f} | {lpips} | {s['nfe']:.0f} | {s['seconds']:.3g} |"
 
 
-def part_path(out: Path, name: str) -> Path:
-    """Where one sampler's finished result is kept, beside the report, so a stopped run resumes."""
-    return out.with_name(out.stem + "_parts") / f"{name}.json"
+def warm_up(y: Tensor, operator: Any, device: torch.device, name: str, model: Any, params: dict[str, Any]) -> None:
+    """One untimed run of sampler `name` with `WARMUP`'s settings over its resolved `params` on the measurement
+    y, so that start-up costs do not count against its first image; a ValueError if the operator cannot serve
+    it (what a sampler needs of the operator, it checks when it runs)."""
+    spgd.restore(y.to(device), copy.deepcopy(operator).to(device), model, sampler=name, seed=[0], progress=False,
+                 **{**params, **WARMUP.get(name, {})})
 
 
-def cached_result(out: Path | None, name: str, key: dict[str, Any]) -> dict[str, Any] | None:
-    """A sampler's kept result if it was computed with exactly these settings, else None."""
-    return None if out is None else io.load_keyed_json(part_path(out, name), key)
-
-
-def run(args: argparse.Namespace) -> str:
+def run(args: argparse.Namespace, out: Path) -> str:
+    """The comparison through `spgd.harness`, its records under `out`; returns the markdown report."""
     device = torch.device(args.device)
-    prior = spgd.load_prior(args.model, device=device)
-    if args.precision != "fp32":
-        prior = FastDenoiser(prior, args.precision)
     paths = io.list_images([args.data])[: args.limit]
-    clean = torch.stack([io.load_image(p, args.size, resize=True) for p in paths]).to(device)
+    if not paths:
+        raise ValueError(f"--data {args.data}: no images")
     task = load_task(args.task)
-    seeds = [args.seed + i for i in range(len(paths))]
     overrides = parse_overrides(args.set)
-    rows, settings, deqir_times, restorers = [], [], {}, {}
+    harness.keep_settings(out, {"model": str(args.model), "precision": args.precision, "data": str(args.data),
+                        "size": args.size, "diffir": args.diffir})
+    prior, _ = with_precision("spgd", spgd.load_prior(args.model, device=device), "", args.precision)
+    operator = spgd.make_operator(**task["operator"])
+    load = lambda path: io.load_image(path, args.size, resize=True)  # noqa: E731
+    first_measurement = functools.cache(lambda: spgd.simulate(load(paths[0])[None], operator, seed=[0]))
+    nfe: list[float] = []
+    labels: dict[str, str] = {}  # {sampler: its row's records}, for the samplers the operator serves
+    table: dict[str, Method] = {}
+    settings, restorers, solvers = [], {}, {}
     for name in args.samplers.split(","):
-        model, model_name, precision = prior, str(args.model), args.precision
+        model = prior
         if name in TRAINED:  # a trained restorer: its own weights, on the same measurements
             if name not in restorers:
                 restorers[name] = (load_model(name, args.diffir, device=str(device)) if args.diffir else builtin_model(
-                    name, args.task, spgd.make_operator(**task["operator"]), (args.size,) * 2, device=str(device)))
+                    name, args.task, operator, (args.size,) * 2, device=str(device)))
                 settings.append(f"- {name} weights: {restorers[name].description}")
-            model, model_name, precision = restorers[name], str(args.diffir or restorers[name].name), "fp32"
-        params = make_spec(model, args.task, name, settings=overrides.get(name, {})).settings
-        settings.append(f"- {name}: {params}")
-        key = {"model": model_name, "precision": precision, "data": str(args.data), "size": args.size,
-               "images": len(paths), "task": args.task, "seed": args.seed, "batch_size": args.batch_size,
-               "device": str(device), "params": params}
-        result = cached_result(args.out, name, key)
-        if result is None:
+            model = restorers[name]
+        spec = make_spec(model, args.task, name, settings=overrides.get(name, {}))
+        settings.append(f"- {name}: {spec.settings}")
+        runs = {harness.label(name, overrides.get(name, {})): spec.settings}
+        if name == "deqir":  # the same chain by the other solver, for the wall-clock comparison
+            solver = spec.settings.get("solver", "anderson")
+            other = "sequential" if solver == "anderson" else "anderson"
+            runs[harness.label(name, {**overrides.get(name, {}), "solver": other})] = {**spec.settings, "solver": other}
+            solvers = dict(zip((solver, other), runs))
+        if any(not harness.record_path(out, args.task, key, path.stem).is_file() for key in runs for path in paths):
             try:
-                result = compare_one(clean, task, model, name, seeds, params, args.batch_size)
+                warm_up(first_measurement(), operator, device, name, model, spec.settings)
             except ValueError as error:  # a sampler this task's operator cannot serve: a row that says why
                 if "needs an operator with" not in str(error):
                     raise
-                rows.append(f"| {name} | n/a | n/a | n/a | - | - |")
                 settings.append(f"  ({error})")
                 continue
-            if args.out is not None:
-                io.save_json({"key": key, **result}, part_path(args.out, name))
-        rows.append(result["row"])
-        deqir_times.update({solver: tuple(value) for solver, value in result.get("deqir", {}).items()})
+        labels[name] = next(iter(runs))
+        table.update({key: sampler_method(model, name, params, device, nfe) for key, params in runs.items()})
+    records = harness.run(out, {args.task: paths}, table, task["operator"], scorer(lpips_available(), nfe), load=load,
+                          log=lambda line: print(f"compare_samplers: {line}", file=sys.stderr, flush=True))[args.task]
     lines = [
         f"# Sampler comparison: {args.task}, {len(paths)} image(s) of {args.data} at {args.size}x{args.size}",
         "",
@@ -189,20 +203,22 @@ def run(args: argparse.Namespace) -> str:
         f"Model `{args.model}` ({args.precision})"
         f"{''.join(f'; {name}: `{m.name}` (fp32, its own weights)' for name, m in restorers.items())}, device {device}"
         f"{f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else ''}, "
-        f"{torch.get_num_threads()} CPU thread(s), seeds {seeds[0]}..{seeds[-1]} "
-        "(image i: seed + i, the same for every sampler). Metrics are means over the images; NFE = network "
-        "evaluations per image (a backward pass not counted; a trained restorer's: its one network pass); wall "
-        f"time for all images, restored {args.batch_size} at a time, after one untimed warm-up run per sampler.",
+        f"{torch.get_num_threads()} CPU thread(s), seeds 0..{len(paths) - 1} (image k measured and restored with "
+        "seed k, the same for every sampler). Metrics are means over the images, of the 8-bit results; NFE = "
+        "network evaluations per image (a backward pass not counted; a trained restorer's: its one network pass); "
+        "s / image: the median of one image's restore, after one untimed warm-up run per sampler.",
         "",
-        "| sampler | PSNR (dB) | SSIM | LPIPS | NFE | wall (s) |",
+        "| sampler | PSNR (dB) | SSIM | LPIPS | NFE | s / image |",
         "|---|---|---|---|---|---|",
-        *rows,
+        *(row(name, records[labels[name]]) if name in labels else f"| {name} | n/a | n/a | n/a | - | - |"
+          for name in args.samplers.split(",")),
         "",
     ]
-    if deqir_times:
-        (par, par_nfe), (seq, seq_nfe) = deqir_times["anderson"], deqir_times["sequential"]
-        lines += [f"DeqIR, same chain: parallel (Anderson) {par:.1f} s for {par_nfe:.0f} NFE per image, sequential "
-                  f"{seq:.1f} s for {seq_nfe:.0f} NFE; parallel / sequential wall-clock = {par / seq:.2f}.", ""]
+    if "deqir" in labels:
+        (par, par_nfe), (seq, seq_nfe) = ((s["seconds"], s["nfe"]) for s in (
+            harness.summarise(records[solvers[solver]]) for solver in ("anderson", "sequential")))
+        lines += [f"DeqIR, same chain: parallel (Anderson) {par:.3g} s per image for {par_nfe:.0f} NFE, sequential "
+                  f"{seq:.3g} s for {seq_nfe:.0f} NFE; parallel / sequential wall-clock = {par / seq:.2f}.", ""]
     lines += ["Sampler settings (resolved: defaults, task preset, the prior's recommended settings, --set "
               "overrides):", *settings, ""]
     return "\n".join(lines)
@@ -220,22 +236,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="SAMPLER.KEY=VALUE", help="override preset settings")
     parser.add_argument("--diffir", help="DiffIR weights for a diffir row (`spgd export-diffir`; default: the "
                                           "built-in ones for the task and --size)")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
                         help="network precision (autocast, channels_last; default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=16, help="images restored together (default: %(default)s)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", type=Path, help="markdown file to write (printed either way)")
+    parser.add_argument("--out", type=Path, help="markdown file to write (printed either way); the records go "
+                                                 "to the folder of its name without the suffix")
     parser.add_argument("--note", help="a paragraph to put under the title (what the numbers mean)")
     args = parser.parse_args(argv)
+    if args.out is not None and not args.out.suffix:
+        parser.error(f"--out {args.out}: name the markdown file, e.g. {args.out}.md (its records go to {args.out}/)")
     try:
-        report = run(args)
+        if args.out is None:
+            with tempfile.TemporaryDirectory() as folder:
+                report = run(args, Path(folder))
+        else:
+            report = run(args, args.out.with_suffix(""))
     except (ValueError, FileNotFoundError) as error:  # bad settings, files or names: one line
         raise SystemExit(f"compare_samplers: error: {error}") from None
     print(report)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
+        io.atomic_write_bytes(args.out, report.encode())
 
 
 if __name__ == "__main__":

@@ -90,9 +90,11 @@ def methods(args: argparse.Namespace, sigma: float) -> dict[str, Method]:
                  channel_axis=-1)))}
     for path in args.diffir:
         model = load_model("diffir", path)
-        table[f"DiffIR {Path(path).stem} (blind)"] = Method(
-            lambda y, op, clean, k, model=model: spgd.restore(y, op, model, sampler="diffir", seed=[k]),
-            sum(p.numel() for p in model.network.parameters()))
+        for ensemble in (False, True) if args.self_ensemble else (False,):
+            table[f"DiffIR {Path(path).stem}{' + self-ensemble' if ensemble else ''} (blind)"] = Method(
+                lambda y, op, clean, k, model=model, ensemble=ensemble: spgd.restore(
+                    y, op, model, sampler="diffir", seed=[k], self_ensemble=ensemble),
+                sum(p.numel() for p in model.network.parameters()))
     if args.samplers:
         prior = load_prior(args.prior)
         for text in args.samplers:
@@ -115,7 +117,8 @@ def main() -> None:
     p.add_argument("--limit", type=int)
     p.add_argument("--prior", default="builtin:natural")
     p.add_argument("--samplers", nargs="*", default=[], metavar="NAME[:KEY=VALUE,...]")
-    p.add_argument("--diffir", nargs="*", default=[], help="DiffIR denoising weight files")
+    p.add_argument("--diffir", nargs="*", default=[], help="DiffIR denoising weight files (builtin:diffir-natural_denoise)")
+    p.add_argument("--self-ensemble", action="store_true", help="also each DiffIR with its 8-transform self-ensemble")
     p.add_argument("--lpips", action="store_true")
     p.add_argument("--shard", type=lambda t: tuple(int(v) for v in t.split("/")), default=(0, 1), metavar="I/N")
     p.add_argument("--out", type=Path, required=True)

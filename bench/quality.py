@@ -1,27 +1,25 @@
 """Restoration quality of SPGD against classical baselines, per data folder and task; SPGD lr sweeps.
 
 For every image of every --data folder (name order, the first --limit, centre-cropped and resized to
---size with --resize) and every task, SPGD runs through `spgd.bench.run_bench` (resumable, one record
-per image in OUT/quality/<data>/<task>/), and every classical baseline of --baselines (default: all of
-`spgd.baselines.METHODS`) that applies to the task restores the same measurement: image k degraded with
-seed + k, as the bench does. Where the measurement is itself an image of the clean image's size (blur,
-inpainting), it is scored too ("measurement", no restoration). Scores are PSNR/SSIM of the 8-bit images,
-as in `spgd bench`, compared over the images SPGD restored without failure. Writes OUT/quality.md and
-OUT/quality.json.
-
-The baselines of every folder and task are submitted at the start to --workers CPU threads, which work
-beside all of SPGD's (GPU) runs. Each image's scores are written the moment they are done, to the run
-folder's baselines/<image>.json, with the key of everything that determines them (image, seed, size,
-resize, task and operator, methods and their settings): a stopped run keeps every finished image, and
-a cached file of another key is recomputed and overwritten, never used.
+--size with --resize) and every task, SPGD (the task preset's settings, the prior's recommended ones, then
+--set) and every classical baseline of --baselines (default: all of `spgd.baselines.METHODS`) that applies
+to the task restore the same measurement: image k measured with seed k (`spgd.harness`). Where the
+measurement is itself an image of the clean image's size (blur, inpainting), it is scored too
+("measurement", no restoration). Scores are PSNR/SSIM of the 8-bit images, compared over the images SPGD
+restored without failure. Every (method, image) score is written when done to
+OUT/records/<data>/<task>/<method>/<image>.json and reused on a rerun, so a stopped run resumes and a finished
+one restores nothing again. A method's folder is named by its settings (SPGD's --set, a baseline's
+noise-dependent ones), so other settings get their own records; OUT/settings.json holds what the records
+depend on besides (model, precision, size, resize), and another value of those in the same OUT is refused.
+Writes OUT/quality.md and OUT/quality.json.
 
 With --gaussian FILE (a low-rank Gaussian face prior, bench/fit_gaussian_faces.py) its exact posterior mean
 is one more method on every linear task ("gaussian"): the strongest classical prior for aligned faces.
 With --lpips every method is also scored with LPIPS (AlexNet; `spgd weights fetch`).
 
-With --sweep-lr, SPGD runs instead once per learning rate (default task: inpainting_box) into
-OUT/sweep/<data>/<task>/lr_<lr>/, and OUT/sweep.md and OUT/sweep.json give PSNR/SSIM per lr and the
-best lr (highest mean PSNR among the lrs with no failed image; null if there is none).
+With --sweep-lr, SPGD runs instead once per learning rate (default task: inpainting_box), and OUT/sweep.md
+and OUT/sweep.json give PSNR/SSIM per lr and the best lr (highest mean PSNR among the lrs with no failed
+image; null if there is none).
 
     python bench/quality.py --model ../shared/reference/tiny_adm64.pt --data ../shared/datasets/ffhq-demo \\
         --resize --limit 3 --tasks super_resolution gaussian_blur --baselines bicubic wiener \\
@@ -32,186 +30,152 @@ best lr (highest mean PSNR among the lrs with no failed image; null if there is 
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
-import os
 from collections.abc import Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-import numpy as np
 import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
 import spgd
-from spgd import io
+from spgd import harness, io
 from spgd.api import to_image_range
-from spgd.baselines import (
-    METHODS,
-    baseline_methods,
-    classical_restore,
-    richardson_lucy_iterations,
-    wiener_balance,
-)
-from spgd.bench import BenchJob, Item, clean_image, item_seeds, list_items, run_bench
+from spgd.baselines import METHODS, baseline_methods, classical_restore, richardson_lucy_iterations, wiener_balance
+from spgd.harness import Method
+from spgd.methods import with_precision
 from spgd.metrics import image_scores
 from spgd.operators import Operator, make_operator
-from spgd.priors.fast import PRECISIONS, FastDenoiser
+from spgd.priors.fast import PRECISIONS
 from spgd.priors.gaussian import LowRankGaussian
-from spgd.plan import Request, operator_params
+from spgd.run import RunSpec, make_spec, restore_batch, shown_value
 from spgd.tasks import load_task, parse_key_values
 
 TASKS = ("super_resolution", "inpainting_random", "gaussian_blur", "inpainting_box")
 SWEEP_TASK = "inpainting_box"
 SPGD, MEASUREMENT, GAUSSIAN = "spgd", "measurement", "gaussian"
-BASELINES = "baselines"
-GAUSSIAN_PRIOR: dict[str, LowRankGaussian] = {}  # the --gaussian prior of this run, by its file's sha256
+Records = dict[str, list[dict[str, Any]]]  # {method: its records}, as `spgd.harness.run` gives them per set
 
 
 def data_names(folders: Sequence[Path]) -> dict[str, Path]:
-    """{folder name: folder}: results are stored by folder name, which must therefore differ."""
+    """{folder name: folder}: records are stored by folder name, which must therefore differ."""
     names: dict[str, Path] = {}
     for folder in folders:
         if not folder.is_dir():
             raise SystemExit(f"--data {folder}: not a folder")
         name = folder.resolve().name
         if name in names:
-            raise SystemExit(f"--data {names[name]} and {folder} have the same name {name!r}; results are stored "
+            raise SystemExit(f"--data {names[name]} and {folder} have the same name {name!r}; records are stored "
                              "by folder name, so give them different names (e.g. with a symbolic link)")
         names[name] = folder
     return names
 
 
-def baseline_plan(job: BenchJob, methods: Sequence[str]) -> dict[str, dict[str, float]]:
-    """{method: its noise-dependent settings} of the chosen `methods` that apply to the job's task, in
-    `spgd.baselines.METHODS` order (empty when none applies)."""
-    operator = make_operator(**operator_params(job.request))
+
+
+
+
+def on_device(operator: Operator, device: str) -> Operator:
+    """A copy of the harness's operator (its random parameters drawn) on `device`; the other methods keep theirs."""
+    return copy.deepcopy(operator).to(device)
+
+
+def spgd_method(spec: RunSpec) -> Method:
+    """SPGD with the spec's resolved settings, restoring through `spgd.run.restore_batch` on the spec's device
+    with seed k; a failed image comes back NaN (recorded as failed by `score`)."""
+    def restore(y: Tensor, operator: Operator, clean: Tensor, k: int) -> Tensor:
+        result = restore_batch(spec, [k], measured=y.to(spec.device), operator=on_device(operator, spec.device),
+                               progress=False)
+        if result.failed_steps[0] is None:
+            return result.restored
+        print(f"quality: spgd failed on image {k}: {result.failed_reasons[0]}", flush=True)
+        return torch.full_like(result.restored, float("nan"))
+
+    return Method(restore)
+
+
+def classical_method(method: str) -> Method:
+    """A classical baseline of `spgd.baselines` (its noise-dependent settings: the tuned defaults)."""
+    return Method(lambda y, op, clean, k: to_image_range(classical_restore(y, op, method)))
+
+
+def measurement_is_image(operator: Operator, size: int) -> bool:
+    """Whether the measurement is a linear image of the clean image's size, so that it is scored as it is."""
+    return operator.linear and operator.measurement_shape((3, size, size)) == (3, size, size)
+
+
+def quality_methods(spec: RunSpec, overrides: dict[str, Any], baselines: Sequence[str], size: int,
+                    gaussian: tuple[str, LowRankGaussian] | None) -> dict[str, Method]:
+    """SPGD, the chosen classical baselines that apply to the task (with their noise-dependent settings in
+    their labels), the Gaussian prior's posterior mean on a linear task, and the measurement where it is an
+    image."""
+    operator = make_operator(**spec.operator)
     settings = {"wiener": {"balance": wiener_balance(operator.noise_sigma)},
                 "richardson_lucy": {"num_iter": richardson_lucy_iterations(operator.noise_sigma)}}
-    plan = {method: settings.get(method, {}) for method in baseline_methods(operator) if method in methods}
-    for sha, prior in GAUSSIAN_PRIOR.items():
-        if operator.linear:
-            plan[GAUSSIAN] = {"components": int(prior.basis.shape[1]), "sha256": sha[:16]}
-    return plan
+    table = {harness.label(SPGD, overrides): spgd_method(spec)}
+    for method in baseline_methods(operator):
+        if method in baselines:
+            table[harness.label(method, settings.get(method, {}))] = classical_method(method)
+    if gaussian is not None and operator.linear:
+        sha, prior = gaussian
+        table[harness.label(GAUSSIAN, {"components": int(prior.basis.shape[1]), "sha256": sha[:16]})] = Method(
+            lambda y, op, clean, k: to_image_range(prior.posterior_mean(y, op)))
+    if measurement_is_image(operator, size):
+        table[MEASUREMENT] = Method(lambda y, op, clean, k: to_image_range(y))
+    return table
 
 
-def baseline_key(job: BenchJob, item: Item, plan: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """Everything that determines the baseline scores of `item`: a cached file is used only if it records
-    this key (`spgd.io.load_keyed_json`), so a run folder can never serve scores of other settings."""
-    spec = job.prepare().specs[0]
-    return {"image": item.path.name, "seed": job.seed + item.index, "size": spec.model.image_size,
-            "resize": job.resize, "task": str(job.request.task), "operator": spec.operator, "methods": plan,
-            "lpips": job.lpips}
+def ok_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of images restored without failure."""
+    return [row for row in rows if not row.get("failed")]
 
 
-def cached_scores(path: Path, key: dict[str, Any]) -> dict[str, dict[str, float]] | None:
-    """The scores cached in `path` if it was written for `key`, else None (missing, unreadable or stale)."""
-    cached = io.load_keyed_json(path, key)
-    return cached["scores"] if cached is not None else None
-
-
-def score_baselines(y: Tensor, operator: Operator, clean: Tensor, methods: Sequence[str], lpips: bool = False
-                    ) -> dict[str, dict[str, float]]:
-    """{method: {"psnr", "ssim"(, "lpips")}} of each classical `method` (all must apply to `operator`) on the
-    measurement y (a batch of one), and of the measurement itself where it is an image of the clean image's
-    size. "gaussian" is the exact posterior mean of the --gaussian prior."""
-    def restored(method: str) -> Tensor:
-        if method == GAUSSIAN:
-            return next(iter(GAUSSIAN_PRIOR.values())).posterior_mean(y, operator)
-        return classical_restore(y, operator, method)
-
-    scores = {method: image_scores(to_image_range(restored(method))[0], clean, lpips) for method in methods}
-    if operator.linear and operator.input_shape(y) == tuple(y.shape):
-        scores[MEASUREMENT] = image_scores(to_image_range(y)[0], clean, lpips)
-    return scores
-
-
-def save_baselines(path: Path, key: dict[str, Any], y: Tensor, operator: Operator, clean: Tensor) -> None:
-    """Score the methods of `key` on one image and cache the scores in `path` at once (atomically), so a run
-    stopped at any moment keeps every finished image."""
-    scores = score_baselines(y, operator, clean, list(key["methods"]), key.get("lpips", False))
-    io.save_json({"key": key, "scores": scores}, path)
-
-
-def start_baselines(job: BenchJob, methods: Sequence[str], pool: Executor) -> list[Future]:
-    """Submit to `pool` the baselines of each image of the bench run `job` without valid cached scores: the
-    image is degraded here exactly as the run does (on its device: cheap), then restored, scored and cached
-    by a worker. Unreadable images are left out (the bench records them as skipped)."""
-    plan = baseline_plan(job, methods)
-    items, _ = list_items(job.data, job.limit)
-    futures = []
-    for item in items:
-        key, path = baseline_key(job, item, plan), _baseline_path(job, item)
-        if cached_scores(path, key) is not None:
-            continue
-        try:
-            clean = clean_image(job, item)
-        except io.ImageError:
-            continue
-        spec = job.prepare().specs[0]
-        operator = spec.make_operator()
-        y = spgd.simulate(clean[None].to(spec.device), operator, item_seeds(job, [item]))
-        futures.append(pool.submit(save_baselines, path, key, y.cpu(), operator.cpu(), clean))
-    return futures
-
-
-def read_baselines(job: BenchJob, methods: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
-    """{image name: scores} of every image of the bench run `job` with valid cached baseline scores."""
-    plan = baseline_plan(job, methods)
-    items, _ = list_items(job.data, job.limit)
-    cached = {item.path.name: cached_scores(_baseline_path(job, item), baseline_key(job, item, plan))
-              for item in items}
-    return {name: scores for name, scores in cached.items() if scores is not None}
-
-
-def _option(value: object) -> str:
-    """A baseline's option for a table label: numbers compactly (1e-05), anything else as it is."""
-    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
-
-
-def _baseline_path(job: BenchJob, item: Item) -> Path:
-    return job.out / BASELINES / f"{item.path.stem}.json"
-
-
-def _raise_failure(futures: Sequence[Future]) -> None:
-    """Raise the error of the first finished baseline that failed (a bug, not a bad image), if any."""
-    for future in futures:
-        error = future.exception() if future.done() else None
-        if error is not None:
-            raise error
-
-
-def compare(spgd_records: dict[str, dict[str, Any]], baselines: dict[str, dict[str, dict[str, float]]]
-            ) -> dict[str, Any]:
-    """Per-method statistics over the images SPGD restored without failure (and the baselines scored),
-    and SPGD's PSNR margin over the best classical baseline (the measurement is not one)."""
-    failed = sorted(name for name, record in spgd_records.items() if record["failed"])
-    names = [name for name, record in spgd_records.items() if not record["failed"] and name in baselines]
-    keys = [key for key in ("psnr", "ssim", "lpips") if names and all(key in spgd_records[n] for n in names)]
-    per_image = {name: {SPGD: {key: spgd_records[name][key] for key in keys}, **baselines[name]}
-                 for name in names}
-    scored = list(baselines[names[0]]) if names else []  # the same methods for every image of a task
-    classical = [method for method in scored if method != MEASUREMENT]
-    methods = [SPGD, *classical, *([MEASUREMENT] if MEASUREMENT in scored else [])] if names else []
-    stats = {}
-    for method in methods:
-        values = {key: np.array([per_image[name][method][key] for name in names]) for key in keys
-                  if all(key in per_image[name][method] for name in names)}
-        stats[method] = {key: {"mean": float(v.mean()), "std": float(v.std())} for key, v in values.items()}
-    result: dict[str, Any] = {"images": len(names), "spgd_failed": failed, "methods": stats, "per_image": per_image}
-    if classical:
-        best = max(classical, key=lambda m: stats[m]["psnr"]["mean"])
-        result["best_baseline"] = best
-        result["margin_psnr"] = stats[SPGD]["psnr"]["mean"] - stats[best]["psnr"]["mean"]
-        result["spgd_better"] = sum(per_image[n][SPGD]["psnr"] > per_image[n][best]["psnr"] for n in names)
+def compare(records: Records, spgd_label: str) -> dict[str, Any]:
+    """Per-method summaries (`spgd.harness.summarise`) over the images SPGD restored without failure, and
+    SPGD's PSNR margin over the best classical method (the measurement is not one) with the number of
+    images on which SPGD beats it."""
+    restored = [row["image"] for row in ok_rows(records[spgd_label])]
+    result: dict[str, Any] = {"images": len(restored),
+                              "spgd_failed": sorted(row["image"] for row in records[spgd_label] if row.get("failed"))}
+    by_image = {method: {row["image"]: row for row in rows} for method, rows in records.items()}
+    result["methods"] = {method: harness.summarise(by_image[method][name] for name in restored)
+                         for method in records} if restored else {}
+    classical = [method for method in records if method not in (spgd_label, MEASUREMENT)]
+    if restored and classical:
+        stats = result["methods"]
+        best = max(classical, key=lambda method: stats[method]["psnr"])
+        result.update(best_baseline=best, margin_psnr=stats[spgd_label]["psnr"] - stats[best]["psnr"],
+                      spgd_better=sum(by_image[spgd_label][n]["psnr"] > by_image[best][n]["psnr"] for n in restored))
     return result
 
 
-def best_lr(rows: list[dict[str, Any]]) -> float | None:
-    """The lr of the highest mean PSNR among the sweep rows without failed images (None if every lr failed)."""
+def sweep_result(records: Records, labels: dict[float, str]) -> dict[str, Any]:
+    """{"rows": one per lr (`labels`: {lr: its method}) with its images restored without failure summarised
+    and the failed count, "best_lr": the lr of the highest mean PSNR among the lrs with no failed image (None
+    if there is none)}."""
+    rows = []
+    for lr, method in labels.items():
+        ok = ok_rows(records[method])
+        rows.append({"lr": lr, "failed": len(records[method]) - len(ok),
+                     **(harness.summarise(ok) if ok else {"images": 0})})
     usable = [row for row in rows if row["failed"] == 0 and row["images"] > 0]
-    return max(usable, key=lambda row: row["psnr"]["mean"])["lr"] if usable else None
+    return {"rows": rows, "best_lr": max(usable, key=lambda row: row["psnr"])["lr"] if usable else None}
+
+
+def _cell(summary: dict[str, Any], key: str) -> str:
+    return "–" if key not in summary else f"{summary[key]:.2f} ± {summary['psnr_std']:.2f}" if key == "psnr" \
+        else f"{summary[key]:.4f}"
+
+
+def _header(settings: dict[str, Any], what: str) -> str:
+    overrides = ", ".join(f"{key}={shown_value(value)}" for key, value in settings["overrides"].items())
+    return (f"Model `{settings['model']}` ({settings['precision']}) at {settings['size']}x{settings['size']}; image k "
+            f"measured with seed k, the same measurement for every method; SPGD settings: the task presets"
+            + (f" with {overrides}" if overrides else "") + f"{what}. PSNR (dB, mean ± std) and SSIM (mean) of "
+            "the 8-bit results, over the images SPGD restored without failure; seconds: the median per image. "
+            "Per-image records: records/<data>/<task>/<method>/.")
 
 
 def quality_markdown(report: dict[str, Any]) -> str:
@@ -219,28 +183,21 @@ def quality_markdown(report: dict[str, Any]) -> str:
     with its noise-dependent settings), then SPGD's margins."""
     settings = report["settings"]
     skipped = [method for method in METHODS if method not in settings["baselines"]]
-    lines = ["# Restoration quality: SPGD against classical baselines", "",
-             f"Model `{settings['model']}` ({settings['precision']}) at {settings['size']}x{settings['size']}; "
-             f"seed {settings['seed']} (image k: seed + k, the same measurement for every method); SPGD settings: the task presets"
-             + (f" with {_settings_text(settings['overrides'])}" if settings["overrides"] else "") + ". "
-             "PSNR (dB, mean ± std) and SSIM (mean) of the 8-bit results, over the images SPGD restored without "
-             "failure; `measurement`: the measurement itself, unrestored.", "",
+    lines = ["# Restoration quality: SPGD against classical baselines", "", _header(settings, "") +
+             " `measurement`: the measurement itself, unrestored.", "",
              f"Classical methods run: {', '.join(settings['baselines']) or 'none'}, each on the tasks it applies to"
              + (f"; not run: {', '.join(skipped)}." if skipped else "."), ""]
     margins = []
     for data, tasks in report["results"].items():
         lines += [f"## {data}", "", f"`{settings['data'][data]}`", "",
-                  "| task | method | images | PSNR ↑ | SSIM ↑ | LPIPS ↓ |", "|---|---|---|---|---|---|"]
+                  "| task | method | images | PSNR ↑ | SSIM ↑ | LPIPS ↓ | s / image |", "|---|---|---|---|---|---|---|"]
         for task, result in tasks.items():
             for method, stats in result["methods"].items():
-                options = result["baselines"].get(method)
-                label = f"{method} ({', '.join(f'{k}={_option(v)}' for k, v in options.items())})" if options else method
-                lines.append(f"| {task} | {label} | {result['images']} | {stats['psnr']['mean']:.2f} ± "
-                             f"{stats['psnr']['std']:.2f} | {stats['ssim']['mean']:.4f} | "
-                             + (f"{stats['lpips']['mean']:.4f} |" if "lpips" in stats else "– |"))
+                lines.append(f"| {task} | {method} | {result['images']} | {_cell(stats, 'psnr')} | "
+                             f"{_cell(stats, 'ssim')} | {_cell(stats, 'lpips')} | {stats['seconds']:.3g} |")
             if result["spgd_failed"]:
                 lines.append(f"| {task} | SPGD failed on | {len(result['spgd_failed'])} | "
-                             f"{', '.join(result['spgd_failed'])} | |")
+                             f"{', '.join(result['spgd_failed'])} | | | |")
             if "best_baseline" in result:
                 margins.append(f"| {data} | {task} | {result['best_baseline']} | {result['margin_psnr']:+.2f} | "
                                f"{result['spgd_better']}/{result['images']} |")
@@ -254,132 +211,96 @@ def quality_markdown(report: dict[str, Any]) -> str:
 
 def sweep_markdown(report: dict[str, Any]) -> str:
     """sweep.md: PSNR/SSIM per lr for every data folder and task, and the best lr."""
-    settings = report["settings"]
-    lines = ["# SPGD learning-rate sweep", "",
-             f"Model `{settings['model']}` ({settings['precision']}) at {settings['size']}x{settings['size']}; "
-             f"seed {settings['seed']}; the task presets' SPGD settings"
-             + (f" with {_settings_text(settings['overrides'])}" if settings["overrides"] else "")
-             + ", lr varied. PSNR (dB, mean ± std) and SSIM (mean) over the images restored without failure; "
-             "best: the highest mean PSNR among the lrs with no failed image.", "",
+    lines = ["# SPGD learning-rate sweep", "", _header(report["settings"], ", lr varied") +
+             " Best: the highest mean PSNR among the lrs with no failed image.", "",
              "| data | task | lr | images | failed | PSNR ↑ | SSIM ↑ |", "|---|---|---|---|---|---|---|"]
     notes = []
     for data, tasks in report["results"].items():
         for task, result in tasks.items():
             for row in result["rows"]:
-                scores = (f"{row['psnr']['mean']:.2f} ± {row['psnr']['std']:.2f} | {row['ssim']['mean']:.4f}"
-                          if row["images"] else "– | –")
                 mark = " (best)" if row["lr"] == result["best_lr"] else ""
                 lines.append(f"| {data} | {task} | {row['lr']:g}{mark} | {row['images']} | {row['failed']} | "
-                             f"{scores} |")
+                             f"{_cell(row, 'psnr')} | {_cell(row, 'ssim')} |")
             notes.append(f"- {data}, {task}: best lr "
                          + (f"{result['best_lr']:g}" if result["best_lr"] is not None
                             else "none: no lr restored every image without failure"))
     return "\n".join([*lines, "", *notes, ""])
 
 
-def _settings_text(overrides: dict[str, Any]) -> str:
-    return ", ".join(f"{key}={value}" for key, value in overrides.items())
-
-
-def _stats(metrics: dict[str, Any], key: str) -> dict[str, float] | None:
-    summary = metrics["summary"].get(key)
-    return {"mean": summary["mean"], "std": summary["std"]} if summary else None
-
-
-def spgd_job(args: argparse.Namespace, prior: Any, data: Path, task: str, out: Path,
-             params: dict[str, Any]) -> BenchJob:
-    """The `spgd bench` run of SPGD with `params` over the task preset's and the prior's settings, into `out`."""
-    name = f"{args.model} ({args.precision})"  # the prior comes loaded, on its fast path
-    request = Request(task=task, sampler="spgd", model=name, settings=params, simulate=True, resize=args.resize,
-                      device=args.device)
-    return BenchJob(data=data, out=out, request=request, seed=args.seed, batch_size=args.batch_size,
-                    lpips=args.lpips, limit=args.limit, cache={name: prior})
+def scorer(with_lpips: bool) -> Callable[[Tensor, Tensor], dict[str, Any]]:
+    """A record's scores: those of `spgd.metrics.image_scores`, or {"failed": True} for a failed (NaN) result."""
+    def score(restored: Tensor, clean: Tensor) -> dict[str, Any]:
+        return image_scores(restored, clean, with_lpips) if torch.isfinite(restored).all() else {"failed": True}
+    return score
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the comparison (or the sweep) and write its reports; returns the report."""
+    """Run the comparison (or the sweep) through `spgd.harness` and write its reports; returns the report."""
     overrides = parse_key_values(args.set)
     if args.sweep_lr and "lr" in overrides:
         raise SystemExit("--set lr=... and --sweep-lr contradict each other; give the learning rates to --sweep-lr")
     if not isinstance(overrides.get("lr", 0.0), (int, float)):
         raise SystemExit(f"--set lr={overrides['lr']}: not a number (a sweep in which every lr failed has "
                          "best_lr null: there is no lr to use)")
-    if args.workers < 1:
-        raise SystemExit(f"--workers must be at least 1, got {args.workers}")
+    if args.limit is not None and args.limit < 1:
+        raise SystemExit(f"--limit must be at least 1, got {args.limit}")
     folders = data_names(args.data)
+    files = {name: io.list_images([folder])[:args.limit] for name, folder in folders.items()}
+    for name, found in files.items():
+        if not found:
+            raise SystemExit(f"--data {folders[name]}: no images")
     tasks = args.tasks or ([SWEEP_TASK] if args.sweep_lr else list(TASKS))
     for task in tasks:
         load_task(task)  # unknown tasks fail before any work
+    gaussian = None
     if args.gaussian:
-        GAUSSIAN_PRIOR.clear()
-        digest = hashlib.sha256(args.gaussian.read_bytes()).hexdigest()
-        GAUSSIAN_PRIOR[digest] = LowRankGaussian.from_state_dict(load_file(str(args.gaussian)))
+        gaussian = (hashlib.sha256(args.gaussian.read_bytes()).hexdigest(),
+                    LowRankGaussian.from_state_dict(load_file(str(args.gaussian))))
     if args.lpips:
         from spgd.weights import weights_path
 
         weights_path("lpips_alex")  # missing weights fail now, naming the fetch command
-    prior = spgd.load_prior(args.model, device=args.device)
-    if args.precision != "fp32":
-        prior = FastDenoiser(prior, args.precision)
+    harness.keep_settings(args.out, {"model": str(args.model), "precision": args.precision, "size": args.size,
+                             "resize": args.resize})
+    prior, _ = with_precision(SPGD, spgd.load_prior(args.model, device=args.device), "", args.precision)
     if prior.image_size != args.size:
         raise SystemExit(f"--size {args.size}: the model {args.model} works at {prior.image_size}x{prior.image_size}")
     settings = {"model": str(args.model), "precision": args.precision, "size": args.size, "resize": args.resize,
-                "seed": args.seed, "limit": args.limit, "overrides": overrides, "data": {n: str(f) for n, f in folders.items()}}
-    if args.sweep_lr:
-        results: dict[str, dict[str, Any]] = {name: {} for name in folders}
-        for name, folder in folders.items():
-            for task in tasks:
-                results[name][task] = sweep(args, prior, folder, task, args.out / "sweep" / name / task, overrides)
-                print(f"quality: {name} / {task} done", flush=True)
-    else:
+                "limit": args.limit, "overrides": overrides, "data": {n: str(f) for n, f in folders.items()}}
+    if not args.sweep_lr:
         settings["baselines"] = [method for method in METHODS if method in (args.baselines or METHODS)]
-        jobs = {(name, task): spgd_job(args, prior, folder, task, args.out / "quality" / name / task, overrides)
-                for name, folder in folders.items() for task in tasks}
-        results = compare_all(jobs, settings["baselines"], args.workers)
+    restores: list[str] = []  # the harness logs each (method, image) it restores
+
+    def log(line: str) -> None:
+        restores.append(line)
+        print(f"quality: {line}", flush=True)
+
+    results: dict[str, dict[str, Any]] = {name: {} for name in folders}
+    for task in tasks:
+        spec = make_spec(prior, task, SPGD, settings=overrides, device=args.device)
+        lrs = {lr: harness.label(SPGD, {**overrides, "lr": lr}) for lr in args.sweep_lr or []}
+        if args.sweep_lr:
+            table = {method: spgd_method(make_spec(prior, task, SPGD, settings={**overrides, "lr": lr},
+                                                   device=args.device)) for lr, method in lrs.items()}
+        else:
+            table = quality_methods(spec, overrides, settings["baselines"], args.size, gaussian)
+        records = harness.run(args.out, {f"{name}/{task}": found for name, found in files.items()}, table,
+                              spec.operator, scorer(args.lpips),
+                              load=lambda path: io.load_image(path, args.size, resize=args.resize), log=log)
+        for name in folders:
+            if args.sweep_lr:
+                results[name][task] = sweep_result(records[f"{name}/{task}"], lrs)
+            else:
+                results[name][task] = {"spgd_params": spec.describe()["sampler_settings"],
+                                       **compare(records[f"{name}/{task}"], harness.label(SPGD, overrides))}
+        print(f"quality: {task} done", flush=True)
+    print(f"quality: {len(restores)} (method, image) restores run now, the others read from {args.out / 'records'}",
+          flush=True)
     report = {"settings": settings, "results": results}
     stem, render = ("sweep", sweep_markdown) if args.sweep_lr else ("quality", quality_markdown)
     io.save_json(report, args.out / f"{stem}.json")
     io.atomic_write_bytes(args.out / f"{stem}.md", render(report).encode())
     return report
-
-
-def compare_all(jobs: dict[tuple[str, str], BenchJob], methods: Sequence[str], workers: int
-                ) -> dict[str, dict[str, Any]]:
-    """{data: {task: comparison}} of the SPGD bench runs `jobs` ({(data, task): job}, run one after another)
-    against the classical `methods`. The baselines of every job are submitted first, so that `workers`
-    threads restore them on the CPU during all of SPGD's work; each image's scores are cached as soon as
-    they are done, and an interruption cancels only the images not yet started."""
-    metrics: dict[tuple[str, str], dict[str, Any]] = {}
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="baselines")
-    try:
-        futures = [future for job in jobs.values() for future in start_baselines(job, methods, pool)]
-        print(f"quality: {len(futures)} images to restore with the classical baselines", flush=True)
-        for (name, task), job in jobs.items():
-            metrics[name, task] = run_bench(job)["metrics"]
-            _raise_failure(futures)
-            print(f"quality: {name} / {task} done", flush=True)
-        print(f"quality: waiting for {sum(not future.done() for future in futures)} classical baselines", flush=True)
-        wait(futures)
-        _raise_failure(futures)
-    finally:
-        pool.shutdown(cancel_futures=True)
-    results: dict[str, dict[str, Any]] = {name: {} for name, _ in jobs}
-    for (name, task), job in jobs.items():
-        results[name][task] = {"spgd_params": metrics[name, task]["settings"]["sampler_settings"],
-                               "baselines": baseline_plan(job, methods),
-                               **compare(metrics[name, task]["images"], read_baselines(job, methods))}
-    return results
-
-
-def sweep(args: argparse.Namespace, prior: Any, data: Path, task: str, out: Path,
-          overrides: dict[str, Any]) -> dict[str, Any]:
-    """SPGD once per lr of --sweep-lr, each a bench run in out/lr_<lr>: {"rows": per lr, "best_lr"}."""
-    rows = []
-    for lr in args.sweep_lr:
-        metrics = run_bench(spgd_job(args, prior, data, task, out / f"lr_{lr:g}", {**overrides, "lr": lr}))["metrics"]
-        rows.append({"lr": lr, "images": metrics["counts"]["restored"], "failed": metrics["counts"]["failed"],
-                     "psnr": _stats(metrics, "psnr"), "ssim": _stats(metrics, "ssim")})
-    return {"rows": rows, "best_lr": best_lr(rows)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -391,16 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tasks", nargs="+", help=f"task presets (default: {' '.join(TASKS)}; "
                                                    f"with --sweep-lr: {SWEEP_TASK})")
     parser.add_argument("--limit", type=int, help="only the first N images of each folder")
-    parser.add_argument("--seed", type=int, default=0, help="image k is degraded and restored with seed + k")
-    parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
                         help="SPGD's network precision (autocast, channels_last; default: %(default)s)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--baselines", nargs="+", choices=METHODS, metavar="METHOD",
                         help="the classical methods to run, each on the tasks it applies to "
                              f"(default: all of {', '.join(METHODS)})")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
-                        help="threads restoring with the classical baselines, beside SPGD (default: %(default)s)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (the same command resumes)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="SPGD settings over the task presets', e.g. steps=100 lr=3.0")

@@ -9,11 +9,8 @@ folder (SPGD_SHARED=/nonexistent runs the suite as on a bare clone).
 """
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -23,7 +20,6 @@ from PIL import Image
 SHARED = Path(os.environ.get("SPGD_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 REFERENCE = SHARED / "reference"
 DATASETS = SHARED / "datasets"
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 def pytest_configure(config) -> None:
@@ -129,12 +125,3 @@ def write_face_like(path: Path, size: int = 64, seed: int = 0) -> Path:
     Image.fromarray((img.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(path)
     return path
 
-
-def bench_script(name: str) -> ModuleType:
-    """A script of bench/ imported as a module (bench/ goes on sys.path: scripts import their neighbours)."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

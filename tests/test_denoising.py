@@ -94,3 +94,40 @@ def test_a_noisy_photo_restores_with_nothing_but_the_file(tmp_path, tiny_prior_p
                  "-m", str(tiny_prior_path), "--threads", "1"]) == 0  # no sampler named: the task's own
     plain = yaml.safe_load((tmp_path / "plain" / "config.yaml").read_text())
     assert plain["sampler"] == "ddnm_plus" and plain["sampler_settings"]["steps"] == 20
+
+
+def test_the_shipped_blind_denoiser_restores_a_noisy_photo_with_nothing_else_given(tmp_path, capsys):
+    """`-t denoising` with no model or sampler: the built-in DiffIR denoiser (trained on levels 0-50 drawn per
+    crop), blind at any level inside that range; a level outside it is said."""
+    clean = photo()[:, :96, :96]
+    for sigma, low in ((15, 6.5), (40, 9.8)):
+        noisy = (clean + sigma / 255 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(sigma),
+                                                   dtype=torch.float64)).clamp(0, 1)
+        path = tmp_path / f"noisy{sigma}.png"
+        Image.fromarray((noisy.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(path)
+        assert main(["restore", "-t", "denoising", "-i", str(path), "-o", str(tmp_path / f"out{sigma}"),
+                     "--threads", "1"]) == 0
+        restored = spgd.io.load_image(tmp_path / f"out{sigma}" / path.name)[None].double()
+        stored = spgd.io.load_image(path)[None].double()
+        gain = float(spgd.metrics.psnr(restored, clean[None]) - spgd.metrics.psnr(stored, clean[None]))
+        assert gain > low, (sigma, gain)  # +7.47 and +10.86 dB with the shipped weights
+    err = capsys.readouterr().err
+    assert "DiffIR builtin:diffir-natural_denoise" in err and "warning" not in err
+    very = (clean + 90 / 255 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1),
+                                            dtype=torch.float64)).clamp(0, 1)
+    Image.fromarray((very.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(tmp_path / "very.png")
+    assert main(["restore", "-t", "denoising", "-i", str(tmp_path / "very.png"), "-o", str(tmp_path / "very"),
+                 "--threads", "1"]) == 0
+    assert "is outside the 0-50 these weights were trained on" in capsys.readouterr().err
+
+
+def test_the_default_method_is_the_first_the_preset_names_that_takes_the_model(tiny_prior_path):
+    from spgd.methods import default_method
+    from spgd.tasks import preset_methods
+
+    assert preset_methods("denoising") == ["diffir", "ddnm_plus"] and preset_methods("super_resolution") == ["spgd"]
+    assert default_method(preset_methods("denoising")) == "diffir"  # the built-in weights
+    assert default_method(preset_methods("denoising"), "builtin:diffir-natural_denoise") == "diffir"
+    assert default_method(preset_methods("denoising"), tiny_prior_path) == "ddnm_plus"  # a prior: the posterior one
+    assert default_method(["spgd"], tiny_prior_path) == "spgd"
+    assert default_method(["spgd"], "builtin:diffir-natural_sr4") == "diffir"

@@ -321,3 +321,21 @@ def test_bench_scores_diffir_at_each_image_size_on_the_y_channel(tmp_path):
     sizes = {p.name: Image.open(p).size for p in out.rglob("*.png") if p.parent.name == "restored"}
     assert sizes == {"a.png": (24, 40), "b.png": (48, 32)}
     assert all("psnr_y" in record for record in metrics["images"].values())
+
+
+def test_self_ensemble_commutes_with_the_flips_and_rotations(tmp_path):
+    """The 8-transform self-ensemble is the mean over a group, so flipping or transposing the measurement
+    flips or transposes the result (to rounding), which one pass of a trained network does not do."""
+    from spgd.diffir.model import dihedral
+
+    model = load_diffir(_weights(tmp_path, task="denoising"))
+    op = make_operator("denoising", sigma=25)
+    y = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1  # a multiple of the stride
+    ensemble = model.configured({"self_ensemble": True})
+    x = ensemble.restore(op, y, [3], progress=False)
+    for k in (1, 2, 4, 7):
+        assert torch.allclose(ensemble.restore(op, dihedral(y, k), [3], progress=False), dihedral(x, k), atol=1e-5)
+        assert torch.equal(dihedral(dihedral(y, k), k, inverse=True), y)
+    one = model.restore(op, y, [3], progress=False)
+    assert not torch.allclose(model.restore(op, y.flip(-1), [3], progress=False), one.flip(-1), atol=1e-3)
+    assert model.describe()["sampler_settings"]["self_ensemble"] is False

@@ -180,3 +180,26 @@ def test_missing_weights_error_explains(tmp_path):
     with pytest.raises(MissingWeightsError, match="spgd weights fetch") as info:
         weights_path("lpips_alex", root=tmp_path)
     assert "SPGD_CACHE" in str(info.value)
+
+
+def test_psnr_b_adds_the_blockiness_of_the_result_to_the_error():
+    """PSNR-B (Yim & Bovik 2011) on closed-form cases: no difference across the 8x8 edges beyond that inside
+    the blocks gives PSNR itself; a result constant per block has a blocking factor of
+    log2(8) / log2(min(H, W)) times the mean squared step across the edges."""
+    from spgd.metrics import blocking_effect_factor, psnr_b, psnr_y, rgb_to_y
+
+    rows, cols = torch.meshgrid(torch.arange(16.0), torch.arange(32.0), indexing="ij")
+    ramp = ((rows + cols) / 46).to(torch.float64).expand(1, 3, 16, 32)
+    clean = ramp.flip(-1).contiguous()
+    assert float(blocking_effect_factor(rgb_to_y(ramp))) < 1e-12  # the same step between every two neighbours
+    assert torch.allclose(psnr_b(ramp, clean), psnr_y(ramp, clean))
+    blocks = torch.zeros(1, 3, 16, 32, dtype=torch.float64)
+    blocks[..., :, 8:16] = 0.1  # four blocks per row of blocks, steps 0.1, 0.1, 0.1 of the range
+    blocks[..., :, 24:] = 0.1
+    y_step = 0.1 * (65.481 + 128.553 + 24.966)  # the luma step on the 0..255 scale
+    horizontal_edges, vertical_edges, inside = 16 * 3, 32 * 1, 16 * 28 + 32 * 14  # pairs on and off the edges
+    expected = 3 / 4 * (16 * 3 * y_step ** 2) / (horizontal_edges + vertical_edges)  # log2 8 / log2 16
+    assert inside == 16 * 31 + 32 * 15 - horizontal_edges - vertical_edges
+    assert torch.allclose(blocking_effect_factor(rgb_to_y(blocks)), torch.tensor([expected], dtype=torch.float64))
+    mse = ((rgb_to_y(blocks) - rgb_to_y(ramp)) ** 2).mean()
+    assert torch.allclose(psnr_b(blocks, ramp), 10 * torch.log10(255.0 ** 2 / (mse + expected)))

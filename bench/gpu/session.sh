@@ -131,7 +131,7 @@ case "$STAGE" in
     cp "$RUN/samples.zip" "$OUT/"
     # the box-inpainting lr, chosen on training faces (the validation split stays for reporting)
     bounded python3 bench/quality.py --model "$WEIGHTS" --data .data/utkface64_tune --tasks inpainting_box \
-      --sweep-lr "${lrs[@]}" --precision bf16 --batch-size 100 --device "$DEVICE" "${tune[@]}" \
+      --sweep-lr "${lrs[@]}" --precision bf16 --device "$DEVICE" "${tune[@]}" \
       --set "${sets[@]}" --out "$RUN/sweep" 2>>"$RUN/stderr.log" | tail -4 | tee -a "$OUT/evaluate.log"
     box_lr=$(python3 -c "import json; print(json.load(open('$RUN/sweep/sweep.json'))['results']['utkface64_tune']['inpainting_box']['best_lr'])")
     box_set=()
@@ -140,7 +140,7 @@ case "$STAGE" in
     # 8 s per image, is left to the CPU afterwards: Wiener is the deconvolution baseline here)
     quality() {
       bounded python3 bench/quality.py --model "$WEIGHTS" --data .data/utkface64_val .data/ffhq64 --precision bf16 \
-        --batch-size 256 --workers 12 --baselines bicubic biharmonic wiener --device "$DEVICE" "${limit[@]}" "$@" \
+        --baselines bicubic biharmonic wiener --device "$DEVICE" "${limit[@]}" "$@" \
         2>>"$RUN/stderr.log" | tail -12 | tee -a "$OUT/evaluate.log"
       pack_results  # also now: should the tool kill the call, the tables so far are under $OUT
     }
@@ -161,7 +161,7 @@ case "$STAGE" in
     # every sampler with its published settings on the same validation faces and seeds (issue 6)
     for task in super_resolution inpainting_random; do
       [ ! -f "$RUN/compare_$task.md" ] || continue  # done by an earlier call
-      bounded python3 bench/compare_samplers.py --model "$WEIGHTS" --data .data/utkface64_val --size 64 --batch-size 50 \
+      bounded python3 bench/compare_samplers.py --model "$WEIGHTS" --data .data/utkface64_val --size 64 \
         --precision bf16 --task "$task" --device "$DEVICE" --out "$RUN/compare_$task.md" "${few[@]}" 2>>"$RUN/stderr.log" | tail -12
       pack_results
     done | tee -a "$OUT/compare.log"

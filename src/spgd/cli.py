@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -111,10 +112,10 @@ FLAG_SETTINGS = {"steps": "--steps", "lr": "--lr", "inner_steps": "--inner-steps
 def overrides_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """(operator parameters, method settings) the flags set; a sampler flag is checked against the method's
     settings, so `--inner-steps` with DPS names the flag. `args.sampler` unset becomes the task's default."""
-    from .methods import check_settings
-    from .tasks import default_sampler, parse_key_values
+    from .methods import check_settings, default_method
+    from .tasks import parse_key_values, preset_methods
 
-    args.sampler = args.sampler or default_sampler(args.task)
+    args.sampler = args.sampler or default_method(preset_methods(args.task), args.model)
 
     operator = parse_key_values(args.op, "--op")
     if args.noise_sigma is not None:
@@ -271,15 +272,15 @@ def _tasks(args: argparse.Namespace) -> int:
                                 for s in SAMPLERS if preset_settings(task, s))
             print(f"{name:18s} {task.get('description', '')}\n{'':18s} {changed or 'sampler defaults'}")
         return 0
-    from .methods import METHODS, load_model
+    from .methods import METHODS, default_method, load_model
     from .run import make_spec
-    from .tasks import default_sampler
+    from .tasks import preset_methods
 
     task = load_task(args.name)
     model = load_model("spgd", args.model, args.arch)
     args.task = args.name
     print(f"{args.name}: {task.get('description', '')}\nmodel: {args.model} ({model.description})")
-    for sampler in METHODS if args.sampler == "all" else [args.sampler or default_sampler(args.name)]:
+    for sampler in METHODS if args.sampler == "all" else [args.sampler or default_method(preset_methods(args.name), args.model)]:
         args.sampler = sampler
         operator, settings = overrides_from_args(args)
         spec = make_spec(model, args.name, sampler, operator, settings, reference=args.reference,
@@ -391,8 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file=None,  # noqa: ANN001
+                  line: str | None = None) -> None:
+    """A library warning as one line of the command's own notices (no source line)."""
+    print(f"spgd: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
     from .io import ImageError
     from .priors import CheckpointError
     from .samplers import DivergenceError

@@ -88,6 +88,26 @@ def run(out: Path, sets: dict[str, list[Path]], methods: dict[str, Method], oper
     return table
 
 
+def label(method: str, settings: dict[str, Any]) -> str:
+    """A table row and its records' folder: the method and the settings that make its results, e.g.
+    "wiener (balance=0.001)", so results of other settings get records of their own."""
+    from .run import shown_value
+
+    return f"{method} ({', '.join(f'{k}={shown_value(v)}' for k, v in settings.items())})" if settings else method
+
+
+def keep_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Refuse an OUT whose records were made with other `settings` (what the records depend on besides
+    their set, method label and image: the model, precision, size...); write them otherwise."""
+    path = out / "settings.json"
+    old = json.loads(path.read_text()) if path.is_file() else settings
+    changed = [f"{key}: {old.get(key)!r} there, {settings.get(key)!r} now" for key in sorted(old.keys() | settings.keys())
+               if old.get(key) != settings.get(key)]
+    if changed:
+        raise ValueError(f"{out} holds records of other settings ({'; '.join(changed)}); use another --out")
+    io.save_json(settings, path)
+
+
 NOT_SCORES = ("image", "seconds", "size", "macs")
 
 

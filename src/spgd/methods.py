@@ -50,7 +50,17 @@ def takes_reference(name: str | None = None) -> Any:
 def is_trained_file(source: str | Path | None) -> bool:
     """Whether a model file holds a trained restorer's weights (else: a diffusion prior's checkpoint, or a name
     `spgd.priors.load_prior` resolves)."""
-    return source is not None and _diffir().is_diffir_file(source)
+    return source is not None and (str(source).startswith("builtin:diffir-") or _diffir().is_diffir_file(source))
+
+
+def default_method(named: list[str], model: str | Path | None = None) -> str:
+    """The method a task runs when none is given: the first of `named` (its preset's, best first:
+    `spgd.tasks.preset_methods`) that takes `model` (a file or builtin name; None: the built-in models), else
+    DiffIR for trained weights and SPGD for a prior."""
+    if model is None:
+        return named[0]
+    trained = is_trained_file(model)
+    return next((n for n in named if (n in TRAINED) == trained), TRAINED[0] if trained else "spgd")
 
 
 def serves(name: str, model: Any) -> bool:
@@ -62,7 +72,7 @@ def serves(name: str, model: Any) -> bool:
 
 def load_file(source: str | Path, arch: Any = None, device: str = "cpu") -> Any:
     """A model file (or builtin: name) as what it holds: a trained restorer or a diffusion prior."""
-    if is_trained_file(source) or str(source).startswith("builtin:diffir-"):
+    if is_trained_file(source):
         return _diffir().load_diffir(source, device)
     from .priors import load_prior
 

@@ -8,6 +8,8 @@ LPIPS and FID need weights from `spgd.weights` (`spgd weights fetch`, once).
 """
 from __future__ import annotations
 
+import math
+
 import os
 import warnings
 from dataclasses import dataclass
@@ -125,6 +127,44 @@ def ssim_y(x: Tensor, ref: Tensor, crop_border: int = 0) -> Tensor:
     calculate_ssim(test_y_channel=True)."""
     _check_pair(x, ref)
     return ssim(_cropped_y(x, crop_border), _cropped_y(ref, crop_border), data_range=255.0)
+
+
+def blocking_effect_factor(x: Tensor, block: int = 8) -> Tensor:
+    """The blocking effect factor (Yim & Bovik 2011) per image, (B,) float64, of NCHW images: how much more the
+    squared differences of neighbouring pixels across the `block` grid's edges exceed those inside the blocks,
+    weighted by log2(block) / log2(min(H, W)); 0 when they do not exceed them."""
+    x = x.double()
+    height, width = x.shape[-2:]
+
+    def across(values: Tensor, size: int, dim: int) -> tuple[Tensor, Tensor, int, int]:
+        """Sums and counts of squared neighbour differences along `dim`, on and off the block edges."""
+        diff = values.diff(dim=dim) ** 2  # the pair (i, i + 1) at index i
+        edge = torch.zeros(size - 1, dtype=torch.bool, device=x.device)
+        edge[block - 1::block] = True
+        shape = [1] * diff.dim()
+        shape[dim] = size - 1
+        edge = edge.view(shape)
+        on = (diff * edge).flatten(1).sum(1)
+        off = (diff * ~edge).flatten(1).sum(1)
+        per_line = diff.numel() // diff.shape[0] // (size - 1)
+        return on, off, int(edge.sum()) * per_line, int((~edge).sum()) * per_line
+
+    h_on, h_off, h_n, h_nc = across(x, width, -1)
+    v_on, v_off, v_n, v_nc = across(x, height, -2)
+    d_edge = (h_on + v_on) / max(h_n + v_n, 1)
+    d_inside = (h_off + v_off) / max(h_nc + v_nc, 1)
+    weight = math.log2(block) / math.log2(min(height, width))
+    return torch.where(d_edge > d_inside, weight * (d_edge - d_inside), torch.zeros_like(d_edge))
+
+
+def psnr_b(x: Tensor, ref: Tensor) -> Tensor:
+    """PSNR-B in dB per image, (B,) float64 (Yim & Bovik 2011, the JPEG artefact literature's blockiness-aware
+    PSNR): the mean squared error plus `blocking_effect_factor` of the result x, on the BT.601 luma (0..255,
+    peak 255) of [0, 1] RGB images, the 8x8 grid anchored at the top-left pixel as a JPEG file's is."""
+    _check_pair(x, ref)
+    yx, yr = rgb_to_y(x), rgb_to_y(ref)
+    mse = ((yx - yr) ** 2).flatten(1).mean(1) + blocking_effect_factor(yx)
+    return 10 * torch.log10(255.0 ** 2 / mse)
 
 
 # --- LPIPS ----------------------------------------------------------------------------------------

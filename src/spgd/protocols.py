@@ -112,13 +112,17 @@ class Acquisition(Protocol):
     `image_measurement`: a measurement is an image a person can bring as a file (`as_measurement` makes
     it y). `measurement_shape(image_shape)` is the inverse of `input_shape`. `file_parameters`: the
     parameters a person can give as files ("mask", "kernel"). `unset_parameters()`: those a real
-    measurement must come with (drawn at random when simulating). `takes_unknown_pixels` /
+    measurement must come with (drawn at random when simulating). `measured_parameters`: those a
+    measurement tells (estimated from it unless given); `assumed_parameters`: those it cannot tell and a
+    preset only assumes (one of them, or a file parameter, must be given with a measured input). `takes_unknown_pixels` /
     `mark_unknown(unknown)`: it can leave any pixel out (a transparent one). `with_measured(x, y)`: x with
     the entries y measures directly put back, or None. `preview(y)`: the [0, 1] picture of a measurement.
     """
 
     image_measurement: bool
     file_parameters: tuple[str, ...]
+    measured_parameters: tuple[str, ...]
+    assumed_parameters: tuple[str, ...]
     takes_unknown_pixels: bool
 
     def measurement_shape(self, image_shape: Sequence[int]) -> tuple[int, ...]: ...

@@ -95,6 +95,7 @@ def make_spec(model: Any, task: str | Path, sampler: str = "spgd", operator: dic
     if measured:
         for key in operator_class(physics["name"]).measured_parameters:
             physics.pop(key, None)
+        check_assumed(physics, {**(operator or {}), **({"kernel": kernel} if kernel is not None else {})})
     params = {**physics, **(operator or {})}
     if mask is not None:
         params["mask"] = load_mask(mask, None if own_size else model.image_size)
@@ -117,6 +118,18 @@ def make_spec(model: Any, task: str | Path, sampler: str = "spgd", operator: dic
         spec.reference_file = str(reference)
         spec.layers[next(reversed(spec.layers))]["reference"] = spec.reference_file
     return spec
+
+
+def check_assumed(preset: dict[str, Any], given: dict[str, Any]) -> None:
+    """A one-line error when a measured input would run with what the preset only assumes (the operator's
+    `assumed_parameters`, e.g. a blur's width) because the person gave none of them nor a file for them."""
+    cls = operator_class(preset["name"])
+    if not cls.assumed_parameters or set(given) & {*cls.assumed_parameters, *cls.file_parameters}:
+        return
+    assumed = ", ".join(f"{key} {preset[key]}" for key in cls.assumed_parameters if key in preset)
+    options = [f"--op {key}=..." for key in cls.assumed_parameters] + [f"--{key} FILE" for key in cls.file_parameters]
+    raise ValueError(f"{cls.name}: a measured image does not tell its {' and '.join(cls.assumed_parameters)} (the "
+                     f"preset's {assumed} are for --simulate); give {' or '.join(options)}")
 
 
 def shown_value(value: Any) -> str:

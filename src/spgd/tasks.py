@@ -30,9 +30,11 @@ def default_task() -> str:
     return marked[0]
 
 
-def default_sampler(task: str | Path) -> str:
-    """The method a task runs when none is named: its preset's `sampler`, else SPGD."""
-    return str(load_task(task).get("sampler", "spgd"))
+def preset_methods(task: str | Path) -> list[str]:
+    """The methods a task's preset names for when none is given (its `sampler`: one name or a list, best
+    first); none named: SPGD."""
+    named = load_task(task).get("sampler", "spgd")
+    return [named] if isinstance(named, str) else [str(n) for n in named]
 
 
 def load_task(name_or_path: str | Path) -> dict[str, Any]:

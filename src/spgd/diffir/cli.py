@@ -28,6 +28,8 @@ def add_parsers(sub: argparse._SubParsersAction, add_threads) -> None:  # noqa: 
     p.add_argument("--time-limit", type=float, default=0.0, help="stop after this many seconds, with a checkpoint")
     p.add_argument("--init", default="", help="exported weights (export-diffir) to start from when OUT has no "
                                               "checkpoint: fresh optimizer, the step count kept (a machine was lost)")
+    p.add_argument("--finetune", default="", help="exported weights of another task's model (same stage and network) "
+                                                  "to start from at step 0: fresh optimizer and schedule")
     add_threads(p)
     p.set_defaults(func=_train)
     e = sub.add_parser("export-diffir", help="write a DiffIR checkpoint's EMA weights as a small safetensors file")
@@ -46,7 +48,7 @@ def _train(args: argparse.Namespace) -> int:
             model=json.loads(args.config), batch_size=args.batch_size, lr=args.lr, lr_min=args.lr_min,
             steps=args.steps, ema=args.ema, encoder_steps=args.encoder_steps, augment=args.augment, seed=args.seed,
             val=args.val, val_count=args.val_count, val_every=args.val_every, ckpt_every=args.ckpt_every,
-            init=args.init)
+            init=args.init, finetune=args.finetune)
     last = train(cfg, time_limit=args.time_limit)
     print(f"DiffIR stage {cfg.stage}: last checkpoint {last}")
     return 0

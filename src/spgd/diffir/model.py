@@ -8,6 +8,7 @@ right to a multiple of the network's stride and the result cropped back, as the 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
@@ -96,7 +97,18 @@ def pad_to_stride(x: Tensor, stride: int) -> tuple[Tensor, int, int]:
     return x, ph, pw
 
 
-SETTINGS: dict[str, Any] = {"on_nan": "raise", "mean_of": 1, "antithetic": False}  # a DiffIR run's settings
+SETTINGS: dict[str, Any] = {"on_nan": "raise", "mean_of": 1, "antithetic": False,
+                            "self_ensemble": False}  # a DiffIR run's settings
+
+
+def dihedral(x: Tensor, k: int, inverse: bool = False) -> Tensor:
+    """x under the k-th of the 8 flips and rotations of the square (bit 0: left-right, bit 1: up-down,
+    bit 2: transpose), or, with `inverse`, that transform undone."""
+    steps = [(1, lambda t: t.flip(-1)), (2, lambda t: t.flip(-2)), (4, lambda t: t.transpose(-1, -2))]
+    for bit, transform in reversed(steps) if inverse else steps:
+        if k & bit:
+            x = transform(x)
+    return x
 
 
 class DiffIRModel:
@@ -104,7 +116,9 @@ class DiffIRModel:
     ablation) with what it was trained on, as a `Restorer`: one restore costs CPEN_S2 once, the IPR MLP 4
     times and one DIRformer pass; the seed draws the IPR chain's start z_T ~ N(0, I) per image (the reverse
     steps add no noise, as released). `settings` (`SETTINGS`): `mean_of` runs from other seeds, as pairs
-    with `antithetic`, and what a non-finite result does (`on_nan`).
+    with `antithetic`; `self_ensemble`: the mean over the 8 flips and rotations of the input, each undone on
+    its output (the "+" of EDSR+ and RCAN+: 8x the time; it assumes the degradation looks the same under
+    them, as noise, bicubic SR, isotropic blur and masks do); and what a non-finite result does (`on_nan`).
 
     What spgd does differently from the released code (Zj-BinXia/DiffIR): networks sized for a CPU
     (`spgd.diffir.network.DiffIRConfig`), trained here on pairs this project's operators synthesise, with
@@ -157,6 +171,17 @@ class DiffIRModel:
         if scale is not None and getattr(operator, "scale", scale) != scale:
             raise ValueError(f"{self.name}: DiffIR weights trained for {scale}x {trained} cannot restore a "
                              f"{operator.scale}x {operator.name} measurement")
+        for key, (low, high) in self.trained_ranges().items():
+            value = getattr(operator, key, None)
+            if isinstance(value, (int, float)) and not low <= value <= high:
+                warnings.warn(f"{self.name}: {operator.name} {key} {value:g} is outside the {low:g}-{high:g} these "
+                              "weights were trained on; the result may be poor", stacklevel=2)
+
+    def trained_ranges(self) -> dict[str, tuple[float, float]]:
+        """{operator parameter: (low, high)} of the ranges the training pairs were drawn from (a recipe's
+        `<parameter>_range`, e.g. the blind denoiser's sigma 0-50)."""
+        return {key[: -len("_range")]: (float(v[0]), float(v[1])) for key, v in self.operator_params.items()
+                if key.endswith("_range") and v is not None}
 
     def restore(self, operator: Any, y: Tensor, seeds: Sequence[int], *, x_start: Tensor | None = None,
                 trace: Trace | None = None, progress: bool = True, on_nan: str | None = None,
@@ -170,7 +195,8 @@ class DiffIRModel:
 
         def once(model: "DiffIRModel", operator: Any, y: Tensor, *, seed: Sequence[int], x_start: Tensor | None = None,
                  trace: Trace | None = None) -> Tensor:
-            return model.restore_measurement(operator, y, seed=seed, ipr_start=x_start)
+            return model.restore_measurement(operator, y, seed=seed, ipr_start=x_start,
+                                             transforms=8 if settings["self_ensemble"] else 1)
 
         with _stopping(self.network, stop):
             x = mean_of_runs(once, self, operator, y, runs=int(settings["mean_of"]),
@@ -187,27 +213,36 @@ class DiffIRModel:
         return self
 
     def restore_measurement(self, operator: Any, y: Tensor, seed: int | Sequence[int] = 0,
-                            ipr_start: Tensor | None = None, gt: Tensor | None = None) -> Tensor:
+                            ipr_start: Tensor | None = None, gt: Tensor | None = None, transforms: int = 1) -> Tensor:
         """The restored images in [-1, 1] from measurements y: CPEN_S2 once, the 4-step IPR diffusion from
-        N(0, I) drawn per image (`ipr_start` overrides it), one DIRformer pass. A stage-1 network takes the
-        ground truth `gt` ([0, 1]) instead of the diffusion (one trained with a constant IPR, none)."""
+        N(0, I) drawn per image (`ipr_start` overrides it), one DIRformer pass; with `transforms` 8 the mean
+        of that over the input's 8 flips and rotations (`dihedral`), each undone, the same IPR start for all.
+        A stage-1 network takes the ground truth `gt` ([0, 1]) instead of the diffusion (one trained with a
+        constant IPR, none)."""
         self.check(operator)
         device = next(self.network.parameters()).device
         with torch.no_grad():
             lq = degraded_input(self.cfg, operator, y.to(device))
-            padded, ph, pw = pad_to_stride(lq, self.cfg.stride)
-            scale = self.cfg.scale if self.cfg.head == "sr" else 1
-            if isinstance(self.network, DiffIRS1):
-                if gt is None and not self.cfg.constant_ipr:
-                    raise ValueError(f"{self.name} is a stage-1 DiffIR network: it needs the ground truth")
-                gt_padded = None if gt is None else pad_to_stride(gt.to(device), self.cfg.stride * scale)[0]
-                out = self.network(padded, gt_padded)
-            else:
-                if ipr_start is None:
-                    ipr_start = start_draws((self.cfg.ipr,), seed, y.shape[0], "diffir", device)
-                out, _ = self.network(padded, ipr_start.to(device))
-            out = out[..., :out.shape[-2] - ph * scale, :out.shape[-1] - pw * scale]
-            return composite(self.cfg, lq, out).clamp(0, 1) * 2 - 1
+            if not isinstance(self.network, DiffIRS1) and ipr_start is None:
+                ipr_start = start_draws((self.cfg.ipr,), seed, y.shape[0], "diffir", device)
+            outputs = [dihedral(self._forward(dihedral(lq, k), ipr_start, None if gt is None else dihedral(gt, k)), k,
+                                inverse=True) for k in range(transforms)]
+            return torch.stack(outputs).mean(0).clamp(0, 1) * 2 - 1
+
+    def _forward(self, lq: Tensor, ipr_start: Tensor | None, gt: Tensor | None) -> Tensor:
+        """One pass of the network on the input `lq` ([0, 1]), composited: the restored images in [0, 1]."""
+        device = lq.device
+        padded, ph, pw = pad_to_stride(lq, self.cfg.stride)
+        scale = self.cfg.scale if self.cfg.head == "sr" else 1
+        if isinstance(self.network, DiffIRS1):
+            if gt is None and not self.cfg.constant_ipr:
+                raise ValueError(f"{self.name} is a stage-1 DiffIR network: it needs the ground truth")
+            gt_padded = None if gt is None else pad_to_stride(gt.to(device), self.cfg.stride * scale)[0]
+            out = self.network(padded, gt_padded)
+        else:
+            out, _ = self.network(padded, ipr_start.to(device))
+        out = out[..., :out.shape[-2] - ph * scale, :out.shape[-1] - pw * scale]
+        return composite(self.cfg, lq, out).clamp(0, 1)
 
 
 @contextmanager

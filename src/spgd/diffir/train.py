@@ -63,6 +63,8 @@ class DiffIRTrainConfig:
     val_every: int = 250
     ckpt_every: int = 250
     init: str = ""  # exported weights (`export`) to start from when OUT has no checkpoint (a machine was lost)
+    finetune: str = ""  # exported weights of another task's model of this stage and network to start from at
+    # step 0 (a fresh optimizer and schedule): a new task learns from a related one in a fraction of the steps
 
     def __post_init__(self) -> None:
         self.task = self.task or default_task()
@@ -275,13 +277,15 @@ def train(cfg: DiffIRTrainConfig, resume: bool = True, time_limit: float = 0.0, 
         if opt_e is not None:
             opt_e.load_state_dict(state["opt_e"])
         step, cpu_seconds = state["step"], state["cpu_seconds"]
-    elif cfg.init:  # a fresh optimizer; the network and its EMA from the exported weights, the step count kept
-        state = exported_state(cfg.init)
+    elif cfg.init or cfg.finetune:  # a fresh optimizer; the network and its EMA from the exported weights
+        flag, path = ("--init", cfg.init) if cfg.init else ("--finetune", cfg.finetune)
+        state = exported_state(path)
         if state["config"]["stage"] != cfg.stage or config_from_dict(state["network"]) != net_cfg:
-            raise ValueError(f"--init {cfg.init}: exported from another stage or network than this run's")
+            raise ValueError(f"{flag} {path}: exported from another stage or network than this run's")
         net.load_state_dict(state["ema"])
         ema.load_state_dict(state["ema"])
-        step, cpu_seconds = state["step"], state["cpu_seconds"]
+        if cfg.init:  # a resume: the step count and CPU time carry on
+            step, cpu_seconds = state["step"], state["cpu_seconds"]
     (out / "config.json").write_text(json.dumps({**asdict(cfg), "network": net_cfg.to_dict()}, indent=1))
     val_images = validation_images(cfg.val, cfg.val_count, net_cfg.stride * (4 if net_cfg.head == "sr" else 1)) \
         if cfg.val else []

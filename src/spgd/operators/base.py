@@ -55,6 +55,9 @@ class Operator(torch.nn.Module):
     image_measurement: bool = False
     file_parameters: tuple[str, ...] = ()  # parameters a person gives as files ("mask", "kernel")
     measured_parameters: tuple[str, ...] = ()  # parameters a measurement tells: estimated from it unless given
+    # parameters a measurement cannot tell and a preset only assumes (a blur's width): a measured input needs
+    # one of them, or a file parameter, given by the person
+    assumed_parameters: tuple[str, ...] = ()
 
     def __init__(self, noise_sigma: float = 0.0) -> None:
         super().__init__()

@@ -261,6 +261,7 @@ class GaussianBlur(Blur):
     """
 
     name = "gaussian_blur"
+    assumed_parameters = ("std", "kernel_size")  # a blurry photo does not say how wide its blur is
 
     def __init__(self, kernel_size: int = 61, std: float = 3.0, noise_sigma: float = 0.0,
                  pinv_cutoff: float = 3e-2, kernel: Tensor | None = None, boundary: str = "reflect") -> None:

@@ -14,7 +14,9 @@ cells of y's coefficients (JPEG's measurement set). Two coders:
   round(c))^3, Shin & Song 2017, a value within 1/8 of a step of the rounded one).
 Tables: `quality` (IJG scaling of the standard tables, 1-100) or `tables` ([luma] or [luma, chroma], 64
 values each in natural row-major order, as Pillow's `quantization` gives them); `subsampling` "4:2:0",
-"4:4:4" or "gray" (one component: the result is grey).
+"4:4:4" or "gray" (one component: the result is grey). `quality_range` (low, high): `measure` codes each
+image at its own quality, drawn uniformly from the range with the image's generator (pairs for a restorer
+blind to the quality); the rest of the operator keeps `quality`.
 """
 from __future__ import annotations
 
@@ -60,8 +62,14 @@ class Jpeg(Operator):
     measured_parameters = ("quality", "subsampling")  # a measured .jpg brings its own tables and sampling
 
     def __init__(self, quality: int | None = None, tables: Sequence[Sequence[int]] | None = None,
-                 subsampling: str = "4:2:0", rounding: str = "straight_through", noise_sigma: float = 0.0) -> None:
+                 subsampling: str = "4:2:0", rounding: str = "straight_through", noise_sigma: float = 0.0,
+                 quality_range: Sequence[int] | None = None) -> None:
         super().__init__(noise_sigma)
+        if quality_range is not None:
+            quality_range = [int(q) for q in quality_range]
+            if len(quality_range) != 2 or not 1 <= quality_range[0] <= quality_range[1] <= 100:
+                raise ValueError(f"jpeg: quality_range must be [low, high] within 1-100, got {quality_range}")
+        self.quality_range = quality_range
         if subsampling not in SUBSAMPLINGS:
             raise ValueError(f"jpeg: subsampling must be one of {', '.join(SUBSAMPLINGS)}, got {subsampling!r}")
         if rounding not in ROUNDINGS:
@@ -171,6 +179,12 @@ class Jpeg(Operator):
 
     def measure(self, x: Tensor, generator: Any = None) -> Tensor:
         """The decoded JPEG file of 8-bit x, coded exactly as libjpeg codes it, plus any noise."""
+        if self.quality_range is not None:
+            generators = as_generators(generator, x.shape[0])
+            low, high = self.quality_range
+            qualities = [int(torch.randint(low, high + 1, (), generator=g)) for g in generators]
+            return torch.cat([Jpeg(q, subsampling=self.subsampling, noise_sigma=self.noise_sigma).measure(image[None], g)
+                              for image, q, g in zip(x, qualities, generators)])
         pixels = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
         if self.tables is None:
             raise ValueError("jpeg: give the quality to simulate a JPEG file (--op quality=Q)")
@@ -196,7 +210,7 @@ class Jpeg(Operator):
 
     def params(self) -> dict[str, Any]:
         return {"name": self.name, "quality": self.quality, "tables": self.tables, "subsampling": self.subsampling,
-                "rounding": self.rounding, "noise_sigma": self.noise_sigma}
+                "rounding": self.rounding, "noise_sigma": self.noise_sigma, "quality_range": self.quality_range}
 
 
 def read_jpeg_coding(path: Any) -> dict[str, Any]:
