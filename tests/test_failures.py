@@ -133,6 +133,74 @@ def test_inputs_with_one_name_and_an_earlier_run_are_refused_before_any_work(tmp
     assert main(["restore", "-i", str(tmp_path / "dupB/face.png"), *common, "--seed", "7", "--overwrite"]) == 0
 
 
+def test_an_interrupted_job_keeps_its_finished_images_and_the_same_command_resumes(tmp_path, tiny_prior_path,
+                                                                                   capsys, monkeypatch):
+    from spgd import restore_job
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for k in range(3):
+        write_face_like(folder / f"face{k}.png", seed=k)
+    common = ["-t", "hdr", "--simulate", "-i", str(folder), "-m", str(tiny_prior_path), *FAST, "--mean-of", "2", "--batch-size", "1"]
+    assert main(["restore", *common, "-o", str(tmp_path / "whole")]) == 0
+    restore_one, calls = restore_job._restore_one_batch, []
+
+    def interrupted(*args, **kwargs):  # Ctrl-C while the second image restores
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return restore_one(*args, **kwargs)
+
+    monkeypatch.setattr(restore_job, "_restore_one_batch", interrupted)
+    out = tmp_path / "out"
+    assert main(["restore", *common, "-o", str(out)]) == 130
+    assert "the same command resumes" in capsys.readouterr().err
+    kept = json.loads((out / "metrics.json").read_text())["images"]
+    assert list(kept) == ["face0.png"] and (out / "face0.png").is_file() and not (out / "face1.png").exists()
+    monkeypatch.setattr(restore_job, "_restore_one_batch", restore_one)
+    capsys.readouterr()
+    assert main(["restore", *common, "-o", str(out)]) == 0
+    assert "1 of 3 batch(es) were finished" in capsys.readouterr().err
+    for k in range(3):  # the resumed job's files are the uninterrupted one's
+        assert (out / f"face{k}.png").read_bytes() == (tmp_path / "whole" / f"face{k}.png").read_bytes()
+    whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    assert json.loads((out / "metrics.json").read_text()) == whole
+    assert main(["restore", *common, "--seed", "3", "-o", str(out)]) == 2  # another request is still refused
+    assert "holds an earlier run of other inputs or settings" in one_error_line(capsys.readouterr().err)
+
+
+def test_a_mean_of_runs_interrupted_keeps_its_finished_runs(tmp_path, tiny_prior_path, capsys, monkeypatch):
+    from spgd.restore_job import KeptRuns
+
+    face = write_face_like(tmp_path / "face.png")
+    common = ["-t", "hdr", "--simulate", "-i", str(face), "-m", str(tiny_prior_path), *FAST, "--mean-of", "3",
+              "--set", "antithetic=true"]
+    assert main(["restore", *common, "-o", str(tmp_path / "whole")]) == 0
+    put, get, found = KeptRuns.put, KeptRuns.get, []
+
+    def put_then_stop(self, k, x):  # Ctrl-C just after the second run is kept
+        put(self, k, x)
+        if k == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(KeptRuns, "put", put_then_stop)
+    out = tmp_path / "out"
+    assert main(["restore", *common, "-o", str(out)]) == 130
+    assert len(list((out / ".runs").glob("*-run*.pt"))) == 2 and not (out / "face.png").exists()
+
+    def counted_get(self, k):
+        x = get(self, k)
+        found.append(x is not None)
+        return x
+
+    monkeypatch.setattr(KeptRuns, "put", put)
+    monkeypatch.setattr(KeptRuns, "get", counted_get)
+    assert main(["restore", *common, "-o", str(out)]) == 0
+    assert found == [True, True, False]  # runs 0 and 1 from their files, run 2 restored
+    assert (out / "face.png").read_bytes() == (tmp_path / "whole" / "face.png").read_bytes()
+    assert not (out / ".runs").exists()  # removed once the image is written
+
+
 def test_a_run_that_fails_before_restoring_leaves_no_files(tmp_path, tiny_prior_path, capsys):
     face = write_face_like(tmp_path / "face.png")
     out = tmp_path / "out"

@@ -383,7 +383,12 @@ def test_diffir_restores_with_its_weights_and_a_wrong_task_is_one_line(tiny_prio
     assert app.model_choices("diffir") == [web.BUILTIN, "tiny-diffir"]
     form = app.task_form("super_resolution", "diffir", "tiny-diffir")
     assert not form["has_lr"] and form["steps"] is None and not form["mask"] and not form["reference"]
-    assert "the defaults of diffir (on_nan raise, mean_of 1, antithetic False)" in form["note"] and "DiffIR tiny-diffir" in form["note"]
+    assert "the defaults of diffir (on_nan raise, mean_of 1, antithetic False, self_ensemble False)" in form["note"]
+    assert "DiffIR tiny-diffir" in form["note"]
+    assert app.task_sampler("denoising", "spgd") == "diffir"  # the preset's first method a model here serves
+    assert app.task_sampler("super_resolution", "ddnm") == "spgd"
+    priors_only = WebApp({MODEL: tiny_prior}, runs_dir=tmp_path / "priors")
+    assert priors_only.task_sampler("denoising", "spgd") == "ddnm_plus"  # no trained restorer offered
     assert "cannot restore a inpainting measurement" in app.task_form("inpainting_random", "diffir", "tiny-diffir")["note"]
 
     def diffir(task="super_resolution", model="tiny-diffir") -> RestoreRequest:

@@ -392,15 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file=None,  # noqa: ANN001
-                  line: str | None = None) -> None:
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  line: str | None = None) -> str:
     """A library warning as one line of the command's own notices (no source line)."""
-    print(f"spgd: warning: {message}", file=sys.stderr)
+    return f"spgd: warning: {message}\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    warnings.showwarning = _show_warning
+    warnings.formatwarning = _warning_line
     from .io import ImageError
     from .priors import CheckpointError
     from .samplers import DivergenceError
@@ -431,7 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"spgd {args.command}: error: {detail}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"spgd {args.command}: interrupted", file=sys.stderr)
+        kept = (f"; the finished images are kept in {args.output} and the same command resumes"
+                if args.command == "restore" else "")
+        print(f"spgd {args.command}: interrupted{kept}", file=sys.stderr)
         return 130
 
 

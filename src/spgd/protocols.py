@@ -159,7 +159,9 @@ class Restorer(Protocol):
     both when it cannot restore that operator's measurements. `describe()`: its resolved settings as plain
     values (config.yaml). `restore(operator, y, seeds)` returns images in [-1, 1], image i seeded by seeds[i];
     with on_nan="mark" a failed image comes back NaN and `trace.failed`/`trace.reasons` say why; `stop()`
-    is asked at every step and, once true, ends the run by raising `Stopped`.
+    is asked at every step and, once true, ends the run by raising `Stopped`. `progress`: bars of its own
+    (True), none (False), or the job's one bar (`spgd.progress.JobProgress`) to tick; `kept_runs`: where the
+    finished runs of a mean of runs are kept across an interruption (`spgd.samplers.mean_of_runs`).
     """
 
     name: str
@@ -172,5 +174,5 @@ class Restorer(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
     def restore(self, operator: Operator, y: Tensor, seeds: Sequence[int], *, x_start: Tensor | None = None,
-                trace: Any = None, progress: bool = True, on_nan: str | None = None,
-                stop: Callable[[], bool] | None = None) -> Tensor: ...
+                trace: Any = None, progress: Any = True, on_nan: str | None = None,
+                stop: Callable[[], bool] | None = None, kept_runs: Any = None) -> Tensor: ...

@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 from torch import Tensor
 
 from .priors.tiled import check_tiling, for_size
+from .progress import JobProgress
 from .protocols import Denoiser, Operator, Stopped
 from .samplers import get_sampler, mean_of_runs
 from .samplers.common import Trace
@@ -63,15 +64,16 @@ class PosteriorRestorer:
         return {"sampler": self.sampler, "sampler_settings": dict(self.settings), "tiling": self.tiling}
 
     def restore(self, operator: Operator, y: Tensor, seeds: Sequence[int], *, x_start: Tensor | None = None,
-                trace: Trace | None = None, progress: bool = True, on_nan: str | None = None,
-                stop: Callable[[], bool] | None = None) -> Tensor:
+                trace: Trace | None = None, progress: bool | JobProgress = True, on_nan: str | None = None,
+                stop: Callable[[], bool] | None = None, kept_runs: Any = None) -> Tensor:
         """Images in [-1, 1] from measurements y: the sampler, on tiles where the prior is of another size,
-        as the mean of `mean_of` runs."""
+        as the mean of `mean_of` runs (`progress`: bars of their own, or ticks of the job's one bar, without
+        the tiles' bar; `kept_runs`: finished runs kept across an interruption, `mean_of_runs`)."""
         settings = dict(self.settings)
         if on_nan is not None:
             settings["on_nan"] = on_nan
         runs, antithetic = int(settings.pop("mean_of", 1)), bool(settings.pop("antithetic", False))
-        prior = for_size(self.prior, operator.input_shape(y)[-2:], progress=progress, tiling=self.tiling)
+        prior = for_size(self.prior, operator.input_shape(y)[-2:], progress=progress is True, tiling=self.tiling)
         sampler = get_sampler(self.sampler)
 
         def run(prior: Any, operator: Operator, y: Tensor, *, seed: int | Sequence[int] = 0, **kw: Any) -> Tensor:
@@ -80,4 +82,5 @@ class PosteriorRestorer:
                            seed=seed, **kw)
 
         return mean_of_runs(run, prior, operator, y, runs=runs, antithetic=antithetic, x_start=x_start,
-                            seed=list(seeds), trace=stopping_trace(trace, stop), progress=progress, **settings)
+                            seed=list(seeds), trace=stopping_trace(trace, stop), progress=progress,
+                            kept_runs=kept_runs, **settings)

@@ -199,14 +199,15 @@ def mark_transparent(operator: Operator, images: Sequence[io.InputImage], paths:
 
 
 def restore_batch(spec: RunSpec, seeds: list[int], clean: Tensor | None = None, measured: Tensor | None = None,
-                  operator: Operator | None = None, trace: Trace | None = None, progress: bool = True,
+                  operator: Operator | None = None, trace: Trace | None = None, progress: Any = True,
                   keep_measured: bool = False, stop: Callable[[], bool] | None = None,
-                  files: Sequence[Path] | None = None) -> BatchResult:
+                  files: Sequence[Path] | None = None, kept_runs: Any = None) -> BatchResult:
     """Restore one batch with the spec's Restorer: simulate the measurement of `clean` ([0, 1]) with `seeds`,
     or take `measured` y (read from `files`, whose coding a JPEG operator reads); `keep_measured` puts the pixels y
     measures directly back into the result (`spgd.api.keep_measured_pixels`). `stop`: the Restorer's stop
-    callback. Parameters a measurement tells and the run was not given are estimated or read first
-    (`fit_to_measurement`, returned in `estimated`).
+    callback; `kept_runs`: the finished runs of a mean of runs, kept across an interruption. Parameters a
+    measurement tells and the run was not given are estimated or read first (`fit_to_measurement`, returned
+    in `estimated`).
 
     A diverging image does not stop the others: it is reported in `failed_steps` (and comes back NaN).
     """
@@ -219,7 +220,8 @@ def restore_batch(spec: RunSpec, seeds: list[int], clean: Tensor | None = None, 
     estimated = operator.fit_to_measurement(y, files) if clean is None else {}
     check_measurement(y, operator, restorer)
     trace = trace or Trace(keep_images=False, curves=False)
-    x = restorer.restore(operator, y, seeds, trace=trace, progress=progress, on_nan="mark", stop=stop)
+    x = restorer.restore(operator, y, seeds, trace=trace, progress=progress, on_nan="mark", stop=stop,
+                         kept_runs=kept_runs)
     restored = to_image_range(keep_measured_pixels(x, y, operator) if keep_measured else x).cpu()
     failed = [trace.failed.get(k, -1 if bool(torch.isnan(restored[k]).any()) else None)
               for k in range(len(seeds))]

@@ -184,8 +184,8 @@ class DiffIRModel:
                 if key.endswith("_range") and v is not None}
 
     def restore(self, operator: Any, y: Tensor, seeds: Sequence[int], *, x_start: Tensor | None = None,
-                trace: Trace | None = None, progress: bool = True, on_nan: str | None = None,
-                stop: Callable[[], bool] | None = None) -> Tensor:
+                trace: Trace | None = None, progress: Any = True, on_nan: str | None = None,
+                stop: Callable[[], bool] | None = None, kept_runs: Any = None) -> Tensor:
         """Images in [-1, 1] from measurements y (`x_start`: the IPR chain's start z_T, N x IPR length); a
         non-finite result raises `DivergenceError` (on_nan "raise") or is reported in `trace.failed` ("mark").
         `stop` is asked before every block of the network."""
@@ -200,7 +200,8 @@ class DiffIRModel:
 
         with _stopping(self.network, stop):
             x = mean_of_runs(once, self, operator, y, runs=int(settings["mean_of"]),
-                             antithetic=bool(settings["antithetic"]), seed=list(seeds), x_start=x_start, trace=trace)
+                             antithetic=bool(settings["antithetic"]), seed=list(seeds), x_start=x_start, trace=trace,
+                             kept_runs=kept_runs)
         bad = [k for k in range(x.shape[0]) if not bool(torch.isfinite(x[k]).all())]
         if bad and on_nan == "raise":
             raise DivergenceError("diffir", 0, bad, "the network's output is not finite", "check the measurement")

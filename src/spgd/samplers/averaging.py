@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 from torch import Tensor
 
+from ..progress import JobProgress
 from ..seeding import Seeds, image_seeds, stream_seed
 from .common import Trace
 
@@ -31,12 +32,15 @@ def run_seeds(seeds: Sequence[int], k: int) -> list[int]:
 
 def mean_of_runs(sampler: Callable[..., Tensor], prior: Any, operator: Any, y: Tensor, *, runs: int,
                  antithetic: bool = False, seed: int | Sequence[int] = 0, x_start: Tensor | None = None,
-                 trace: Trace | None = None, **settings: Any) -> Tensor:
+                 trace: Trace | None = None, kept_runs: Any = None, **settings: Any) -> Tensor:
     """The per-image mean of `runs` runs of `sampler` (in its own units): from independent seeds, or with
     `antithetic` as pairs of a seed's draws and their negatives (run 2j + 1 is run 2j's twin).
 
     An image fails (NaN) if any of its runs fails. `trace` records every run, one after another (its
     curves hold runs x steps entries; a progress display sees every step, a cancel stops any run).
+    `kept_runs` (`get(k)` / `put(k, x)`, e.g. files of an interrupted job): run k is taken from it when it
+    holds it and put there when done, so a stopped mean loses no finished run (a run depends on its seeds
+    alone, so a kept one is the run itself).
     """
     if runs < 1:
         raise ValueError(f"mean_of must be >= 1, got {runs}")
@@ -46,10 +50,19 @@ def mean_of_runs(sampler: Callable[..., Tensor], prior: Any, operator: Any, y: T
         raise ValueError("x_start fixes every run's start: a mean of runs needs seeded starts")
     seeds = image_seeds(seed, y.shape[0])
     total = None
+    progress = settings.get("progress")
     for k in range(runs):
+        if isinstance(progress, JobProgress):
+            progress.start_run(k, runs)
         twin = antithetic and k % 2 == 1
         run = Seeds(tuple(run_seeds(seeds, k - 1 if twin else k)), -1 if twin else 1)
-        x = sampler(prior, operator, y, seed=run, trace=trace, **settings)
+        x = kept_runs.get(k) if kept_runs is not None else None
+        if x is not None:
+            x = x.to(y.device)
+        else:
+            x = sampler(prior, operator, y, seed=run, trace=trace, **settings)
+            if kept_runs is not None:
+                kept_runs.put(k, x)
         total = x if total is None else total + x
     return total / runs
 

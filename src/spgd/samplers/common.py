@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..progress import JobProgress
 from ..protocols import Operator, Stopped
 from ..seeding import SeedLike, start_draws
 
@@ -219,13 +220,17 @@ class Loop:
     """
 
     def __init__(self, name: str, steps: int, y: Tensor, noise_sigma: float, on_nan: str, check_every: int,
-                 hint: str, trace: Trace | None, progress: bool) -> None:
+                 hint: str, trace: Trace | None, progress: "bool | JobProgress") -> None:
         self.guard = DivergenceGuard(name, y, noise_sigma, on_nan, check_every, hint, trace)
         self.steps, self.trace = steps, trace
-        self.bar = tqdm(range(steps), desc=name, disable=not progress, leave=False)
+        if isinstance(progress, JobProgress):  # the job's one bar
+            self.bar, self.steps_iter = progress, progress.steps(steps)
+        else:
+            self.bar = tqdm(range(steps), desc=name, disable=not progress, leave=False)
+            self.steps_iter = iter(self.bar)
 
     def __iter__(self) -> Iterator[int]:
-        for i in self.bar:
+        for i in self.steps_iter:
             yield i
             if self.guard.all_failed:
                 break

@@ -13,6 +13,7 @@ import torch
 from .. import io
 from ..run import make_spec
 from ..seeding import make_generators
+from ..tasks import preset_methods
 from .files import USER_ERRORS, PageError, check_task, check_upload, kernel_image, tidy, to_array, upscale, view, whole
 from .form import BUILTIN, MEASURED, form_spec, model_choices, request_model, task_form
 from .jobs import RestoreRequest, Runner, prepare
@@ -41,6 +42,11 @@ class WebApp:
 
     def model_choices(self, sampler: str) -> list[str]:
         return model_choices(self.models, sampler, self.offer_builtin)
+
+    def task_sampler(self, task: str, current: str) -> str:
+        """The method the page turns to for `task`: the first its preset names that a model here serves (the
+        command line's default without --sampler), else `current`."""
+        return next((name for name in preset_methods(check_task(task)) if self.model_choices(name)), current)
 
     def image_size(self, sampler: str, model: str | None, task: str) -> tuple[int, int]:
         """(H, W) of the images the chosen model is made for (256 for one of any size); for `BUILTIN`, those

@@ -138,6 +138,12 @@ def build_page(app: WebApp) -> Any:
                     gr.update(info=lr_info, interactive=form["has_lr"], value=None),
                     gr.update(value=SIMULATE) if not form["measured"] else gr.update())
 
+        def on_task_sampler(chosen_task: str, chosen_sampler: str) -> Any:
+            try:
+                return gr.update(value=app.task_sampler(chosen_task, chosen_sampler))
+            except PageError as exc:
+                raise _page_error(gr, exc) from None
+
         def on_sampler(chosen_sampler: str, chosen_model: str | None) -> Any:
             choices = app.model_choices(chosen_sampler)
             kept = chosen_model if chosen_model in choices else next(iter(choices), None)
@@ -191,6 +197,7 @@ def build_page(app: WebApp) -> Any:
         for trigger in (task.change, model.change, image_file.change, resize.change):
             trigger(on_task, form_inputs, form_outputs)
         sampler.change(on_sampler, [sampler, model], model).then(on_task, form_inputs, form_outputs)
+        task.change(on_task_sampler, [task, sampler], sampler)  # the task's own method, as without --sampler
         page.load(on_task, form_inputs, form_outputs)
         draw_kernel.click(on_draw_kernel, [task, sampler, model, seed], [kernel_file, kernel_view])
         kernel_file.change(on_kernel, kernel_file, kernel_view)
