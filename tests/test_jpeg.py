@@ -107,3 +107,27 @@ def test_a_jpeg_file_restores_with_nothing_but_the_file(tmp_path, tiny_prior_pat
     assert entry["estimated"] == {"quality": 15, "subsampling": "4:2:0", "tables": "read from the file"}
     restored = np.asarray(Image.open(tmp_path / "out" / "photo.png"))
     assert restored.shape == (64, 64, 3)  # the file's size comes back
+
+
+def test_super_resolution_of_a_jpeg_is_the_chain_of_the_two_operators(tmp_path, tiny_prior_path):
+    """`super_resolution_jpeg` simulates exactly the JPEG file of the downscaled image, differentiates the chain of
+    the two float operators, inverts with the resize's pseudo-inverse of the decode, and reads a measured low-res
+    .jpg's tables: a 16x16 file restores at 64x64 with nothing else said."""
+    x = as_x(crop(64, 64))
+    chain = spgd.make_operator("super_resolution_jpeg", scale=4, quality=30)
+    resize, jpeg = spgd.make_operator("super_resolution", scale=4), spgd.make_operator("jpeg", quality=30)
+    y = chain.measure(x)
+    assert torch.equal(y, jpeg.measure(resize.A(x))) and y.shape == (1, 3, 16, 16)
+    assert chain.input_shape(y) == (1, 3, 64, 64) and torch.equal(chain.A_pinv(y), resize.A_pinv(y))
+    assert not chain.supports("svd")
+    x.requires_grad_(True)
+    chain.A(x).square().sum().backward()
+    assert x.grad is not None and bool(torch.isfinite(x.grad).all()) and x.grad.abs().sum() > 0
+    Image.fromarray(np.asarray(Image.fromarray(crop(64, 64)).resize((16, 16), Image.BICUBIC))).save(
+        tmp_path / "small.jpg", quality=35)
+    assert main(["restore", "-t", "super_resolution_jpeg", "-i", str(tmp_path / "small.jpg"), "-o",
+                 str(tmp_path / "out"), "-m", str(tiny_prior_path), "--sampler", "ddnm", "--steps", "10",
+                 "--threads", "1"]) == 0
+    entry = json.loads((tmp_path / "out" / "metrics.json").read_text())["images"]["small.jpg"]
+    assert entry["estimated"]["quality"] == 35 and (entry["width"], entry["height"]) == (64, 64)
+    assert np.asarray(Image.open(tmp_path / "out" / "small.png")).shape == (64, 64, 3)

@@ -13,6 +13,7 @@ from .blur import Blur, GaussianBlur, MotionBlur, gaussian_kernel
 from .hdr import HighDynamicRange
 from .inpainting import Inpainting, load_mask
 from .jpeg import Jpeg
+from .super_resolution_jpeg import SuperResolutionJpeg
 from .phase_retrieval import PhaseRetrieval
 from .super_resolution import SuperResolution
 
@@ -35,6 +36,7 @@ _FACTORIES: dict[str, Callable[[], type[Operator]]] = {
     "hdr": lambda: HighDynamicRange,
     "denoising": lambda: Denoising,
     "jpeg": lambda: Jpeg,
+    "super_resolution_jpeg": lambda: SuperResolutionJpeg,
     "nonlinear_blur": _nonlinear_blur,
 }
 _ALIASES = {"down_sampling": "super_resolution", "high_dynamic_range": "hdr"}
