@@ -40,10 +40,11 @@ EXAMPLES = {
     "denoising": (dict(sigma=12.75), (3, 8, 8)),
     "jpeg": (dict(quality=50, subsampling="4:4:4"), (3, 16, 16)),  # 4:2:0: tests/test_jpeg.py
     "super_resolution_jpeg": (dict(scale=2, quality=50, subsampling="4:4:4"), (3, 32, 32)),
+    "real_sr": (dict(scale=2, noise_sigma=0.1), (3, 16, 16)),
     "nonlinear_blur": (dict(noise_sigma=0.1), (3, 128, 128)),
 }
 REGISTERED = sorted(set(operator_names()) - set(OPERATOR_ALIASES))
-HAS_SVD = {"super_resolution", "inpainting", "gaussian_blur", "denoising"}  # the examples' SVDs (blur's kernel is not separable)
+HAS_SVD = {"super_resolution", "inpainting", "gaussian_blur", "denoising", "real_sr"}  # the examples' SVDs (blur's kernel is not separable)
 
 
 def build(name: str, request) -> tuple:
@@ -251,7 +252,7 @@ def test_every_operator_at_odd_sizes_maps_shapes_adjoints_and_inverts_or_says_wh
     params, (channels, _, _) = EXAMPLES[name]
     op = make_operator(name, **params)
     shape = (2, channels, *size)
-    if name.startswith("super_resolution"):  # also the SR of a JPEG
+    if name in ("super_resolution", "super_resolution_jpeg", "real_sr"):  # every SR: a multiple of the scale
         with pytest.raises(ValueError, match=r"^super_resolution: image size 31x37 \(WxH\) is not divisible by the "
                                              r"scale 2|^super_resolution: image size 500x375 \(WxH\) is not divisible"):
             op.measurement_shape(shape[1:])

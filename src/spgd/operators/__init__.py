@@ -13,6 +13,7 @@ from .blur import Blur, GaussianBlur, MotionBlur, gaussian_kernel
 from .hdr import HighDynamicRange
 from .inpainting import Inpainting, load_mask
 from .jpeg import Jpeg
+from .real_world import RealWorldSR
 from .super_resolution_jpeg import SuperResolutionJpeg
 from .phase_retrieval import PhaseRetrieval
 from .super_resolution import SuperResolution
@@ -37,6 +38,7 @@ _FACTORIES: dict[str, Callable[[], type[Operator]]] = {
     "denoising": lambda: Denoising,
     "jpeg": lambda: Jpeg,
     "super_resolution_jpeg": lambda: SuperResolutionJpeg,
+    "real_sr": lambda: RealWorldSR,
     "nonlinear_blur": _nonlinear_blur,
 }
 _ALIASES = {"down_sampling": "super_resolution", "high_dynamic_range": "hdr"}
