@@ -353,7 +353,10 @@ def test_invalid_settings_are_clear_errors(name, bad, message):
 def test_presets_hold_only_real_task_specific_settings(task):
     preset = load_task(task)
     assert set(preset) <= {"default", "description", "operator", "sampler", *SAMPLERS}, task
-    assert preset.get("sampler", "spgd") in SAMPLERS, task  # the method the task runs when none is named
+    from spgd.methods import METHODS
+    from spgd.tasks import preset_methods
+
+    assert set(preset_methods(task)) <= set(METHODS), task  # the methods the task runs when none is named
     for name in SAMPLERS:
         defaults = sampler_settings(name)
         for key, value in preset_settings(preset, name).items():

@@ -279,7 +279,9 @@ def _tasks(args: argparse.Namespace) -> int:
     task = load_task(args.name)
     model = load_model("spgd", args.model, args.arch)
     args.task = args.name
-    print(f"{args.name}: {task.get('description', '')}\nmodel: {args.model} ({model.description})")
+    print(f"{args.name}: {task.get('description', '')}\nmodel: {args.model} ({model.description})\n"
+          f"without --sampler: {' or '.join(preset_methods(args.name))} (the first that takes the model; "
+          "diffir: the built-in weights when no --model is given)")
     for sampler in METHODS if args.sampler == "all" else [args.sampler or default_method(preset_methods(args.name), args.model)]:
         args.sampler = sampler
         operator, settings = overrides_from_args(args)
