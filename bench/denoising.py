@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ import torch
 import spgd
 from spgd import harness, io
 from spgd.harness import Method
-from spgd.io import atomic_write_bytes
 from spgd.methods import load_model
 from spgd.metrics import image_scores
 from spgd.priors import load_prior
@@ -114,35 +112,22 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sets", nargs="+", default=["tune"], help="tune, CBSD68, or folders")
     p.add_argument("--sigmas", nargs="+", type=float, default=[15, 25, 50], help="levels in 8-bit units")
-    p.add_argument("--limit", type=int)
-    p.add_argument("--prior", default="builtin:natural")
-    p.add_argument("--samplers", nargs="*", default=[], metavar="NAME[:KEY=VALUE,...]")
     p.add_argument("--diffir", nargs="*", default=[], help="DiffIR denoising weight files (builtin:diffir-natural_denoise)")
     p.add_argument("--self-ensemble", action="store_true", help="also each DiffIR with its 8-transform self-ensemble")
-    p.add_argument("--lpips", action="store_true")
-    p.add_argument("--shard", type=lambda t: tuple(int(v) for v in t.split("/")), default=(0, 1), metavar="I/N")
-    p.add_argument("--out", type=Path, required=True)
+    harness.add_arguments(p)
     args = p.parse_args()
     torch.set_num_threads(1)
-    report: dict[str, Any] = {"sets": {}}
+    report: dict[str, Any] = {}
     for sigma in args.sigmas:
         table = methods(args, sigma)
-        sets = {f"{name} sigma {sigma:g}": images(name)[:args.limit] for name in args.sets}
-        records = harness.run(args.out, sets, table, {"name": "denoising", "sigma": sigma}, score(args.lpips),
-                              shard=args.shard, log=lambda line: print(line, flush=True))
-        for name_set, rows in records.items():
-            report["sets"][name_set] = {name: harness.summarise(got, table[name].parameters)
-                                        for name, got in rows.items() if got}
-    atomic_write_bytes(args.out / "results.json", json.dumps(report, indent=1).encode())
-    lines = ["| set | method | PSNR | SSIM | LPIPS | s / image |", "|---|---|---|---|---|---|"]
-    for name_set, rows in report["sets"].items():
-        for name, row in rows.items():
-            lines.append(f"| {name_set} | {name} | {row['psnr']:.2f} | {row['ssim']:.4f} | "
-                         f"{row.get('lpips', float('nan')):.3f} | {row['seconds']:.3g} |")
-    for name, values in PUBLISHED.items():
-        lines.append(f"| CBSD68 (published) | {name} | {' / '.join(f'{v:.2f}' for v in values)} (15 / 25 / 50) | | | |")
-    atomic_write_bytes(args.out / "results.md", ("\n".join(lines) + "\n").encode())
-    print("\n".join(lines))
+        sets = {f"{Path(name).name} sigma {sigma:g}": images(name)[:args.limit] for name in args.sets}
+        operator = {"name": "denoising", "sigma": sigma}
+        report.update(harness.summaries(args.out, sets, table, operator, score(args.lpips), args.shard))
+    for name, values in PUBLISHED.items():  # the published CBSD68 PSNRs beside the measured rows
+        for sigma, value in zip((15, 25, 50), values):
+            report.setdefault(f"CBSD68 (481x321) sigma {sigma}, published", {})[name] = {"psnr": value}
+    print(harness.write_report(args.out, report, [("PSNR", "psnr", ".2f"), ("SSIM", "ssim", ".4f"),
+                                                  ("LPIPS", "lpips", ".3f"), ("s / image", "seconds", ".3g")]))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ first N. Every (method, image) score is kept in OUT/records/ and reused on a rer
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ import torch
 import spgd
 from spgd import harness, io
 from spgd.harness import Method
-from spgd.io import atomic_write_bytes
 from spgd.methods import load_model
 from spgd.metrics import image_scores, psnr_b, psnr_y
 from spgd.priors import load_prior
@@ -85,32 +83,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sets", nargs="+", default=["BSD100"], help="BSD100, tune, or folders")
     p.add_argument("--qualities", nargs="+", type=int, default=[10, 20, 30, 40], help="IJG qualities")
-    p.add_argument("--limit", type=int)
-    p.add_argument("--prior", default="builtin:natural")
-    p.add_argument("--samplers", nargs="*", default=[], metavar="NAME[:KEY=VALUE,...]")
     p.add_argument("--diffir", nargs="*", default=[], help="DiffIR JPEG weight files (builtin:diffir-natural_jpeg)")
-    p.add_argument("--lpips", action="store_true")
-    p.add_argument("--shard", type=lambda t: tuple(int(v) for v in t.split("/")), default=(0, 1), metavar="I/N")
-    p.add_argument("--out", type=Path, required=True)
+    harness.add_arguments(p)
     args = p.parse_args()
     torch.set_num_threads(1)
-    report: dict[str, Any] = {"sets": {}}
+    report: dict[str, Any] = {}
     for quality in args.qualities:
         table = methods(args, quality)
-        sets = {f"{name} q{quality}": images(name)[:args.limit] for name in args.sets}
-        records = harness.run(args.out, sets, table, {"name": "jpeg", "quality": quality, "subsampling": "4:2:0"},
-                              score(args.lpips), shard=args.shard, log=lambda line: print(line, flush=True))
-        for name_set, rows in records.items():
-            report["sets"][name_set] = {name: harness.summarise(got, table[name].parameters)
-                                        for name, got in rows.items() if got}
-    atomic_write_bytes(args.out / "results.json", json.dumps(report, indent=1).encode())
-    lines = ["| set | method | RGB PSNR | Y PSNR | PSNR-B (Y) | SSIM | LPIPS | s / image |", "|---|---|---|---|---|---|---|---|"]
-    for name_set, rows in report["sets"].items():
-        for name, row in rows.items():
-            lines.append(f"| {name_set} | {name} | {row['psnr']:.2f} | {row['psnr_y']:.2f} | {row['psnr_b']:.2f} | "
-                         f"{row['ssim']:.4f} | {row.get('lpips', float('nan')):.3f} | {row['seconds']:.3g} |")
-    atomic_write_bytes(args.out / "results.md", ("\n".join(lines) + "\n").encode())
-    print("\n".join(lines))
+        sets = {f"{Path(name).name} q{quality}": images(name)[:args.limit] for name in args.sets}
+        operator = {"name": "jpeg", "quality": quality, "subsampling": "4:2:0"}
+        report.update(harness.summaries(args.out, sets, table, operator, score(args.lpips), args.shard))
+    print(harness.write_report(args.out, report, [("RGB PSNR", "psnr", ".2f"), ("Y PSNR", "psnr_y", ".2f"),
+                                                  ("PSNR-B (Y)", "psnr_b", ".2f"), ("SSIM", "ssim", ".4f"),
+                                                  ("LPIPS", "lpips", ".3f"), ("s / image", "seconds", ".3g")]))
 
 
 if __name__ == "__main__":

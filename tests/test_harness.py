@@ -112,3 +112,24 @@ def test_antithetic_runs_scores_the_twins_mean_of_runs_makes(tmp_path, tiny_prio
         assert psnr_y(mean, clean, crop_border=4)[0].item() == pytest.approx(scores[name], abs=0.02)
     assert scores["2 antithetic"] != scores["2 independent"]
     assert sorted(p.name for p in (tmp_path / "out").glob("*.pt")) == ["a_run0+.pt", "a_run0-.pt", "a_run1+.pt"]
+
+
+def test_the_jpeg_and_denoising_scripts_score_the_files_and_their_rerun_restores_nothing(tmp_path):
+    """bench/jpeg.py: the decode row is the libjpeg file of the image, its PSNR-B is the luma's; bench/denoising.py:
+    the noisy row is the seeded noise; both write their tables and a rerun reuses every record."""
+    files = images(tmp_path / "photos", sizes=(48, 64))
+    bench("jpeg.py", "--sets", str(tmp_path / "photos"), "--qualities", "20", "--out", str(tmp_path / "jpeg"))
+    clean = io.load_image(files[0])[None]
+    decoded = (spgd.make_operator("jpeg", quality=20).measure(clean * 2 - 1) + 1) / 2
+    record = json.loads((tmp_path / "jpeg" / "records" / "photos q20" / "decode" / "img_0.json").read_text())
+    assert abs(record["psnr_b"] - float(spgd.metrics.psnr_b(decoded.double(), clean.double()))) < 1e-6
+    assert record["psnr_b"] <= record["psnr_y"] + 1e-9  # the blocking factor only lowers it
+    assert "| photos q20 | decode |" in (tmp_path / "jpeg" / "results.md").read_text()
+    bench("denoising.py", "--sets", str(tmp_path / "photos"), "--sigmas", "25", "--out", str(tmp_path / "noise"))
+    noisy = json.loads((tmp_path / "noise" / "records" / "photos sigma 25" / "noisy_input" / "img_1.json").read_text())
+    assert 19 < noisy["psnr"] < 22  # 25/255 white noise: 20.2 dB before clipping
+    report = json.loads((tmp_path / "noise" / "results.json").read_text())["sets"]
+    assert report["CBSD68 (481x321) sigma 25, published"]["CBM3D (published)"]["psnr"] == 30.71
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "noise" / "records").rglob("*.json")}
+    bench("denoising.py", "--sets", str(tmp_path / "photos"), "--sigmas", "25", "--out", str(tmp_path / "noise"))
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "noise" / "records").rglob("*.json")} == stamps

@@ -14,7 +14,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from torch import Tensor
@@ -123,3 +123,39 @@ def summarise(rows: Iterable[dict[str, Any]], parameters: float = 0.0) -> dict[s
     counted = next((r["macs"] for r in rows if "macs" in r), None)
     summary["gmacs"] = counted / 1e9 if counted is not None else None
     return summary
+
+
+def summaries(out: Path, sets: dict[str, list[Path]], methods: dict[str, Method], operator: dict[str, Any],
+              score: Callable[[Tensor, Tensor], dict[str, Any]], shard: tuple[int, int] = (0, 1)
+              ) -> dict[str, dict[str, dict[str, Any]]]:
+    """`run`, then each method's records summarised (`summarise`): {set: {method: its row}}, the methods with no
+    record (another shard's) left out; progress lines printed as they come."""
+    records = run(out, sets, methods, operator, score, shard=shard, log=lambda line: print(line, flush=True))
+    return {name_set: {name: summarise(got, methods[name].parameters) for name, got in rows.items() if got}
+            for name_set, rows in records.items()}
+
+
+def add_arguments(parser: Any) -> None:
+    """The flags every harness script shares: --limit, --prior, --samplers, --lpips, --shard, --out."""
+    parser.add_argument("--limit", type=int, help="only the first N images of each set")
+    parser.add_argument("--prior", default="builtin:natural", help="the diffusion prior of --samplers")
+    parser.add_argument("--samplers", nargs="*", default=[], metavar="NAME[:KEY=VALUE,...]")
+    parser.add_argument("--lpips", action="store_true", help="also score LPIPS (AlexNet)")
+    parser.add_argument("--shard", type=lambda t: tuple(int(v) for v in t.split("/")), default=(0, 1), metavar="I/N",
+                        help="restore only the images k with k mod N = I (N processes share one --out)")
+    parser.add_argument("--out", type=Path, required=True, help="records, results.json and results.md (resumed)")
+
+
+def write_report(out: Path, report: dict[str, dict[str, dict[str, Any]]],
+                 columns: Sequence[tuple[str, str, str]]) -> str:
+    """OUT/results.json ({"sets": report}) and OUT/results.md, one row per set and method with `columns`
+    ((header, summary key, format)); a score a row lacks shows as nan. Returns the markdown."""
+    io.atomic_write_bytes(out / "results.json", json.dumps({"sets": report}, indent=1).encode())
+    lines = ["| set | method | " + " | ".join(h for h, _, _ in columns) + " |", "|---" * (len(columns) + 2) + "|"]
+    for name_set, rows in report.items():
+        for name, row in rows.items():
+            cells = [format(row.get(key, float("nan")), fmt) for _, key, fmt in columns]
+            lines.append(f"| {name_set} | {name} | " + " | ".join(cells) + " |")
+    markdown = "\n".join(lines) + "\n"
+    io.atomic_write_bytes(out / "results.md", markdown.encode())
+    return markdown
