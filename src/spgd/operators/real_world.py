@@ -198,7 +198,7 @@ class RealWorldSR(SuperResolution):
         self.measurement_shape(x.shape[1:])  # sides must be multiples of the scale
         generators = as_generators(generator, x.shape[0])
         with torch.no_grad():
-            low = [degrade(((image[None].double().cpu() + 1) / 2).clamp(0, 1), self.scale, g)
+            low = [degrade(((image[None].float().cpu() + 1) / 2).clamp(0, 1), self.scale, g)
                    for image, g in zip(x, generators)]
         return (torch.cat(low) * 2 - 1).to(x.device, x.dtype)
 
