@@ -13,6 +13,7 @@ from skimage import data
 
 import spgd
 from spgd.cli import main
+from spgd.metrics import psnr
 from spgd.operators.noise_level import estimate_noise_level, patch_pca, wavelet_mad
 from spgd.priors.gaussian import GaussianPrior
 from spgd.samplers import SAMPLERS
@@ -109,7 +110,7 @@ def test_the_shipped_blind_denoiser_restores_a_noisy_photo_with_nothing_else_giv
                      "--threads", "1"]) == 0
         restored = spgd.io.load_image(tmp_path / f"out{sigma}" / path.name)[None].double()
         stored = spgd.io.load_image(path)[None].double()
-        gain = float(spgd.metrics.psnr(restored, clean[None]) - spgd.metrics.psnr(stored, clean[None]))
+        gain = float(psnr(restored, clean[None]) - psnr(stored, clean[None]))
         assert gain > low, (sigma, gain)  # +7.47 and +10.86 dB with the shipped weights
     err = capsys.readouterr().err
     assert "DiffIR builtin:diffir-natural_denoise" in err and "warning" not in err
