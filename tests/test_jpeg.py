@@ -18,6 +18,7 @@ from spgd.operators.jpeg_codec import encode, ijg_tables
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PIL_SUBSAMPLING = {"4:2:0": 2, "4:4:4": 0}
+GAIN_Q15, GAIN_Q40 = 0.6, 0.5  # dB over the decode the shipped JPEG restorer must reach (measured +0.83, +0.71)
 
 
 def crop(height: int, width: int) -> np.ndarray:
@@ -131,3 +132,27 @@ def test_super_resolution_of_a_jpeg_is_the_chain_of_the_two_operators(tmp_path, 
     entry = json.loads((tmp_path / "out" / "metrics.json").read_text())["images"]["small.jpg"]
     assert entry["estimated"]["quality"] == 35 and (entry["width"], entry["height"]) == (64, 64)
     assert np.asarray(Image.open(tmp_path / "out" / "small.png")).shape == (64, 64, 3)
+
+
+def test_the_shipped_blind_jpeg_restorer_restores_a_jpeg_with_nothing_else_given(tmp_path):
+    """`-t jpeg` with no model or sampler: the built-in DiffIR JPEG restorer (trained on qualities 10-60 drawn per
+    crop), never told the quality, beats the decode; a file coded outside that range is said."""
+    from spgd.metrics import psnr
+
+    rgb = data.astronaut()[0:96, 160:256].copy()
+    clean = torch.from_numpy(rgb).permute(2, 0, 1)[None].double() / 255
+    for quality, low in ((15, GAIN_Q15), (40, GAIN_Q40)):
+        path = tmp_path / f"q{quality}.jpg"
+        Image.fromarray(rgb).save(path, quality=quality)
+        assert main(["restore", "-t", "jpeg", "-i", str(path), "-o", str(tmp_path / f"out{quality}"),
+                     "--threads", "1"]) == 0
+        restored = spgd.io.load_image(tmp_path / f"out{quality}" / f"q{quality}.png")[None].double()
+        decoded = spgd.io.load_image(path)[None].double()
+        gain = float(psnr(restored, clean) - psnr(decoded, clean))
+        assert gain > low, (quality, gain)
+    config = json.loads((tmp_path / "out15" / "metrics.json").read_text())["images"]["q15.jpg"]
+    assert config["model"] == "builtin:diffir-natural_jpeg" and config["estimated"]["quality"] == 15
+    Image.fromarray(rgb).save(tmp_path / "q5.jpg", quality=5)
+    with pytest.warns(UserWarning, match="quality 5 is outside the 10-60 these weights were trained on"):
+        assert main(["restore", "-t", "jpeg", "-i", str(tmp_path / "q5.jpg"), "-o", str(tmp_path / "out5"),
+                     "--threads", "1"]) == 0
