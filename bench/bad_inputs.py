@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import io
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -29,6 +30,7 @@ from spgd.io import raw_png
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT.parent / "shared" / "reference" / "tiny_adm64.pt"
 FAST = ["--steps", "2", "--inner-steps", "1"]
+PROGRESS_BAR = re.compile(r"\| *\d+/\d+ \[")  # a tqdm bar's "| 2/2 [" (the job's bar, left at its end)
 NOTICES = ("spgd: model: ", "spgd: threads: ")  # the lines naming the models and threads: information, not the answer
 
 
@@ -179,7 +181,8 @@ def run(args: list[str]) -> tuple[int, list[str], bool]:
             traceback.print_exc()
             code, traced = -1, True
     lines = [line.rsplit("\r", 1)[-1].strip() for line in err.getvalue().split("\n")]
-    return code, [line for line in lines if line and not line.startswith(NOTICES)], traced or any("Traceback" in line for line in lines)
+    shown = [line for line in lines if line and not line.startswith(NOTICES) and not PROGRESS_BAR.search(line)]
+    return code, shown, traced or any("Traceback" in line for line in lines)
 
 
 def markdown(rows: list[tuple[str, list[str], int, list[str], bool]], model: str) -> str:

@@ -47,7 +47,10 @@ class JobProgress:
         """The batch is written: the bar stands at its planned end whatever its methods ticked."""
         self.bar.update(self.ends[self.batch] - self.bar.n)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Close the bar; `failed`: erase it, so that the error that ended the job stands alone."""
+        if failed:
+            self.bar.leave = False
         self.bar.close()
 
     def _describe(self) -> None:

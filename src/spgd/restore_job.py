@@ -136,7 +136,7 @@ def run_restore(job: RestoreJob, trace_factory: Callable[[], Trace] | None = Non
         tqdm.write(f"spgd: resuming {job.output}: {len(batches) - len(todo)} of {len(batches)} batch(es) were "
                    "finished", file=sys.stderr)
     units = [int(g.spec.settings.get("mean_of", 1)) * int(g.spec.settings.get("steps", 1)) for g, _ in todo]
-    bar = JobProgress(units, disable=not progress)
+    bar, failed = JobProgress(units, disable=not progress), True
     try:
         for b, (group, batch) in enumerate(todo):
             paths = [job.inputs[i] for i in batch]
@@ -147,8 +147,9 @@ def run_restore(job: RestoreJob, trace_factory: Callable[[], Trace] | None = Non
                 _write_config(job, estimated)
             bar.end_batch()
             _write_metrics(job, entries)
+        failed = False
     finally:
-        bar.close()
+        bar.close(failed)
     results = _write_metrics(job, entries)
     summary = _summarise(results)
     failed = [name for name, entry in results.items() if entry["failed"]]
