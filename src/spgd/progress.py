@@ -16,12 +16,12 @@ from tqdm.auto import tqdm
 class JobProgress:
     """`units`: the steps each batch is planned to take (runs x steps); `disable`: no bar (tests, a page)."""
 
-    def __init__(self, units: Sequence[int], disable: bool = False, done: int = 0) -> None:
+    def __init__(self, units: Sequence[int], disable: bool = False) -> None:
         self.ends = [sum(units[: b + 1]) for b in range(len(units))]
-        self.bar = tqdm(total=self.ends[-1] if self.ends else 0, initial=self.ends[done - 1] if done else 0,
-                        unit="step", desc="restore", disable=disable, dynamic_ncols=True)
+        self.bar = tqdm(total=self.ends[-1] if self.ends else 0, unit="step", desc="restore", disable=disable,
+                        dynamic_ncols=True)
         self.disable = self.bar.disable
-        self.batch, self.label, self.run = done, "", ""
+        self.batch, self.label, self.run = 0, "", ""
 
     def start_batch(self, b: int, label: str) -> None:
         """Batch b (its images named in `label`) begins."""

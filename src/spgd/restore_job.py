@@ -136,20 +136,22 @@ def run_restore(job: RestoreJob, trace_factory: Callable[[], Trace] | None = Non
         tqdm.write(f"spgd: resuming {job.output}: {len(batches) - len(todo)} of {len(batches)} batch(es) were "
                    "finished", file=sys.stderr)
     units = [int(g.spec.settings.get("mean_of", 1)) * int(g.spec.settings.get("steps", 1)) for g, _ in todo]
-    bar, failed = JobProgress(units, disable=not progress), True
+    bar, request = JobProgress(units, disable=not progress), _request_text(job)
     try:
         for b, (group, batch) in enumerate(todo):
             paths = [job.inputs[i] for i in batch]
             bar.start_batch(b, f"{paths[0].name}{f' +{len(paths) - 1}' if len(paths) > 1 else ''} "
                                f"({len(entries) + len(paths)}/{len(job.inputs)})")
-            _restore_one_batch(job, group, batch, trace_factory, stop, bar, entries, rows, estimated)
+            kept = KeptRuns(job.output, hashlib.sha256((request + repr(batch)).encode()).hexdigest()[:16])
+            _restore_one_batch(job, group, batch, trace_factory, stop, bar, kept, entries, rows, estimated)
             if b == 0:
                 _write_config(job, estimated)
             bar.end_batch()
             _write_metrics(job, entries)
-        failed = False
-    finally:
-        bar.close(failed)
+    except BaseException:
+        bar.close(failed=True)
+        raise
+    bar.close()
     results = _write_metrics(job, entries)
     summary = _summarise(results)
     failed = [name for name, entry in results.items() if entry["failed"]]
@@ -160,14 +162,14 @@ def run_restore(job: RestoreJob, trace_factory: Callable[[], Trace] | None = Non
 
 
 def _restore_one_batch(job: RestoreJob, group: Any, batch: list[int], trace_factory: Callable[[], Trace] | None,
-                       stop: Callable[[], bool] | None, bar: JobProgress, entries: dict[int, dict[str, Any]],
-                       rows: dict[int, Any], estimated: dict[str, Any]) -> None:
-    """Restore one batch and write its images at once; its entries, grid rows and estimates into the dicts."""
+                       stop: Callable[[], bool] | None, bar: JobProgress, kept: "KeptRuns",
+                       entries: dict[int, dict[str, Any]], rows: dict[int, Any], estimated: dict[str, Any]) -> None:
+    """Restore one batch and write its images at once (its finished runs kept in `kept` until then); its
+    entries, grid rows and estimates into the dicts."""
     paths, size, spec = [job.inputs[i] for i in batch], group.size, group.spec
     seeds = [job.seed + i for i in batch]
     operator = spec.make_operator()
     trace = trace_factory() if trace_factory is not None else None
-    kept = _kept_runs(job, batch)
     if job.simulate:
         clean, images = read_clean(spec, operator, paths, job.resize, size)
         result = restore_batch(spec, seeds, clean=clean, operator=operator, trace=trace,
@@ -228,10 +230,9 @@ class KeptRuns:
             self.folder.rmdir()
 
 
-def _kept_runs(job: RestoreJob, batch: list[int]) -> KeptRuns:
-    """The kept runs of this request's batch (the key: the request as config.yaml states it, and the batch)."""
-    request = yaml.safe_dump(_comparable(_config(job, {})), sort_keys=True) + repr(batch)
-    return KeptRuns(job.output, hashlib.sha256(request.encode()).hexdigest()[:16])
+def _request_text(job: RestoreJob) -> str:
+    """The request as config.yaml states it, less what a run finds out: with a batch, the key of its kept runs."""
+    return yaml.safe_dump(_comparable(_config(job, {})), sort_keys=True)
 
 
 def _keep_finished(job: RestoreJob, group: Any, batch: list[int], done: dict[str, dict[str, Any]],
