@@ -35,6 +35,7 @@ EXAMPLES = {
              (3, 10, 10)),
     "gaussian_blur": (dict(kernel_size=5, std=1.0, noise_sigma=0.1), (3, 10, 10)),
     "motion_blur": (dict(kernel_size=5, intensity=0.5, noise_sigma=0.1), (3, 10, 10)),
+    "blind_deblur": (dict(kernel_size=5, noise_sigma=0.1), (3, 10, 10)),
     "phase_retrieval": (dict(noise_sigma=0.1), (1, 8, 8)),
     "hdr": (dict(noise_sigma=0.1), (3, 8, 8)),
     "denoising": (dict(sigma=12.75), (3, 8, 8)),
@@ -44,6 +45,7 @@ EXAMPLES = {
     "nonlinear_blur": (dict(noise_sigma=0.1), (3, 128, 128)),
 }
 REGISTERED = sorted(set(operator_names()) - set(OPERATOR_ALIASES))
+REFITS = {"blind_deblur"}  # operators that estimate a parameter from an image estimate (blind methods)
 HAS_SVD = {"super_resolution", "inpainting", "gaussian_blur", "denoising", "real_sr"}  # the examples' SVDs (blur's kernel is not separable)
 
 
@@ -75,6 +77,7 @@ def test_capabilities_are_what_the_operator_answers(name, request):
     op, x, y = measured(name, request)
     assert op.supports("adjoint") == op.linear
     assert op.supports("svd") == (name in HAS_SVD)
+    assert op.supports("refit") == (name in REFITS)
     if op.supports("svd"):
         assert op.svd(tuple(x.shape)).s.shape[-2:] == x.shape[-2:]
     else:
@@ -216,13 +219,13 @@ COSINE = sigmas_from_alpha_bars(cosine_alpha_bars(200))  # 200 levels, a cosine 
 SETTINGS = {"dps": dict(steps=8), "reddiff": dict(steps=8), "deqir": dict(steps=8, solver="sequential"),
             "spgd": dict(steps=4, inner_steps=1, lr=0.5), "daps": dict(steps=3, ode_steps=2, langevin_steps=2, lr=1e-3),
             "diffpir": dict(steps=8), "ddnm": dict(steps=8), "ddnm_plus": dict(steps=8), "ddrm": dict(steps=8),
-            "pigdm": dict(steps=8),
+            "pigdm": dict(steps=8), "fast_em": dict(steps=8, refit_every=0),
             "pnpdm": dict(steps=3, rho=1.0, rho_decay=0.5, rho_min=0.1, diffusion_steps=4, burn_in=1, samples=2)}
 # the DDPM chains: how each picks its 8 levels from the prior's ladder (DiffPIR skips its last level's call,
 # whose output the released code discards)
 CHAINS = {"dps": (respaced_indices, 8), "reddiff": (strided_indices, 8), "deqir": (strided_indices, 8),
           "ddnm": (strided_indices, 8), "ddnm_plus": (strided_indices, 8), "ddrm": (strided_indices, 8),
-          "pigdm": (strided_indices, 8), "diffpir": (quadratic_indices, 7)}
+          "pigdm": (strided_indices, 8), "diffpir": (quadratic_indices, 7), "fast_em": (quadratic_indices, 7)}
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))

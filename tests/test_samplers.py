@@ -47,6 +47,7 @@ EXACT = {
     "ddrm": dict(steps=100),
     "pigdm": dict(steps=100),
     "pnpdm": dict(steps=100, rho_min=0.02, samples=1),
+    "fast_em": dict(steps=100, refit_every=0),  # the operator known: its E-step loop alone (DiffPIR + CG)
 }
 # Tiny settings for the behaviour tests (determinism, NaN handling) on the Gaussian prior: they test
 # the samplers' own seeding and per-image bookkeeping (the ADM's batch independence is tested with SPGD).
@@ -62,6 +63,7 @@ FAST = {
     "ddrm": dict(steps=5),
     "pigdm": dict(steps=5, eta=0.5),
     "pnpdm": dict(steps=4, diffusion_steps=5, burn_in=1, samples=2),
+    "fast_em": dict(steps=5, refit_every=0),
 }
 # Tiny settings for the 64x64 ADM: a few network evaluations each (0.05..1 s each on 2 busy CPU cores).
 ADM = {
@@ -76,6 +78,7 @@ ADM = {
     "ddrm": dict(steps=2),
     "pigdm": dict(steps=2),
     "pnpdm": dict(steps=1, diffusion_steps=2, burn_in=0, samples=1),
+    "fast_em": dict(steps=3, refit_every=0),
 }
 
 
@@ -114,7 +117,7 @@ def exact_output(p: dict, name: str) -> torch.Tensor:
 # 0.31 / 0.40),
 # SPGD 0.31 / 0.21, DiffPIR 0.54 / 0.15, DDNM 0.30 / 0.39, DDNM+ 0.47 / 0.10, DDRM 0.42 / 0.09 (20
 # steps: 0.83 / 0.16), PiGDM 0.31 / 0.44, PnP-DM 0.22 / 0.14 (published rho_min = 0.3 and the mean of
-# 20 samples: 0.68 / 0.25). DAPS is furthest: its isotropic N(x0hat, sigma_t^2) model of p(x0 | x_t)
+# 20 samples: 0.68 / 0.25), Fast EM's loop with the operator known 0.53 / 0.14 (DiffPIR's, its data step by CG). DAPS is furthest: its isotropic N(x0hat, sigma_t^2) model of p(x0 | x_t)
 # ignores the prior's pixel correlations that fill the holes; RED-diff and DeqIR are not posterior
 # samplers (an Adam point estimate; a deterministic chain), nor is DDNM, which ignores the
 # noise (hence its SR distance); DiffPIR's rho uses half the noise std (its released units). The
@@ -122,7 +125,7 @@ def exact_output(p: dict, name: str) -> torch.Tensor:
 # are the prior mean (d = 2.9 / 2.2) and, for inpainting, the prior mean in the holes with A^+ y
 # elsewhere (d = 1.8).
 MEAN_BOUND = {"dps": 0.4, "daps": 0.75, "reddiff": 0.55, "deqir": 0.32, "spgd": 0.45, "diffpir": 0.72,
-              "ddnm": 0.52, "ddnm_plus": 0.62, "ddrm": 0.56, "pigdm": 0.58, "pnpdm": 0.3}
+              "ddnm": 0.52, "ddnm_plus": 0.62, "ddrm": 0.56, "pigdm": 0.58, "pnpdm": 0.3, "fast_em": 0.7}
 
 
 @pytest.mark.parametrize("name", sorted(EXACT))

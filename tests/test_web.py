@@ -285,6 +285,17 @@ def test_a_measured_upload_shows_what_the_restore_reads_from_it(app, tmp_path):
     assert config["estimated_from_the_measurement"]["noisy.png"]["sigma"] == level  # what the restore ran with
 
 
+def test_a_blind_deblur_upload_gives_the_kernel_among_the_files_and_says_so(app, tmp_path):
+    blurry = write_face_like(tmp_path / "shaken.png")
+    result, _ = finish(app, request(blurry, "blind_deblur", sampler="fast_em", mode=MEASURED, steps=4,
+                                    extra="refit_every=1"))
+    assert result["status"].startswith("Done")
+    names = [Path(f).name for f in result["files"]]
+    assert "shaken_kernel.png" in names and "shaken_kernel.npy" in names
+    assert "Estimated with the image: its kernel" in result["metrics"]
+    assert "Estimated from the image: noise_sigma" in result["metrics"]  # the level the restore ran with
+
+
 def test_visitors_never_see_each_others_runs(app, face, tmp_path):
     other = write_face_like(tmp_path / "other.png", seed=5)
     results, errors = {}, []

@@ -68,16 +68,17 @@ def strip_positions(steps: int, count: int = STRIP_CELLS) -> list[int]:
 
 
 def grid_row(clean: Tensor | None, measurement: Tensor, restored: Tensor, entry: dict[str, Any],
-             estimates: Sequence[tuple[int, Tensor]] = ()) -> Row:
+             estimates: Sequence[tuple[int, Tensor]] = (), maps: Sequence[Panel] = ()) -> Row:
     """One image's row of grid.png: clean (when known), the measurement's preview and the restored image,
-    with its scores (or why it failed) under it; `estimates`, (step, x0 estimate) pairs, become its strip."""
+    with its scores (or why it failed) under it, then `maps`, panels of what was estimated with it (a blind
+    blur's kernel); `estimates`, (step, x0 estimate) pairs, become its strip."""
     if entry.get("failed"):
         caption = f"failed at step {entry['failed_step']}" if entry.get("failed_step", -1) >= 0 else "failed"
     else:
         caption = ", ".join(f"PSNR {entry[k]:.2f} dB" if k == "psnr" else f"SSIM {entry[k]:.3f}"
                             for k in ("psnr", "ssim") if k in entry)
     panels = ([Panel("clean", clean)] if clean is not None else []) + [
-        Panel("measurement", measurement), Panel("restored", restored, caption)]
+        Panel("measurement", measurement), Panel("restored", restored, caption), *maps]
     return Row(panels, [Panel(f"x0, step {step + 1}", image) for step, image in estimates])
 
 

@@ -30,7 +30,8 @@ SIMULATED = ""  # the measurement the task's operator simulates from image k wit
 @dataclass
 class Method:
     """One row of a table: `restore(y, operator, clean, k)` -> [0, 1] images (`clean` only for an oracle such as
-    DiffIR's stage 1), its network's parameter count, and the measurement it restores (a key of `run`'s
+    DiffIR's stage 1), or (images, {score: value}) for a method that also scores what it estimated (a blind
+    method's kernel); its network's parameter count, and the measurement it restores (a key of `run`'s
     `measurements`; `SIMULATED` by default)."""
 
     restore: Callable[[Tensor, Any, Tensor, int], Tensor]
@@ -73,8 +74,9 @@ def run(out: Path, sets: dict[str, list[Path]], methods: dict[str, Method], oper
                     y[method.measurement] = (measurements or {})[method.measurement](clean, k)
                 start = time.perf_counter()
                 restored = method.restore(y[method.measurement], op, clean, k)
-                row = {**score(restored[0], clean[0]), "seconds": time.perf_counter() - start, "image": path.name,
-                       "size": list(clean.shape[-2:])}
+                restored, own = restored if isinstance(restored, tuple) else (restored, {})
+                row = {**score(restored[0], clean[0]), **own, "seconds": time.perf_counter() - start,
+                       "image": path.name, "size": list(clean.shape[-2:])}
                 if macs and k == 0:
                     counter = FlopCounterMode(display=False)
                     with counter:
@@ -126,11 +128,12 @@ def summarise(rows: Iterable[dict[str, Any]], parameters: float = 0.0) -> dict[s
 
 
 def summaries(out: Path, sets: dict[str, list[Path]], methods: dict[str, Method], operator: dict[str, Any],
-              score: Callable[[Tensor, Tensor], dict[str, Any]], shard: tuple[int, int] = (0, 1)
-              ) -> dict[str, dict[str, dict[str, Any]]]:
+              score: Callable[[Tensor, Tensor], dict[str, Any]], shard: tuple[int, int] = (0, 1),
+              load: Callable[[Path], Tensor] = io.load_image) -> dict[str, dict[str, dict[str, Any]]]:
     """`run`, then each method's records summarised (`summarise`): {set: {method: its row}}, the methods with no
     record (another shard's) left out; progress lines printed as they come."""
-    records = run(out, sets, methods, operator, score, shard=shard, log=lambda line: print(line, flush=True))
+    records = run(out, sets, methods, operator, score, load=load, shard=shard,
+                  log=lambda line: print(line, flush=True))
     return {name_set: {name: summarise(got, methods[name].parameters) for name, got in rows.items() if got}
             for name_set, rows in records.items()}
 

@@ -240,6 +240,19 @@ def save_image(x: Tensor, path: str | Path, like: InputImage | None = None) -> N
     atomic_write_bytes(path, buf.getvalue())
 
 
+def save_array(x: Tensor, path: str | Path) -> None:
+    """Save a tensor as a NumPy .npy file, atomically (what `load_kernel` and NumPy read back)."""
+    buffer = io.BytesIO()
+    np.save(buffer, x.detach().cpu().numpy())
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def map_picture(x: Tensor) -> Tensor:
+    """A non-negative 2-D map (a blur kernel) as a 3xHxW [0, 1] picture, its largest value white."""
+    x = x.detach().float().cpu().clamp(min=0)
+    return (x / x.max().clamp(min=1e-30)).expand(3, *x.shape[-2:])
+
+
 def save_json(obj: Any, path: str | Path) -> None:
     """Save JSON atomically (NaN written as null)."""
     text = json.dumps(_jsonable(obj), indent=2, allow_nan=False)

@@ -77,7 +77,10 @@ class Operator(Protocol):
     """The physics: a forward model y = A(x) + noise that answers its own questions.
 
     `supports(name)` says which optional answers it has: "adjoint" (A_adjoint), "pinv" (A_pinv and
-    `null`) and "svd" (`svd(shape, device, dtype)`, an `SVD` for image batches of that shape).
+    `null`), "svd" (`svd(shape, device, dtype)`, an `SVD` for image batches of that shape) and "refit", for
+    blind methods (`start_estimate(y)`: where an estimate of the parameters a measurement does not tell starts;
+    `refit(x, y)`: the M-step, those parameters re-estimated from an image estimate x, kept and returned one per
+    image; `forget_refitted()`: a simulated truth dropped so no restorer runs with it).
     `input_shape(y)` is the image batch shape behind a measurement. `noise` is the noise model `measure`
     applies; `noise_sigma` its level.
     """
@@ -99,6 +102,12 @@ class Operator(Protocol):
             dtype: torch.dtype = torch.float32) -> SVD: ...
 
     def supports(self, capability: str) -> bool: ...
+
+    def start_estimate(self, y: Tensor) -> None: ...
+
+    def refit(self, x: Tensor, y: Tensor) -> dict[str, Tensor]: ...
+
+    def forget_refitted(self) -> None: ...
 
     def input_shape(self, y: Tensor) -> tuple[int, ...]: ...
 

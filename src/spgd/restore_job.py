@@ -29,8 +29,9 @@ import yaml
 from tqdm.auto import tqdm
 
 from . import io, threads
-from .grids import grid_row, labelled_grid
+from .grids import Panel, grid_row, labelled_grid
 from .metrics import image_scores
+from .operators.kernel_estimation import max_normalised_correlation
 from .plan import Plan
 from .progress import JobProgress
 from .run import load_measured, read_clean, restore_batch
@@ -198,9 +199,32 @@ def _restore_one_batch(job: RestoreJob, group: Any, batch: list[int], trace_fact
             io.save_image(restored, job.output / f"{path.stem}.png", like=images[k])
             if clean is not None:
                 entry.update(image_scores(restored, clean[k].cpu()))
+            entry.update(_save_refitted(job.output, path.stem, result, k))
         entries[index] = entry
-        rows[index] = grid_row(clean[k].cpu() if clean is not None else None, result.preview[k], restored, entry)
+        rows[index] = grid_row(clean[k].cpu() if clean is not None else None, result.preview[k], restored, entry,
+                               maps=_refitted_maps(job.output, path.stem, entry))
     kept.clear()
+
+
+def _save_refitted(output: Path, stem: str, result: Any, k: int) -> dict[str, Any]:
+    """Image k's parameters estimated with it (a blind blur's kernel) as STEM_NAME.npy and a picture
+    STEM_NAME.png; with a simulated truth, their error (`kernel_estimation.max_normalised_correlation`)."""
+    entry: dict[str, Any] = {}
+    for name, values in result.refitted.items():
+        io.save_array(values[k], output / f"{stem}_{name}.npy")
+        io.save_image(io.map_picture(values[k]), output / f"{stem}_{name}.png")
+        entry.setdefault("estimated_with_the_image", []).append(name)
+        if name in result.truth:
+            entry[f"{name}_mnc"] = max_normalised_correlation(values[k], result.truth[name][k])
+    return entry
+
+
+def _refitted_maps(output: Path, stem: str, entry: dict[str, Any]) -> list[Panel]:
+    """The grid's panels of the parameters estimated with image `stem`, as its files hold them (with their MNC
+    against a simulated truth)."""
+    return [Panel(f"estimated {name}", io.load_image(output / f"{stem}_{name}.png"),
+                  f"MNC {entry[name + '_mnc']:.3f}" if f"{name}_mnc" in entry else "")
+            for name in entry.get("estimated_with_the_image", [])]
 
 
 class KeptRuns:
@@ -247,7 +271,8 @@ def _keep_finished(job: RestoreJob, group: Any, batch: list[int], done: dict[str
             estimated[path.name] = entry["estimated"]
         preview = io.load_image(job.output / f"{path.stem}_measurement.png")
         restored = None if entry["failed"] else io.load_image(job.output / f"{path.stem}.png")
-        rows[index] = grid_row(clean[k] if clean is not None else None, preview, restored, entry)
+        rows[index] = grid_row(clean[k] if clean is not None else None, preview, restored, entry,
+                               maps=_refitted_maps(job.output, path.stem, entry))
 
 
 def _write_metrics(job: RestoreJob, entries: dict[int, dict[str, Any]]) -> dict[str, dict[str, Any]]:

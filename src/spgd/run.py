@@ -17,7 +17,7 @@ from .operators import Operator, check_parameters, load_mask, make_operator, ope
 from .priors.tiled import check_tiling
 from .protocols import Restorer
 from .samplers import Trace
-from .tasks import load_task, setting_layers
+from .tasks import load_task, setting_layers, task_names
 
 
 @dataclass
@@ -128,6 +128,9 @@ def check_assumed(preset: dict[str, Any], given: dict[str, Any]) -> None:
         return
     assumed = ", ".join(f"{key} {preset[key]}" for key in cls.assumed_parameters if key in preset)
     options = [f"--op {key}=..." for key in cls.assumed_parameters] + [f"--{key} FILE" for key in cls.file_parameters]
+    blind = [name for name in task_names() if set(cls.file_parameters) & set(
+        operator_class(load_task(name)["operator"]["name"]).measured_parameters)]  # tasks that estimate them
+    options += [f"-t {name} (estimates the {' and '.join(cls.file_parameters)})" for name in blind]
     raise ValueError(f"{cls.name}: a measured image does not tell its {' and '.join(cls.assumed_parameters)} (the "
                      f"preset's {assumed} are for --simulate); give {' or '.join(options)}")
 
@@ -148,6 +151,10 @@ class BatchResult:
     failed_steps: list[int | None] = field(default_factory=list)
     failed_reasons: list[str | None] = field(default_factory=list)
     estimated: dict[str, Any] = field(default_factory=dict)  # operator parameters estimated from the measurement
+    # parameters estimated with the image (a blind blur's kernel: {name: one per image}, on the CPU), and the
+    # simulated truth they estimate
+    refitted: dict[str, Tensor] = field(default_factory=dict)
+    truth: dict[str, Tensor] = field(default_factory=dict)
 
 
 def read_clean(spec: RunSpec, operator: Operator, paths: Sequence[Path], resize: bool,
@@ -207,7 +214,9 @@ def restore_batch(spec: RunSpec, seeds: list[int], clean: Tensor | None = None, 
     measures directly back into the result (`spgd.api.keep_measured_pixels`). `stop`: the Restorer's stop
     callback; `kept_runs`: the finished runs of a mean of runs, kept across an interruption. Parameters a
     measurement tells and the run was not given are estimated or read first (`fit_to_measurement`, returned
-    in `estimated`).
+    in `estimated`). Parameters neither tells (a blind blur's kernel) are estimated with the image: a simulated
+    truth is forgotten before the restorer runs (`forget_refitted`), a blind method refits them as it goes, and a
+    last M-step on the result (`refit`) gives them, returned in `refitted` (with the simulated truth in `truth`).
 
     A diverging image does not stop the others: it is reported in `failed_steps` (and comes back NaN).
     """
@@ -219,11 +228,18 @@ def restore_batch(spec: RunSpec, seeds: list[int], clean: Tensor | None = None, 
     y = simulate(clean, operator, seeds) if clean is not None else measured
     estimated = operator.fit_to_measurement(y, files) if clean is None else {}
     check_measurement(y, operator, restorer)
+    blind = operator.supports("refit")
+    simulated = operator.params() if blind and clean is not None else {}
+    if simulated:  # the drawn truth made y; no restorer may run with it
+        operator.forget_refitted()
     trace = trace or Trace(keep_images=False, curves=False)
     x = restorer.restore(operator, y, seeds, trace=trace, progress=progress, on_nan="mark", stop=stop,
                          kept_runs=kept_runs)
+    refitted = {k: v.detach().cpu() for k, v in operator.refit(x.nan_to_num(), y).items()} if blind else {}
+    truth = {k: torch.as_tensor(simulated[k]).cpu().expand_as(v) for k, v in refitted.items()
+             if simulated.get(k) is not None}
     restored = to_image_range(keep_measured_pixels(x, y, operator) if keep_measured else x).cpu()
     failed = [trace.failed.get(k, -1 if bool(torch.isnan(restored[k]).any()) else None)
               for k in range(len(seeds))]
     reasons = [trace.reasons.get(k, "NaN result") if step is not None else None for k, step in enumerate(failed)]
-    return BatchResult(y, restored, operator.preview(y).cpu(), failed, reasons, estimated)
+    return BatchResult(y, restored, operator.preview(y).cpu(), failed, reasons, estimated, refitted, truth)

@@ -8,6 +8,7 @@ import inspect
 from typing import Any, Callable
 
 from .base import Operator, as_generators, randn_like_per_image
+from .blind_blur import BlindBlur
 from .denoising import Denoising
 from .blur import Blur, GaussianBlur, MotionBlur, gaussian_kernel
 from .hdr import HighDynamicRange
@@ -33,6 +34,7 @@ _FACTORIES: dict[str, Callable[[], type[Operator]]] = {
     "blur": lambda: Blur,
     "gaussian_blur": lambda: GaussianBlur,
     "motion_blur": lambda: MotionBlur,
+    "blind_deblur": lambda: BlindBlur,
     "phase_retrieval": lambda: PhaseRetrieval,
     "hdr": lambda: HighDynamicRange,
     "denoising": lambda: Denoising,
@@ -86,6 +88,7 @@ def check_parameters(name: str, params: dict[str, Any], complete: bool = True) -
 
 
 __all__ = [
+    "BlindBlur",
     "Blur",
     "Denoising",
     "GaussianBlur",

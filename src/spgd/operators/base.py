@@ -35,7 +35,7 @@ def randn_like_per_image(x: Tensor, generators: Sequence[torch.Generator | None]
     return randn_per_image(x.shape[1:], generators, x.device, x.dtype)
 
 
-CAPABILITIES = ("adjoint", "pinv", "svd")
+CAPABILITIES = ("adjoint", "pinv", "svd", "refit")
 
 
 class Operator(torch.nn.Module):
@@ -100,12 +100,13 @@ class Operator(torch.nn.Module):
         return type(self).svd is not Operator.svd
 
     def supports(self, capability: str) -> bool:
-        """Whether this operator answers "adjoint", "pinv" (A_pinv and null) or "svd"."""
+        """Whether this operator answers "adjoint", "pinv" (A_pinv and null), "svd" or "refit" (`start_estimate`,
+        `refit` and `forget_refitted`: parameters re-estimated from an image estimate, as blind methods need)."""
         if capability not in CAPABILITIES:
             raise ValueError(f"unknown operator capability {capability!r}; known: {CAPABILITIES}")
         if capability == "svd":
             return self.has_svd()
-        method = {"adjoint": "A_adjoint", "pinv": "A_pinv"}[capability]
+        method = {"adjoint": "A_adjoint", "pinv": "A_pinv", "refit": "refit"}[capability]
         return getattr(type(self), method) is not getattr(Operator, method)
 
     @property
@@ -143,6 +144,19 @@ class Operator(torch.nn.Module):
         """Estimate the `measured_parameters` left unset from the measurement y itself, or read them from the
         files it came from (`files`, when it did), and keep them; returns what was found (empty when nothing)."""
         return {}
+
+    def start_estimate(self, y: Tensor) -> None:
+        """Set the parameters `refit` estimates to where a blind method starts from, for measurements y."""
+        raise NotImplementedError(f"{self.name} estimates none of its parameters from an image")
+
+    def forget_refitted(self) -> None:
+        """Forget the parameters `refit` estimates (a simulated truth), so that no restorer runs with them."""
+        raise NotImplementedError(f"{self.name} estimates none of its parameters from an image")
+
+    def refit(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """Re-estimate the parameters a measurement does not tell (a blind blur's kernel) from the current image
+        estimate x and the measurements y, keep them, and return them ({name: one per image})."""
+        raise NotImplementedError(f"{self.name} estimates none of its parameters from an image")
 
     def unset_parameters(self) -> list[str]:
         """Parameters drawn at random when simulating that a real measurement must come with (unset now)."""

@@ -135,10 +135,14 @@ class Blur(Operator):
         self._separable: tuple | None = None  # (kernel, its version, factors or None)
         self._svds: tuple = (None, {})  # (kernel, {(its version, boundary, size, device, dtype): SVD})
 
+    def _no_kernel(self) -> Exception:
+        """What using the blur before its kernel is set raises."""
+        return RuntimeError(f"{self.name}: no kernel set; call measure()/draw() first or pass kernel=")
+
     def _weights(self, x: Tensor) -> Tensor:
         """Grouped-conv weights (B*C x 1 x k x k) for the batch `x`."""
         if self.kernel is None:
-            raise RuntimeError(f"{self.name}: no kernel set; call measure()/draw() first or pass kernel=")
+            raise self._no_kernel()
         kernel = _check_kernel(self.kernel).to(device=x.device, dtype=x.dtype)
         batch, channels, height, width = x.shape
         if kernel.dim() == 3 and kernel.shape[0] not in (1, batch):
@@ -170,7 +174,7 @@ class Blur(Operator):
     def _transfer_function(self, x: Tensor) -> Tensor:
         """The circular blur's FFT multiplier at x's size, computed once per kernel and size."""
         if self.kernel is None:
-            raise RuntimeError(f"{self.name}: no kernel set; call measure()/draw() first or pass kernel=")
+            raise self._no_kernel()
         key = (self.kernel, self.kernel._version, x.shape[-2], x.shape[-1], x.device)
         if self._transfer is None or self._transfer[0] is not key[0] or self._transfer[1:5] != key[1:]:
             self._transfer = (*key, transfer_function(self.kernel, x.shape[-2], x.shape[-1]).to(x.device))

@@ -77,33 +77,80 @@ def _difference_gram(size: int, like: Tensor) -> Tensor:
     return dx.T @ dx + dy.T @ dy
 
 
-def estimate_kernel(x: Tensor, y: Tensor, size: int, smoothness: float = 1e-5, iterations: int = 500) -> Tensor:
+def _lag_indices(size: int, height: int, width: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Row and column indices (flattened, modulo the image) of the kernel's lags -size//2..size//2."""
+    half = size // 2
+    lags = torch.arange(-half, half + 1, device=device)
+    rows, cols = torch.meshgrid(lags, lags, indexing="ij")
+    return rows.reshape(-1) % height, cols.reshape(-1) % width
+
+
+def estimate_kernel(x: Tensor, y: Tensor, size: int, smoothness: float = 1e-5, iterations: int = 500,
+                    boundary: str = "circular", init: Tensor | None = None) -> Tensor:
     """The size x size blur kernel k (odd size) minimising 1/2 ||k * x - y||^2 + smoothness/2 * s ||grad k||^2
-    (circular convolution, one image pair C x H x W in any range; s the data term's mean curvature, so
-    `smoothness` is scale-free) under k >= 0 and sum k = 1: the normal equations on the kernel's support (from
-    the image's auto-correlation and the cross-correlation with y, by FFT), solved by projected gradient onto
-    the simplex with the step of the sum-zero subspace. Returned centred (`centre_kernel`; the mass a shift moves
-    out of the window is dropped and the rest renormalised)."""
+    (convolution, one image pair C x H x W in any range; s the data term's mean curvature, so `smoothness` is
+    scale-free) under k >= 0 and sum k = 1. `boundary` "circular": y wraps around, and the normal equations on
+    the kernel's support (from the image's auto-correlation and the cross-correlation with y, by FFT) are solved
+    by projected gradient onto the simplex with the step of the sum-zero subspace. "valid": only the pixels of y
+    whose blur stays inside x are fitted, as a real photo's borders saw pixels outside the frame (or a padding
+    nobody knows); from the circular solution (or `init`, a convolution kernel), accelerated projected gradient
+    on that exact data term, its gradient by FFT. Returned centred (`centre_kernel`; the mass a shift moves out
+    of the window is dropped and the rest renormalised)."""
     if size % 2 != 1:
         raise ValueError(f"the kernel size must be odd, got {size}")
+    if boundary not in ("circular", "valid"):
+        raise ValueError(f"boundary must be circular or valid, got {boundary!r}")
     x, y = x.double(), y.double()
+    height, width = x.shape[-2:]
     xf = torch.fft.fft2(x)
     auto = torch.fft.ifft2((xf.abs() ** 2).sum(0)).real  # R[d] = sum_p x[p] x[p + d]
-    cross = torch.fft.ifft2((xf.conj() * torch.fft.fft2(y)).sum(0)).real  # sum_p x[p] y[p + d]
-    half = size // 2
-    lags = torch.arange(-half, half + 1, device=x.device)
-    rows, cols = torch.meshgrid(lags, lags, indexing="ij")
-    u, v = rows.reshape(-1), cols.reshape(-1)
-    gram = auto[(u[:, None] - u[None, :]) % x.shape[-2], (v[:, None] - v[None, :]) % x.shape[-1]]
-    rhs = cross[u % x.shape[-2], v % x.shape[-1]]
-    system = gram + smoothness * float(torch.diagonal(gram).mean()) * _difference_gram(size, x)
+    u, v = _lag_indices(size, height, width, x.device)
+    gram = auto[(u[:, None] - u[None, :]) % height, (v[:, None] - v[None, :]) % width]
+    scale = float(torch.diagonal(gram).mean())
+    prior = smoothness * scale * _difference_gram(size, x)
     n = size * size
     centring = torch.eye(n, dtype=x.dtype, device=x.device) - 1.0 / n  # the sum-zero subspace the steps move in
-    step = 1.0 / float(torch.linalg.eigvalsh(centring @ system @ centring)[-1])
-    k = project_simplex(torch.linalg.lstsq(system, rhs[:, None]).solution[:, 0])
-    for _ in range(iterations):
-        k = project_simplex(k - step * (system @ k - rhs))
+    step = 1.0 / float(torch.linalg.eigvalsh(centring @ (gram + prior) @ centring)[-1])
+    if boundary == "circular" or init is None:
+        cross = torch.fft.ifft2((xf.conj() * torch.fft.fft2(y)).sum(0)).real  # sum_p x[p] y[p + d]
+        system, rhs = gram + prior, cross[u, v]
+        k = project_simplex(torch.linalg.lstsq(system, rhs[:, None]).solution[:, 0])
+        for _ in range(iterations if boundary == "circular" else 0):
+            k = project_simplex(k - step * (system @ k - rhs))
+    else:
+        k = init.double().reshape(-1).to(x.device)
+    if boundary == "valid":
+        k = _fit_valid(xf, y, k, size, prior, step, iterations)
     return project_kernel(centre_kernel(k.reshape(size, size))).float()
 
 
-__all__ = ["blur_circular", "centre_kernel", "estimate_kernel", "project_kernel", "project_simplex"]
+def _fit_valid(xf: Tensor, y: Tensor, k: Tensor, size: int, prior: Tensor, step: float, iterations: int) -> Tensor:
+    """Accelerated projected gradient (FISTA) on 1/2 sum over y's valid pixels of (k * x - y)^2 plus
+    the prior, from k; the circular Gram's step is safe, as the valid pixels' Gram is below it."""
+    height, width = y.shape[-2:]
+    half = size // 2
+    inside = torch.zeros(height, width, dtype=y.dtype, device=y.device)
+    inside[half: height - half, half: width - half] = 1
+    u, v = _lag_indices(size, height, width, y.device)
+    previous, momentum, t = k, k, 1.0
+    for _ in range(iterations):
+        full = torch.zeros(height, width, dtype=y.dtype, device=y.device)
+        full[u, v] = momentum
+        residual = (torch.fft.ifft2(xf * torch.fft.fft2(full)).real - y) * inside
+        gradient = torch.fft.ifft2((xf.conj() * torch.fft.fft2(residual)).sum(0)).real[u, v] + prior @ momentum
+        k = project_simplex(momentum - step * gradient)
+        t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
+        momentum, previous, t = k + (t - 1) / t_next * (k - previous), k, t_next
+    return k
+
+
+def max_normalised_correlation(estimate: Tensor, truth: Tensor) -> float:
+    """The kernel-error measure of Hu and Yang (MNC): the largest normalised cross-correlation of two 2-D maps
+    over every shift, 1 for the same kernel anywhere (blind deblurring recovers a kernel up to a shift)."""
+    a, b = estimate.double().reshape(1, 1, *estimate.shape[-2:]), truth.double().reshape(1, 1, *truth.shape[-2:])
+    correlation = F.conv2d(F.pad(a, (b.shape[-1] - 1,) * 2 + (b.shape[-2] - 1,) * 2), b)
+    return float(correlation.max() / (a.norm() * b.norm()).clamp(min=1e-30))
+
+
+__all__ = ["blur_circular", "centre_kernel", "estimate_kernel", "max_normalised_correlation", "project_kernel",
+           "project_simplex"]

@@ -65,10 +65,11 @@ def sinc_kernel(size: int, cutoff: float) -> Tensor:
     return _padded(k / k.sum())
 
 
-def mixed_kernel(size: int, profile: str, sigma: tuple[float, float], g: torch.Generator | None) -> Tensor:
+def mixed_kernel(size: int, profile: str, sigma: tuple[float, float], g: torch.Generator | None,
+                 padded: int = PADDED) -> Tensor:
     """A random blur kernel of odd `size` with `profile` ("iso", "aniso", "generalized_*", "plateau_*"):
     covariance R(theta) diag(sx^2, sy^2) R(theta)^T (sx = sy for iso), exp(-q/2), exp(-q^beta/2) or
-    1/(q^beta + 1) of q = x^T Sigma^-1 x; padded to 21x21, summing to one."""
+    1/(q^beta + 1) of q = x^T Sigma^-1 x; zero-padded to `padded` x `padded`, summing to one."""
     sx = _uniform(*sigma, g)
     if profile.endswith("iso") and not profile.endswith("aniso"):
         sy, theta = sx, 0.0
@@ -90,11 +91,11 @@ def mixed_kernel(size: int, profile: str, sigma: tuple[float, float], g: torch.G
         k = 1 / (q ** beta + 1)
     else:
         k = torch.exp(-0.5 * q)
-    return _padded(k / k.sum())
+    return _padded(k / k.sum(), padded)
 
 
-def _padded(k: Tensor) -> Tensor:
-    pad = (PADDED - k.shape[-1]) // 2
+def _padded(k: Tensor, size: int = PADDED) -> Tensor:
+    pad = (size - k.shape[-1]) // 2
     return F.pad(k, (pad, pad, pad, pad))
 
 

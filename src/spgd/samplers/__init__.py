@@ -20,6 +20,7 @@ from .ddrm import ddrm
 from .deqir import deqir
 from .diffpir import diffpir
 from .dps import dps
+from .fast_em import fast_em
 from .pigdm import pigdm
 from .pnpdm import pnpdm
 from .reddiff import reddiff
@@ -27,7 +28,7 @@ from .spgd import spgd
 
 SAMPLERS: dict[str, Callable] = {"spgd": spgd, "dps": dps, "daps": daps, "reddiff": reddiff, "deqir": deqir,
                                   "diffpir": diffpir, "ddnm": ddnm, "ddnm_plus": ddnm_plus, "ddrm": ddrm,
-                                  "pigdm": pigdm, "pnpdm": pnpdm}
+                                  "pigdm": pigdm, "pnpdm": pnpdm, "fast_em": fast_em}
 RUN_CONTROLS = ("shape", "trace", "progress")  # keyword arguments that steer a call, not the algorithm
 # settings of every sampler, applied around it by `mean_of_runs`
 COMMON_SETTINGS: dict[str, Any] = {"mean_of": 1, "antithetic": False}
@@ -80,5 +81,5 @@ def check_values(name: str, accepted: dict[str, Any], settings: dict[str, Any], 
 
 
 __all__ = ["DivergenceError", "SAMPLERS", "Trace", "check_settings", "check_values", "daps", "ddnm", "ddnm_plus",
-           "ddrm", "deqir", "diffpir", "dps", "get_sampler", "mean_of_runs", "pigdm", "pnpdm", "reddiff",
+           "ddrm", "deqir", "diffpir", "dps", "fast_em", "get_sampler", "mean_of_runs", "pigdm", "pnpdm", "reddiff",
            "sampler_settings", "spgd"]

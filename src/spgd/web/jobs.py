@@ -277,8 +277,10 @@ def results(job: RestoreJob, result: dict[str, Any], notes: list[str], estimate:
     entry = result["images"][image.name]
     restored = run / f"{image.stem}.png"
     measurement = run / f"{image.stem}_measurement.png"
-    files = [str(p) for p in (restored, measurement, run / "grid.png", run / "metrics.json", run / "config.yaml")
-             if p.is_file()]
+    refitted = [run / f"{image.stem}_{name}{suffix}" for name in entry.get("estimated_with_the_image", [])
+                for suffix in (".png", ".npy")]
+    files = [str(p) for p in (restored, measurement, *refitted, run / "grid.png", run / "metrics.json",
+                              run / "config.yaml") if p.is_file()]
     size = (entry["height"], entry["width"])
     before = to_array(io.load_image(image, size, job.resize)) if job.simulate else view(image)
     out: dict[str, Any] = {"before": before, "measurement": str(measurement), "files": files,
@@ -311,8 +313,26 @@ def _lpips(image: Path, restored: np.ndarray, size: tuple[int, int], resize: boo
     return image_scores(stored, clean, with_lpips=True)["lpips"]
 
 
+def estimates_text(entry: Mapping[str, Any]) -> str:
+    """What the run found out about one image, as Markdown: parameters estimated from the measurement (a noise
+    level, a JPEG's quality) and those estimated with the image (a blind blur's kernel, among the files)."""
+    lines = []
+    if entry.get("estimated"):
+        lines.append("Estimated from the image: " + ", ".join(f"{key} {value}" for key, value in entry["estimated"].items()))
+    for name in entry.get("estimated_with_the_image", []):
+        score = f" (MNC {entry[name + '_mnc']:.3f} against the simulated one)" if f"{name}_mnc" in entry else ""
+        lines.append(f"Estimated with the image: its {name}{score}, in the grid and the files below.")
+    return "\n\n".join(lines)
+
+
 def metrics_table(entry: Mapping[str, Any], lpips: float | None) -> str:
-    """The scores of one image as a Markdown table (metrics.json has PSNR and SSIM; LPIPS is the page's)."""
+    """The scores of one image as a Markdown table (metrics.json has PSNR and SSIM; LPIPS is the page's), after
+    what was estimated (`estimates_text`)."""
+    found = estimates_text(entry)
+    return f"{found}\n\n{_scores_table(entry, lpips)}" if found else _scores_table(entry, lpips)
+
+
+def _scores_table(entry: Mapping[str, Any], lpips: float | None) -> str:
     if "psnr" not in entry:
         return "No scores: the input was a measurement (no clean image to compare with)."
     head, row = ["PSNR (dB) ↑", "SSIM ↑"], [f"{entry['psnr']:.2f}", f"{entry['ssim']:.4f}"]
