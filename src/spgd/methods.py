@@ -1,5 +1,6 @@
 """The restoration methods a request names (`--sampler`): the posterior samplers, which restore with a
-diffusion prior, and the trained restorers (DiffIR), which are their own model.
+diffusion prior, and the trained restorers, which are their own model: DiffIR (weights trained here) and
+"network" (a person's own restoration network, loaded by spandrel: `spgd.networks`).
 
 This is the one place that knows the difference. It answers what a method's settings are, whether a loaded
 model serves it, which model it loads (a file, or the built-in one for the task and the clean-image size),
@@ -13,7 +14,7 @@ from typing import Any
 from .protocols import Operator, Restorer
 from .samplers import SAMPLERS, check_values, sampler_settings
 
-TRAINED = ("diffir",)  # methods that are a trained restorer: the model is the method
+TRAINED = ("diffir", "network")  # methods that are a trained restorer: the model is the method
 METHODS = sorted([*SAMPLERS, *TRAINED])
 
 
@@ -21,6 +22,31 @@ def _diffir() -> Any:
     from .diffir import model
 
     return model
+
+
+def _trained(name: str) -> Any:
+    """The module of trained method `name`: its SETTINGS and its loader."""
+    if name == "diffir":
+        return _diffir()
+    from . import networks
+
+    return networks
+
+
+def _load_trained(name: str, source: str | Path, device: str = "cpu") -> Any:
+    return _diffir().load_diffir(source, device) if name == "diffir" else _trained(name).load_network(source, device)
+
+
+def trained_method(source: str | Path | None) -> str | None:
+    """The trained method a model file (or builtin name) is for: "diffir", "network", or None (a diffusion
+    prior's checkpoint, or a name `spgd.priors.load_prior` resolves)."""
+    if source is None:
+        return None
+    if str(source).startswith("builtin:diffir-") or _diffir().is_diffir_file(source):
+        return "diffir"
+    if not str(source).startswith("builtin:") and _trained("network").is_network_file(source):
+        return "network"
+    return None
 
 
 def check_method(name: str) -> None:
@@ -31,7 +57,7 @@ def check_method(name: str) -> None:
 def method_settings(name: str) -> dict[str, Any]:
     """The settings of method `name` and their defaults."""
     check_method(name)
-    return dict(_diffir().SETTINGS) if name in TRAINED else sampler_settings(name)
+    return dict(_trained(name).SETTINGS) if name in TRAINED else sampler_settings(name)
 
 
 def check_settings(name: str, settings: dict[str, Any], source: str = "settings") -> None:
@@ -50,30 +76,34 @@ def takes_reference(name: str | None = None) -> Any:
 def is_trained_file(source: str | Path | None) -> bool:
     """Whether a model file holds a trained restorer's weights (else: a diffusion prior's checkpoint, or a name
     `spgd.priors.load_prior` resolves)."""
-    return source is not None and (str(source).startswith("builtin:diffir-") or _diffir().is_diffir_file(source))
+    return trained_method(source) is not None
 
 
 def default_method(named: list[str], model: str | Path | None = None) -> str:
     """The method a task runs when none is given: the first of `named` (its preset's, best first:
     `spgd.tasks.preset_methods`) that takes `model` (a file or builtin name; None: the built-in models), else
-    DiffIR for trained weights and SPGD for a prior."""
+    the trained method of trained weights and SPGD for a prior."""
     if model is None:
         return named[0]
-    trained = is_trained_file(model)
-    return next((n for n in named if (n in TRAINED) == trained), TRAINED[0] if trained else "spgd")
+    trained = trained_method(model)
+    return next((n for n in named if n == trained or (trained is None and n not in TRAINED)), trained or "spgd")
 
 
 def serves(name: str, model: Any) -> bool:
     """Whether a loaded model restores with method `name`: a trained restorer serves its own method, a prior
     every posterior sampler."""
-    trained = isinstance(model, _diffir().DiffIRModel)
-    return trained if name in TRAINED else not trained
+    if isinstance(model, _diffir().DiffIRModel):
+        return name == "diffir"
+    if isinstance(model, _trained("network").NetworkRestorer):
+        return name == "network"
+    return name not in TRAINED
 
 
 def load_file(source: str | Path, arch: Any = None, device: str = "cpu") -> Any:
     """A model file (or builtin: name) as what it holds: a trained restorer or a diffusion prior."""
-    if is_trained_file(source):
-        return _diffir().load_diffir(source, device)
+    trained = trained_method(source)
+    if trained is not None:
+        return _load_trained(trained, source, device)
     from .priors import load_prior
 
     return load_prior(source, arch, device=device)
@@ -84,9 +114,10 @@ def load_model(name: str, source: str | Path, arch: Any = None, device: str = "c
     takes it."""
     check_method(name)
     if name in TRAINED:
-        return _diffir().load_diffir(source, device)
-    if is_trained_file(source):
-        raise ValueError(f"{source} is a diffir weight file, not a diffusion prior: use it with --sampler diffir")
+        return _load_trained(name, source, device)
+    trained = trained_method(source)
+    if trained is not None:
+        raise ValueError(f"{source} is a {trained} weight file, not a diffusion prior: use it with --sampler {trained}")
     from .priors import load_prior
 
     return load_prior(source, arch, device=device)
@@ -98,6 +129,8 @@ def choose_builtin(name: str, task: str | Path, operator: Operator, size: tuple[
     the size (`spgd.priors.loaders.choose_builtin_prior`), trained weights by the task's operator and the
     size (`spgd.diffir.model.choose_builtin`, which refuses images outside their domain)."""
     check_method(name)
+    if name == "network":
+        raise ValueError("--sampler network restores with a network file of your own: give it with --model FILE")
     if name in TRAINED:
         return _diffir().choose_builtin(operator, size, resize)
     from .priors.loaders import choose_builtin_prior

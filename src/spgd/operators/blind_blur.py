@@ -2,11 +2,10 @@
 
 A shaken or defocused photo comes with no kernel. `BlindBlur` is a `Blur` whose kernel is unknown on a
 measured input (the restorer estimates it: `refit` is the M-step, `spgd.operators.kernel_estimation`) and, when
-simulating or making training pairs, drawn per image from the families real blur has (`blind_kernel`): camera
-shake (the project's motion generator), defocus (a disc) and Gaussian (isotropic or anisotropic), each at a
-random odd size up to `kernel_size`, zero-padded to `kernel_size` and summing to one. `noise_sigma_range` draws each
-image's Gaussian noise level (in [-1, 1] units) in a range; with no level given on a measured input it is
-estimated from the image (Chen et al.'s patch PCA, as `denoising` does).
+simulating or making training pairs, drawn per image from the families real blur has
+(`spgd.operators.blur_kernels`: camera shake, defocus, Gaussian, at random sizes up to `kernel_size`).
+`noise_sigma_range` draws each image's Gaussian noise level (in [-1, 1] units) in a range; with no level given on
+a measured input it is estimated from the image (Chen et al.'s patch PCA, as `denoising` does).
 """
 from __future__ import annotations
 
@@ -16,43 +15,10 @@ import torch
 from torch import Tensor
 
 from .blur import Blur
+from .blur_kernels import MIN_SIZE, blind_kernel
 from .kernel_estimation import estimate_kernel
-from .motion_kernel import motion_kernel
 from .noise import GaussianNoise, from_8bit
 from .noise_level import estimate_noise_level
-from .real_world import _padded, _uniform, mixed_kernel
-
-FAMILIES = (("motion", 0.5), ("gaussian", 0.3), ("disc", 0.2))
-MIN_SIZE = 5
-MOTION_INTENSITY = (0.3, 0.7)
-_DISC_SUPERSAMPLING = 8
-
-
-def disc_kernel(size: int, radius: float) -> Tensor:
-    """The defocus blur of a thin lens: a uniform disc of `radius` pixels, antialiased by supersampling,
-    on an odd size x size grid, summing to one."""
-    fine = torch.arange(size * _DISC_SUPERSAMPLING, dtype=torch.float64)
-    grid = (fine + 0.5) / _DISC_SUPERSAMPLING - size / 2
-    inside = (grid[:, None] ** 2 + grid[None, :] ** 2 <= radius ** 2).double()
-    k = inside.reshape(size, _DISC_SUPERSAMPLING, size, _DISC_SUPERSAMPLING).mean(dim=(1, 3))
-    return (k / k.sum()).float()
-
-
-def blind_kernel(kernel_size: int, g: torch.Generator | None) -> Tensor:
-    """One random blur kernel, kernel_size x kernel_size: a family drawn by FAMILIES' weights, an odd size in
-    MIN_SIZE..kernel_size, then the family's own parameters (motion intensity, Gaussian axes and angle, disc
-    radius), everything from `g`."""
-    sizes = range(MIN_SIZE, kernel_size + 1, 2)
-    size = sizes[int(torch.randint(len(sizes), (), generator=g))]
-    family = FAMILIES[int(torch.multinomial(torch.tensor([w for _, w in FAMILIES]), 1, generator=g))][0]
-    if family == "motion":
-        k = motion_kernel(size, _uniform(*MOTION_INTENSITY, g), g)
-    elif family == "gaussian":
-        profile = "iso" if float(torch.rand((), generator=g)) < 0.5 else "aniso"
-        k = mixed_kernel(size, profile, (0.4, max(0.5, size / 6)), g, padded=size)
-    else:
-        k = disc_kernel(size, _uniform(1.0, size / 2, g))
-    return _padded(k.float(), kernel_size)
 
 
 class BlindBlur(Blur):
@@ -65,7 +31,8 @@ class BlindBlur(Blur):
     def __init__(self, kernel_size: int = 31, noise_sigma: float | None = None,
                  noise_sigma_range: Sequence[float] | None = None, kernel: Tensor | None = None,
                  pinv_cutoff: float = 3e-2, boundary: str = "reflect", smoothness: float = 1e-5,
-                 refit_iterations: int = 200, start_width: float = 2.0) -> None:
+                 refit_iterations: int = 200, start_width: float = 2.0, kernel_prior: str | None = None,
+                 prior_weight: float = 1e-3, prior_sigma: float = 0.05, hqs_iterations: int = 3) -> None:
         if kernel_size % 2 != 1 or kernel_size < MIN_SIZE:
             raise ValueError(f"blind_deblur: kernel_size must be odd and >= {MIN_SIZE}, got {kernel_size}")
         super().__init__(kernel, noise_sigma or 0.0, pinv_cutoff, boundary)
@@ -74,6 +41,9 @@ class BlindBlur(Blur):
         self.refit_iterations = int(refit_iterations)
         self.start_width = float(start_width)
         self._refitted: Tensor | None = None  # the last M-step's kernels (the next one starts from them)
+        self.kernel_prior, self.prior_weight = kernel_prior, float(prior_weight)
+        self.prior_sigma, self.hqs_iterations = float(prior_sigma), int(hqs_iterations)
+        self._denoiser: Any = None
         self.noise_sigma_range = None if noise_sigma_range is None else [float(v) for v in noise_sigma_range]
         self.noise_given = noise_sigma is not None
         self.noise = GaussianNoise(noise_sigma or 0.0, self.noise_sigma_range)
@@ -113,14 +83,25 @@ class BlindBlur(Blur):
         """The M-step: each image's kernel re-estimated from the current image estimate x and the blurry y
         (constrained least squares with a smoothness prior on y's pixels whose blur stays inside the image,
         `estimate_kernel`), warm-started from the previous M-step's kernel (any other kernel, a start or a
-        simulated truth, is not used), non-negative, summing to one and centred."""
+        simulated truth, is not used), non-negative, summing to one and centred. With `kernel_prior` (a kernel
+        denoiser file, e.g. builtin:kernel31): `hqs_iterations` of half-quadratic splitting, each that least
+        squares pulled towards the denoised kernel (weight `prior_weight`), then the kernel denoised at
+        `prior_sigma` of its peak (Fast Diffusion EM's M-step)."""
         boundary = "circular" if self.boundary == "circular" else "valid"
         warm = self.kernel is not None and self.kernel is self._refitted
+        if self.kernel_prior is not None and self._denoiser is None:
+            from .kernel_prior import load_kernel_prior
+
+            self._denoiser = load_kernel_prior(self.kernel_prior)
         kernels = []
         for k, (xi, yi) in enumerate(zip(x, y)):
-            init = self.kernel[k % self.kernel.shape[0]].flip(-2, -1) if warm else None
-            kernels.append(estimate_kernel(xi, yi, self.kernel_size, self.smoothness, self.refit_iterations,
-                                           boundary, init).flip(-2, -1))  # A correlates: its kernel is flipped
+            start = self.kernel[k % self.kernel.shape[0]].flip(-2, -1) if warm else None
+            found = estimate_kernel(xi, yi, self.kernel_size, self.smoothness, self.refit_iterations, boundary, start)
+            for _ in range(self.hqs_iterations if self._denoiser is not None else 0):
+                anchor = self._denoiser.denoise(found, self.prior_sigma)
+                found = estimate_kernel(xi, yi, self.kernel_size, self.smoothness, self.refit_iterations, boundary,
+                                        found, anchor, self.prior_weight)
+            kernels.append(found.flip(-2, -1))  # A correlates with its kernel: the convolution kernel flipped
         self.kernel = self._refitted = torch.stack(kernels).to(x.device)
         return {"kernel": self.kernel}
 
@@ -130,6 +111,8 @@ class BlindBlur(Blur):
     def params(self) -> dict[str, Any]:
         params = {**super().params(), "kernel_size": self.kernel_size, "smoothness": self.smoothness,
                   "refit_iterations": self.refit_iterations, "start_width": self.start_width,
+                  "kernel_prior": self.kernel_prior, "prior_weight": self.prior_weight,
+                  "prior_sigma": self.prior_sigma, "hqs_iterations": self.hqs_iterations,
                   "noise_sigma_range": self.noise_sigma_range,
                   "noise_sigma": self.noise.sigma if self.noise_given else None}
         return params

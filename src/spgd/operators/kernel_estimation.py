@@ -86,7 +86,8 @@ def _lag_indices(size: int, height: int, width: int, device: torch.device) -> tu
 
 
 def estimate_kernel(x: Tensor, y: Tensor, size: int, smoothness: float = 1e-5, iterations: int = 500,
-                    boundary: str = "circular", init: Tensor | None = None) -> Tensor:
+                    boundary: str = "circular", init: Tensor | None = None, anchor: Tensor | None = None,
+                    anchor_weight: float = 0.0) -> Tensor:
     """The size x size blur kernel k (odd size) minimising 1/2 ||k * x - y||^2 + smoothness/2 * s ||grad k||^2
     (convolution, one image pair C x H x W in any range; s the data term's mean curvature, so `smoothness` is
     scale-free) under k >= 0 and sum k = 1. `boundary` "circular": y wraps around, and the normal equations on
@@ -95,7 +96,8 @@ def estimate_kernel(x: Tensor, y: Tensor, size: int, smoothness: float = 1e-5, i
     whose blur stays inside x are fitted, as a real photo's borders saw pixels outside the frame (or a padding
     nobody knows); from the circular solution (or `init`, a convolution kernel), accelerated projected gradient
     on that exact data term, its gradient by FFT. Returned centred (`centre_kernel`; the mass a shift moves out
-    of the window is dropped and the rest renormalised)."""
+    of the window is dropped and the rest renormalised). `anchor` (a convolution kernel) adds
+    anchor_weight/2 * s ||k - anchor||^2: the k-step of half-quadratic splitting with a kernel prior."""
     if size % 2 != 1:
         raise ValueError(f"the kernel size must be odd, got {size}")
     if boundary not in ("circular", "valid"):
@@ -108,23 +110,28 @@ def estimate_kernel(x: Tensor, y: Tensor, size: int, smoothness: float = 1e-5, i
     gram = auto[(u[:, None] - u[None, :]) % height, (v[:, None] - v[None, :]) % width]
     scale = float(torch.diagonal(gram).mean())
     prior = smoothness * scale * _difference_gram(size, x)
+    pull = torch.zeros(size * size, dtype=x.dtype, device=x.device)
+    if anchor is not None and anchor_weight > 0:
+        prior = prior + anchor_weight * scale * torch.eye(size * size, dtype=x.dtype, device=x.device)
+        pull = anchor_weight * scale * anchor.double().reshape(-1).to(x.device)
     n = size * size
     centring = torch.eye(n, dtype=x.dtype, device=x.device) - 1.0 / n  # the sum-zero subspace the steps move in
     step = 1.0 / float(torch.linalg.eigvalsh(centring @ (gram + prior) @ centring)[-1])
     if boundary == "circular" or init is None:
         cross = torch.fft.ifft2((xf.conj() * torch.fft.fft2(y)).sum(0)).real  # sum_p x[p] y[p + d]
-        system, rhs = gram + prior, cross[u, v]
+        system, rhs = gram + prior, cross[u, v] + pull
         k = project_simplex(torch.linalg.lstsq(system, rhs[:, None]).solution[:, 0])
         for _ in range(iterations if boundary == "circular" else 0):
             k = project_simplex(k - step * (system @ k - rhs))
     else:
         k = init.double().reshape(-1).to(x.device)
     if boundary == "valid":
-        k = _fit_valid(xf, y, k, size, prior, step, iterations)
+        k = _fit_valid(xf, y, k, size, prior, pull, step, iterations)
     return project_kernel(centre_kernel(k.reshape(size, size))).float()
 
 
-def _fit_valid(xf: Tensor, y: Tensor, k: Tensor, size: int, prior: Tensor, step: float, iterations: int) -> Tensor:
+def _fit_valid(xf: Tensor, y: Tensor, k: Tensor, size: int, prior: Tensor, pull: Tensor, step: float,
+               iterations: int) -> Tensor:
     """Accelerated projected gradient (FISTA) on 1/2 sum over y's valid pixels of (k * x - y)^2 plus
     the prior, from k; the circular Gram's step is safe, as the valid pixels' Gram is below it."""
     height, width = y.shape[-2:]
@@ -137,7 +144,7 @@ def _fit_valid(xf: Tensor, y: Tensor, k: Tensor, size: int, prior: Tensor, step:
         full = torch.zeros(height, width, dtype=y.dtype, device=y.device)
         full[u, v] = momentum
         residual = (torch.fft.ifft2(xf * torch.fft.fft2(full)).real - y) * inside
-        gradient = torch.fft.ifft2((xf.conj() * torch.fft.fft2(residual)).sum(0)).real[u, v] + prior @ momentum
+        gradient = torch.fft.ifft2((xf.conj() * torch.fft.fft2(residual)).sum(0)).real[u, v] + prior @ momentum - pull
         k = project_simplex(momentum - step * gradient)
         t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
         momentum, previous, t = k + (t - 1) / t_next * (k - previous), k, t_next
