@@ -137,8 +137,8 @@ def test_a_method_that_does_not_estimate_the_kernel_refuses_in_one_line(tmp_path
 
 def test_the_kernel_prior_loads_and_denoises_kernels_it_never_saw():
     """builtin:kernel31 on 32 kernels drawn from seeds outside its training stream, noise 0.1 of the peak: the
-    denoised kernels are blur kernels and closer to the clean ones than the noisy ones are (measured: -0.0 dB
-    noisy, +0.0 dB denoised; see the model card in docs/models.md)."""
+    denoised kernels are blur kernels, far closer to the clean ones than the noisy ones made blur kernels
+    (measured, as peak signal-to-noise ratios: 22.9 dB projected, 35.3 dB denoised; docs/blind_deblur.md)."""
     from spgd.operators.kernel_prior import load_kernel_prior
 
     prior = load_kernel_prior()
@@ -151,7 +151,7 @@ def test_the_kernel_prior_loads_and_denoises_kernels_it_never_saw():
     def snr(k: torch.Tensor) -> float:  # relative to each kernel's peak, in dB
         return float(10 * torch.log10(1 / (((k - clean) / peak) ** 2).mean()))
 
-    assert snr(denoised) > snr(ke.project_kernel(noisy)) + 6
+    assert snr(denoised) > snr(ke.project_kernel(noisy)) + 8
 
 
 def test_the_kernel_prior_trains_and_its_file_loads(tmp_path):
