@@ -64,7 +64,7 @@ def diffir_methods(path: str) -> dict[str, Method]:
     def diffir(y: torch.Tensor, operator: Any, clean: torch.Tensor, k: int) -> tuple[torch.Tensor, dict]:
         blind = blind_operator(operator)
         restored = spgd.restore(y, blind, model, sampler="diffir", seed=[k])
-        found[k] = blind.refit(restored * 2 - 1, y)["kernel"][0]
+        found[k] = blind.kernel[0]  # the M-step on the result, which spgd.restore leaves in the operator
         return restored, kernel_score(found[k], operator)
 
     def wiener(y: torch.Tensor, operator: Any, clean: torch.Tensor, k: int) -> tuple[torch.Tensor, dict]:

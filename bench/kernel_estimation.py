@@ -71,7 +71,7 @@ def main() -> None:
                 y = make_operator("blind_deblur", kernel_size=KERNEL_SIZE, noise_sigma=noise, kernel=truth).measure(
                     x, [torch.Generator().manual_seed(k)])
                 estimates = {"sharp image (oracle)": x}
-                if model is not None:
+                if model is not None:  # (spgd.restore also leaves this M-step in its operator)
                     blind = make_operator("blind_deblur", kernel_size=KERNEL_SIZE, noise_sigma=noise)
                     estimates["DiffIR's result"] = spgd.restore(y, blind, model, sampler="diffir", seed=[k]) * 2 - 1
                 for name, estimate in estimates.items():

@@ -55,7 +55,8 @@ def restore(y: Tensor, operator: Operator, prior: Any = None, sampler: str = "sp
     measure no pixel directly leave the result as the sampler made it (`keep_measured_pixels`).
     `tiling`: how a fixed-size prior covers another size, "blend" (overlapping tiles, the default) or
     "shift" (the grid moved at random at every call, a quarter-tile overlap: fewer network passes;
-    docs/any-size.md, and BENCHMARKS.md for how many).
+    docs/any-size.md, and BENCHMARKS.md for how many). An operator that estimates a parameter with the image
+    (`supports("refit")`: blind_deblur's kernel) holds the M-step on the result afterwards (`operator.kernel`).
     """
     from . import methods
 
@@ -70,6 +71,8 @@ def restore(y: Tensor, operator: Operator, prior: Any = None, sampler: str = "sp
     if y.device.type == "cpu":
         set_threads(None)  # one torch thread per free core, unless the user fixed the count
     x = restorer.restore(operator, y, image_seeds(seed, y.shape[0]), x_start=x_start, trace=trace, progress=progress)
+    if operator.supports("refit"):
+        operator.refit(x.nan_to_num(), y)
     return to_image_range(keep_measured_pixels(x, y, operator) if keep_measured else x)
 
 
