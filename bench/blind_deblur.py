@@ -28,7 +28,6 @@ from spgd import harness, io
 from spgd.baselines import classical_restore
 from spgd.harness import Method
 from spgd.methods import load_model
-from spgd.metrics import image_scores
 from spgd.operators.kernel_estimation import max_normalised_correlation
 from spgd.operators import make_operator
 from spgd.priors import load_prior
@@ -110,13 +109,6 @@ def methods(args: argparse.Namespace) -> dict[str, Method]:
     return table
 
 
-def score(lpips: bool):
-    def scores(restored: torch.Tensor, clean: torch.Tensor) -> dict[str, Any]:
-        stored = torch.from_numpy(io.to_uint8(restored)).permute(2, 0, 1).float() / 255  # as a PNG holds it
-        return image_scores(stored, clean, lpips)
-    return scores
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sets", nargs="+", default=["Set14"], help="Set5, Set14, BSD100 (../shared/datasets/sr) or folders")
@@ -130,7 +122,7 @@ def main() -> None:
     sets = {f"{Path(name).name} noise {args.noise:g}":
             io.list_images([SR / name if (SR / name).is_dir() else Path(name)])[:args.limit] for name in args.sets}
     operator = {"name": "blind_deblur", "kernel_size": 31, "noise_sigma": args.noise}
-    report = harness.summaries(args.out, sets, methods(args), operator, score(args.lpips), args.shard, load=centre_crop)
+    report = harness.summaries(args.out, sets, methods(args), operator, harness.rgb_scores(args.lpips), args.shard, load=centre_crop)
     print(harness.write_report(args.out, report, [("PSNR", "psnr", ".2f"), ("SSIM", "ssim", ".4f"),
                                                   ("LPIPS", "lpips", ".3f"), ("kernel MNC", "kernel_mnc", ".3f"),
                                                   ("s / image", "seconds", ".3g")]))

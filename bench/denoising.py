@@ -26,7 +26,6 @@ import spgd
 from spgd import harness, io
 from spgd.harness import Method
 from spgd.methods import load_model
-from spgd.metrics import image_scores
 from spgd.priors import load_prior
 from spgd.run import make_spec, restore_batch
 from spgd.tasks import parse_key_values
@@ -101,13 +100,6 @@ def methods(args: argparse.Namespace, sigma: float) -> dict[str, Method]:
     return table
 
 
-def score(lpips: bool):
-    def scores(restored: torch.Tensor, clean: torch.Tensor) -> dict[str, Any]:
-        stored = torch.from_numpy(io.to_uint8(restored)).permute(2, 0, 1).float() / 255  # as a PNG holds it
-        return image_scores(stored, clean, lpips)
-    return scores
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sets", nargs="+", default=["tune"], help="tune, CBSD68, or folders")
@@ -122,7 +114,7 @@ def main() -> None:
         table = methods(args, sigma)
         sets = {f"{Path(name).name} sigma {sigma:g}": images(name)[:args.limit] for name in args.sets}
         operator = {"name": "denoising", "sigma": sigma}
-        report.update(harness.summaries(args.out, sets, table, operator, score(args.lpips), args.shard))
+        report.update(harness.summaries(args.out, sets, table, operator, harness.rgb_scores(args.lpips), args.shard))
     for name, values in PUBLISHED.items():  # the published CBSD68 PSNRs beside the measured rows
         for sigma, value in zip((15, 25, 50), values):
             report.setdefault(f"CBSD68 (481x321) sigma {sigma}, published", {})[name] = {"psnr": value}

@@ -87,7 +87,7 @@ def methods(args: argparse.Namespace) -> dict[str, Method]:
 
 def score(lpips: bool):
     def scores(restored: torch.Tensor, clean: torch.Tensor) -> dict[str, Any]:
-        stored = torch.from_numpy(io.to_uint8(restored)).permute(2, 0, 1).float() / 255  # as a PNG holds it
+        stored = harness.stored(restored)
         row = {"psnr_y": float(psnr_y(stored[None], clean[None], SCALE)),
                "ssim_y": float(ssim_y(stored[None], clean[None], SCALE))}
         if lpips:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -136,6 +137,20 @@ def summaries(out: Path, sets: dict[str, list[Path]], methods: dict[str, Method]
                   log=lambda line: print(line, flush=True))
     return {name_set: {name: summarise(got, methods[name].parameters) for name, got in rows.items() if got}
             for name_set, rows in records.items()}
+
+
+def stored(restored: Tensor) -> Tensor:
+    """A [0, 1] result as an 8-bit PNG holds it: every table scores what a person would get as a file."""
+    return torch.from_numpy(io.to_uint8(restored)).permute(2, 0, 1).float() / 255
+
+
+def rgb_scores(lpips: bool) -> Callable[[Tensor, Tensor], dict[str, Any]]:
+    """The score of a result as stored (`stored`): RGB PSNR and SSIM, and LPIPS (AlexNet) with `lpips`."""
+    from .metrics import image_scores
+
+    def scores(restored: Tensor, clean: Tensor) -> dict[str, Any]:
+        return image_scores(stored(restored), clean, lpips)
+    return scores
 
 
 def add_arguments(parser: Any) -> None:

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from ..protocols import Denoiser, Operator
 from ..seeding import StepNoise
-from .common import Loop, Trace, check_start, require, start_noise
+from .common import Loop, Trace, require, start_noise
 from .ddpm import chain_sigmas
 from .diffpir import data_rho
 
@@ -82,11 +82,9 @@ def fast_em(prior: Denoiser, operator: Operator, y: Tensor, x_start: Tensor | No
     if refit_every:
         operator.start_estimate(y)
     with torch.no_grad():
-        if x_start is not None:
-            check_start(x_start, shape)
-            start = x_start.to(device=y.device, dtype=torch.float32).clone()
-        else:
-            start = operator.A_adjoint(y) + start_noise(shape, sigmas[0], seed, y.device)
+        start = start_noise(shape, sigmas[0], seed, y.device, x_start)
+        if x_start is None:
+            start = operator.A_adjoint(y) + start
     noise = StepNoise(seed, shape[0], "fast_em", y.device)
     loop = Loop("Fast EM", passes * (length - 1), y, operator.noise_sigma, on_nan, check_every,
                 f"try a larger lam (now {lam})", trace, progress)
