@@ -238,8 +238,8 @@ def test_every_sampler_restores_a_200x136_image_with_a_32px_prior(sampler, opera
         tiled, whole = (spgd.restore(y, op, ConvDenoiser(channels, size), sampler=sampler, seed=0, progress=False,
                                      **settings) for size in (32, None))
     except ValueError as exc:  # a sampler that needs what this operator lacks says so, at any size
-        capability = {"pseudo-inverse": "pinv", "singular value decomposition": "svd"}
-        named = [c for words, c in capability.items() if f"needs an operator with a {words}" in str(exc)]
+        capability = {"a pseudo-inverse": "pinv", "a singular value decomposition": "svd", "an adjoint": "adjoint"}
+        named = [c for words, c in capability.items() if f"needs an operator with {words}" in str(exc)]
         assert named and not op.supports(named[0]), exc
         return
     assert tiled.shape == x.shape and torch.isfinite(tiled).all()
