@@ -71,9 +71,15 @@ def restore(y: Tensor, operator: Operator, prior: Any = None, sampler: str = "sp
     if y.device.type == "cpu":
         set_threads(None)  # one torch thread per free core, unless the user fixed the count
     x = restorer.restore(operator, y, image_seeds(seed, y.shape[0]), x_start=x_start, trace=trace, progress=progress)
-    if operator.supports("refit"):
-        operator.refit(x.nan_to_num(), y)
+    refit_on_result(x, y, operator)
     return to_image_range(keep_measured_pixels(x, y, operator) if keep_measured else x)
+
+
+def refit_on_result(x: Tensor, y: Tensor, operator: Operator) -> dict[str, Tensor]:
+    """The last M-step of a blind task: the parameters the operator estimates with the image (a blind blur's
+    kernel) refitted on the restored x ([-1, 1]; a failed image's NaNs as zeros), kept in it and returned
+    ({name: one per image}); {} for an operator that estimates none."""
+    return operator.refit(x.nan_to_num(), y) if operator.supports("refit") else {}
 
 
 def keep_measured_pixels(x: Tensor, y: Tensor, operator: Operator) -> Tensor:

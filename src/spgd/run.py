@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from . import io, methods
-from .api import check_measurement, keep_measured_pixels, simulate, to_image_range, to_model_range
+from .api import check_measurement, keep_measured_pixels, refit_on_result, simulate, to_image_range, to_model_range
 from .operators import Operator, check_parameters, load_mask, make_operator, operator_class
 from .priors.tiled import check_tiling
 from .protocols import Restorer
@@ -235,7 +235,7 @@ def restore_batch(spec: RunSpec, seeds: list[int], clean: Tensor | None = None, 
     trace = trace or Trace(keep_images=False, curves=False)
     x = restorer.restore(operator, y, seeds, trace=trace, progress=progress, on_nan="mark", stop=stop,
                          kept_runs=kept_runs)
-    refitted = {k: v.detach().cpu() for k, v in operator.refit(x.nan_to_num(), y).items()} if blind else {}
+    refitted = {k: v.detach().cpu() for k, v in refit_on_result(x, y, operator).items()}
     truth = {k: torch.as_tensor(simulated[k]).cpu().expand_as(v) for k, v in refitted.items()
              if simulated.get(k) is not None}
     restored = to_image_range(keep_measured_pixels(x, y, operator) if keep_measured else x).cpu()
